@@ -1,0 +1,115 @@
+"""The ports: what the engine's adapters provide, as Protocols.
+
+Stores keep definitions and event state; every write that can race is atomic
+and conditional, and raises :class:`~machinery.engine.errors.Conflict` (or
+returns False, for event state) instead of overwriting somebody else's write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from machinery.engine.decider import Call, StepError
+from machinery.engine.model import Service, Workflow
+from machinery.engine.state import Event
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+
+
+class RegistryStore(Protocol):
+    """Services and workflows.
+
+    A workflow is registered against the revisions of the services it was
+    checked with; the store refuses it if any of them changed since, and a
+    service is replaced or deleted only while the set of workflows using it is
+    the one the caller checked. So a check and the write it justifies cannot
+    be separated by another writer.
+    """
+
+    def add_service(self, service: Service) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+
+    def get_service(self, name: str) -> Service:
+        """NotFound if there is no such service."""
+
+    def list_services(self, *, offset: int, limit: int) -> Page[Service]:
+        """Ordered by name."""
+
+    def service_users(self, name: str) -> list[str]:
+        """Names of the workflows that use the service, sorted; NotFound if there is no such service."""
+
+    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+        """Replace the service named ``service.name``, keeping its id, at revision + 1.
+
+        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        """
+
+    def delete_service(self, name: str) -> None:
+        """NotFound if absent; Conflict naming the workflows (in ``problems``) if any uses it."""
+
+    def add_workflow(self, workflow: Workflow, *, services: Mapping[str, int]) -> Workflow:
+        """Store a new workflow at version 1 with a fresh id.
+
+        ``services`` maps each service it uses to the revision it was checked
+        against. Conflict if the name is taken or any of those services changed
+        or went away since.
+        """
+
+    def get_workflow(self, key: str) -> Workflow:
+        """By id or by name; NotFound if neither matches."""
+
+    def get_workflow_version(self, workflow_id: str, version: int) -> Workflow:
+        """A version as it was registered; kept after the workflow is replaced or deleted, for its events."""
+
+    def list_workflows(self, *, offset: int, limit: int) -> Page[Workflow]:
+        """Ordered by name."""
+
+    def replace_workflow(self, workflow: Workflow, *, version: int, services: Mapping[str, int]) -> Workflow:
+        """Store ``workflow`` (same id) as version + 1; Conflict if the current version is not ``version``
+        or a service changed since it was checked."""
+
+    def delete_workflow(self, key: str) -> None:
+        """By id or by name; NotFound if absent. Releases the services it used."""
+
+
+class EventStore(Protocol):
+    def create_event(self, event: Event) -> tuple[Event, bool]:
+        """Store a new event durably; with an idempotency key already used for the same
+        workflow, store nothing and return the existing event and False."""
+
+    def get_event(self, event_id: str) -> Event:
+        """NotFound if there is no such event."""
+
+    def save_event(self, event: Event) -> bool:
+        """Write ``event`` if the stored version is still ``event.version``.
+
+        On success the stored version, and ``event.version``, become one more,
+        and True is returned; otherwise nothing is written and False is returned.
+        """
+
+    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+        """Newest first."""
+
+    def due_events(self, now: float, limit: int) -> list[Event]:
+        """Unfinished events whose ``due_at`` has come, earliest first."""
+
+
+class Dispatcher(Protocol):
+    """Sends the nudge "look at step X of event Y" to the workers."""
+
+    def dispatch(self, event_id: str, step_id: str, delay: float = 0.0) -> None: ...
+
+
+class ServiceCaller(Protocol):
+    """Makes one call of one kind of service."""
+
+    def call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+        """The service's answer as decoded JSON, or the error that prevented one."""

@@ -1,0 +1,113 @@
+"""Runtime state of an event and of each of its steps, as plain data.
+
+Stores keep this state; each change to it is one conditional write on
+``Event.version``. ``to_doc``/``from_doc`` give the plain-data form stores persist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+
+class EventStatus(str, Enum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED)
+
+
+class StepStatus(str, Enum):
+    PENDING = "pending"
+    """Waits for the steps it depends on."""
+    READY = "ready"
+    """May be claimed by a worker."""
+    RUNNING = "running"
+    """Claimed by a worker until ``lease_until``."""
+    RETRYING = "retrying"
+    """Failed transiently; may be claimed again from ``run_at``."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
+
+
+@dataclass
+class StepState:
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    """Calls started, lost ones included."""
+    lost: int = 0
+    """Claims whose worker vanished before it recorded a result."""
+    budget_used: int = 0
+    """Attempts that count against the retry policy; reset when a failed event is retried."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    inputs: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    run_at: float | None = None
+    lease_until: float | None = None
+    nudged_at: float | None = None
+    token: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per failed or lost attempt: attempt, started_at, ended_at, error."""
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if v is not None}
+        doc["status"] = self.status.value
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> StepState:
+        return cls(**{**doc, "status": StepStatus(doc["status"]), "history": list(doc.get("history", []))})
+
+
+@dataclass
+class Event:
+    id: str
+    workflow_id: str
+    workflow_name: str
+    workflow_version: int
+    data: dict[str, Any]
+    created_at: float
+    updated_at: float
+    status: EventStatus = EventStatus.ACCEPTED
+    steps: dict[str, StepState] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    due_at: float | None = None
+    """When the sweeper should look at this event if nothing else moves it; None once it is over."""
+    version: int = 0
+    """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
+
+    def copy(self) -> Event:
+        """A copy whose step states may be changed without touching this one."""
+        return replace(self, steps={k: replace(v, history=list(v.history)) for k, v in self.steps.items()})
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if v is not None}
+        doc["status"] = self.status.value
+        doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Event:
+        return cls(
+            **{
+                **doc,
+                "status": EventStatus(doc["status"]),
+                "steps": {k: StepState.from_doc(v) for k, v in doc["steps"].items()},
+            }
+        )

@@ -1,0 +1,277 @@
+"""The definition formats: JSON to model and back, in one place.
+
+The API validates requests with these schemas, ``machinery apply`` loads
+files with them, ``machinery export`` writes what they dump, and the stores
+persist definitions in the same shape, so what one accepts the others read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.retry import RetryPolicy
+from machinery.engine.types import SCALARS, FieldType
+
+NAME = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+    error="must start with a letter or a digit and hold only letters, digits, '_', '.' and '-' (100 at most)",
+)
+FIELD_NAME = validate.Regexp(
+    r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$",
+    error="must start with a letter or '_' and hold only letters, digits, '_' and '-' (100 at most)",
+)
+_REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class FieldSchema(StrictSchema):
+    name = fields.String(required=True, validate=FIELD_NAME)
+    type = fields.String(required=True, validate=validate.OneOf(SCALARS))
+    items = fields.String(validate=validate.OneOf(SCALARS), metadata={"description": "The item type of an array"})
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    required = fields.Boolean(load_default=True)
+    default = fields.Raw(allow_none=True, metadata={"description": "Value used when the field is absent"})
+
+    @validates_schema
+    def _items_only_for_arrays(self, data: dict[str, Any], **_: Any) -> None:
+        if "items" in data and data["type"] != "array":
+            raise ValidationError(f"only an array has an item type, not {data['type']}", "items")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Field:
+        extra = {"default": data["default"]} if "default" in data else {}
+        return Field(
+            name=data["name"],
+            type=FieldType.parse(data["type"], data.get("items")),
+            description=data["description"],
+            required=data["required"],
+            **extra,
+        )
+
+
+class RetrySchema(StrictSchema):
+    attempts = fields.Integer(load_default=3, validate=validate.Range(1, 100))
+    backoff = fields.Float(load_default=0.5, validate=validate.Range(0, 3600))
+    multiplier = fields.Float(load_default=2.0, validate=validate.Range(1, 100))
+    max_delay = fields.Float(load_default=30.0, validate=validate.Range(0, 86400))
+    jitter = fields.Boolean(load_default=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> RetryPolicy:
+        return RetryPolicy(**data)
+
+
+class ServiceSchema(StrictSchema):
+    id = fields.String(dump_only=True)
+    revision = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    kind = fields.String(load_default="http", validate=validate.OneOf(["http"]))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    address = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(0.001, 3600))
+    retry = fields.Nested(RetrySchema, load_default=RetryPolicy)
+    inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+
+    @validates_schema
+    def _unique_fields(self, data: dict[str, Any], **_: Any) -> None:
+        _check_unique(data.get("inputs", []), "inputs")
+        _check_unique(data.get("outputs", []), "outputs")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Service:
+        return Service(
+            name=data["name"],
+            endpoint=HttpEndpoint(address=data["address"], method=data["method"], headers=data["headers"]),
+            inputs=tuple(data["inputs"]),
+            outputs=tuple(data["outputs"]),
+            description=data["description"],
+            timeout=data["timeout"],
+            retry=data["retry"],
+        )
+
+
+class StepSchema(StrictSchema):
+    id = fields.String(required=True, validate=NAME)
+    service = fields.String(required=True, validate=NAME)
+    after = fields.List(fields.String(validate=NAME), load_default=list)
+    input = fields.Dict(
+        keys=fields.String(validate=FIELD_NAME),
+        values=fields.Raw(allow_none=True),
+        load_default=dict,
+        metadata={"description": "Service input -> '$.input.x', '$.context.x', '$.steps.<id>.x' or a constant"},
+    )
+    output = fields.Dict(
+        keys=fields.String(validate=FIELD_NAME),
+        values=fields.String(validate=FIELD_NAME),
+        load_default=dict,
+        metadata={"description": "Service output -> the name it takes in the context"},
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Step:
+        refs = {}
+        errors = {}
+        for name, value in data["input"].items():
+            try:
+                refs[name] = parse_ref(value)
+            except ValueError as e:
+                errors[name] = [str(e)]
+        if errors:
+            raise ValidationError({"input": errors})
+        return Step(
+            id=data["id"], service=data["service"], after=tuple(data["after"]), input=refs, output=data["output"]
+        )
+
+
+class WorkflowSchema(StrictSchema):
+    id = fields.String(dump_only=True)
+    version = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    services = fields.List(
+        fields.String(validate=NAME),
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "The linear form: services called in this order"},
+    )
+    steps = fields.List(
+        fields.Nested(StepSchema),
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "The graph form: steps and what each runs after"},
+    )
+    inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    operations = fields.List(
+        fields.Raw(),
+        validate=validate.Length(max=0, error="copy fields with a step's 'input' and 'output' mappings instead"),
+        metadata={"description": "Kept for the seed's files; must be empty"},
+    )
+
+    @validates_schema
+    def _one_form(self, data: dict[str, Any], **_: Any) -> None:
+        if ("services" in data) == ("steps" in data):
+            raise ValidationError("give either 'services' (a linear chain) or 'steps' (a graph), not both or neither")
+        _check_unique(data.get("inputs", []), "inputs")
+        _check_unique(data.get("outputs", []), "outputs")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Workflow:
+        linear = "services" in data
+        return Workflow(
+            name=data["name"],
+            steps=linear_steps(data["services"]) if linear else tuple(data["steps"]),
+            inputs=tuple(data["inputs"]),
+            outputs=tuple(data["outputs"]),
+            description=data["description"],
+            linear=linear,
+        )
+
+
+class EventRequestSchema(StrictSchema):
+    data = fields.Dict(
+        keys=fields.String(), required=True, metadata={"description": "Must match the workflow's inputs"}
+    )
+
+
+def _check_unique(items: list[Field], key: str) -> None:
+    names = [f.name for f in items]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValidationError(f"declared more than once: {', '.join(twice)}", key)
+
+
+def parse_ref(value: Any) -> Ref:
+    """A step input: a ``$.`` reference, or any other JSON value as a constant."""
+    if not (isinstance(value, str) and value.startswith("$")):
+        return Ref("const", value=value)
+    match = _REF.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is no reference; write $.input.<field>, $.context.<field> or $.steps.<id>.<field>")
+    source, rest = match.group(1), tuple(match.group(2)[1:].split("."))
+    if source == "steps":
+        if len(rest) < 2:
+            raise ValueError(f"{value!r} names a step but no field of its outputs")
+        return Ref("step", rest[1:], step=rest[0])
+    return Ref(source, rest)
+
+
+def field_to_dict(f: Field) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": f.name, "type": f.type.name, "description": f.description}
+    if f.type.items is not None:
+        doc["items"] = f.type.items.name
+    if not f.required:
+        doc["required"] = False
+    if f.has_default:
+        doc["default"] = f.default
+    return doc
+
+
+def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
+    return {
+        "attempts": r.attempts,
+        "backoff": r.backoff,
+        "multiplier": r.multiplier,
+        "max_delay": r.max_delay,
+        "jitter": r.jitter,
+    }
+
+
+def service_to_dict(s: Service) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
+    return doc | {
+        "name": s.name,
+        "kind": s.kind,
+        "description": s.description,
+        "address": s.endpoint.address,
+        "method": s.endpoint.method,
+        "headers": dict(s.endpoint.headers),
+        "timeout": s.timeout,
+        "retry": retry_to_dict(s.retry),
+        "inputs": [field_to_dict(f) for f in s.inputs],
+        "outputs": [field_to_dict(f) for f in s.outputs],
+    }
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "service": step.service,
+        "after": list(step.after),
+        "input": {k: (v.value if v.source == "const" else str(v)) for k, v in step.input.items()},
+        "output": dict(step.output),
+    }
+
+
+def workflow_to_dict(w: Workflow) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": w.id, "version": w.version} if w.id else {}
+    doc |= {"name": w.name, "description": w.description}
+    if w.linear:
+        doc["services"] = [step.service for step in w.steps]
+    else:
+        doc["steps"] = [step_to_dict(step) for step in w.steps]
+    doc["inputs"] = [field_to_dict(f) for f in w.inputs]
+    doc["outputs"] = [field_to_dict(f) for f in w.outputs]
+    return doc
+
+
+def load_service(doc: dict[str, Any]) -> Service:
+    """A stored service document back into the model, with its id and revision."""
+    service: Service = ServiceSchema().load({k: v for k, v in doc.items() if k not in ("id", "revision")})
+    return replace(service, id=doc.get("id"), revision=doc.get("revision", 0))
+
+
+def load_workflow(doc: dict[str, Any]) -> Workflow:
+    """A stored workflow document back into the model, with its id and version."""
+    workflow: Workflow = WorkflowSchema().load({k: v for k, v in doc.items() if k not in ("id", "version")})
+    return replace(workflow, id=doc.get("id"), version=doc.get("version", 1))
