@@ -7,11 +7,11 @@ Stores keep this state; each change to it is one conditional write on
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class EventStatus(str, Enum):
+class EventStatus(StrEnum):
     ACCEPTED = "accepted"
     RUNNING = "running"
     WAITING = "waiting"
@@ -24,7 +24,7 @@ class EventStatus(str, Enum):
         return self in (EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED)
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     PENDING = "pending"
     """Waits for the steps it depends on."""
     READY = "ready"
