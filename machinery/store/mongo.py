@@ -1,0 +1,331 @@
+"""The MongoDB store, for several hosts sharing one database.
+
+It uses no transactions: every change is a sequence of single-document
+conditional writes, ordered so that a reader never sees a broken invariant,
+and undone in reverse when a later one fails.
+
+- A service document holds ``used_by``, the ids of the workflows that use it.
+  A workflow marks each of its services (at the revision it was checked
+  against) before its own document is written, and unmarks them after its own
+  document is gone. Ids rather than names, so that undoing one attempt can
+  never unmark another workflow of the same name. A process that dies half-way
+  leaves a mark too many, never one too few: that service then refuses to be
+  deleted or replaced, rather than ever breaking a workflow.
+- The current version of a workflow lives in ``workflows``; a version is
+  copied into ``workflow_versions`` before it is replaced or deleted.
+
+Documents are the plain shapes of :mod:`machinery.schemas` and
+:meth:`Event.to_doc`, with ``id`` stored as Mongo's ``_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.model import Service, Workflow
+from machinery.engine.ports import Page
+from machinery.engine.state import Event, EventStatus
+from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+_TERMINAL = [status.value for status in EventStatus if status.terminal]
+
+
+class MongoStore:
+    """RegistryStore and EventStore in a MongoDB database; creates its indexes."""
+
+    def __init__(self, database: Database[Doc]) -> None:
+        self._services: Collection[Doc] = database.services
+        self._workflows: Collection[Doc] = database.workflows
+        self._versions: Collection[Doc] = database.workflow_versions
+        self._events: Collection[Doc] = database.events
+        self._create_indexes()
+
+    # Services
+
+    def add_service(self, service: Service) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+        stored = replace(service, id=uuid4().hex, revision=1)
+        try:
+            self._services.insert_one(_service_doc(stored, used_by=[]))
+        except DuplicateKeyError:
+            raise _taken("service", stored.name) from None
+        return stored
+
+    def get_service(self, name: str) -> Service:
+        """NotFound if there is no such service."""
+        return load_service(_from_mongo(self._find_service(name, {"used_by": False})))
+
+    def list_services(self, *, offset: int, limit: int) -> Page[Service]:
+        """Ordered by name."""
+        return _page(self._services, {}, [("name", ASCENDING)], offset, limit, load_service, {"used_by": False})
+
+    def service_users(self, name: str) -> list[str]:
+        """Names of the workflows that use the service, sorted; NotFound if there is no such service."""
+        return self._names(self._find_service(name, {"used_by": True})["used_by"])
+
+    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+        """Replace the service named ``service.name``, keeping its id, at revision + 1.
+
+        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        """
+        current = self._find_service(service.name, {"revision": True, "used_by": True})
+        used_by = current["used_by"]
+        names = self._names(used_by)
+        # A mark whose workflow is not written yet has no name: the users then differ, as they should.
+        if current["revision"] == revision and len(names) == len(used_by) and names == sorted(users):
+            stored = replace(service, id=current["_id"], revision=revision + 1)
+            # Conditional on what was just checked, which may have changed since.
+            result = self._services.replace_one(
+                {"_id": stored.id, "revision": revision, "used_by": used_by}, _service_doc(stored, used_by)
+            )
+            if result.matched_count:
+                return stored
+        raise Conflict(f"service {service.name!r} changed since it was checked")
+
+    def delete_service(self, name: str) -> None:
+        """NotFound if absent; Conflict naming the workflows (in ``problems``) if any uses it."""
+        if not self._services.delete_one({"name": name, "used_by": {"$size": 0}}).deleted_count:
+            users = self.service_users(name)
+            raise Conflict(
+                f"service {name!r} is in use",
+                [Problem(f"workflow {user!r} uses service {name!r}") for user in users],
+            )
+
+    # Workflows
+
+    def add_workflow(self, workflow: Workflow, *, services: Mapping[str, int]) -> Workflow:
+        """Store a new workflow at version 1 with a fresh id.
+
+        Conflict if the name is taken or any of ``services`` is no longer at the revision it was checked against.
+        """
+        workflow_id = uuid4().hex
+        stored = replace(workflow, id=workflow_id, version=1)
+        with self._services_marked(workflow_id, services):
+            try:
+                self._workflows.insert_one(_to_mongo(workflow_to_dict(stored)))
+            except DuplicateKeyError:
+                raise _taken("workflow", stored.name) from None
+        return stored
+
+    def get_workflow(self, key: str) -> Workflow:
+        """By id or by name; NotFound if neither matches."""
+        return load_workflow(_from_mongo(self._find_workflow(key)))
+
+    def get_workflow_version(self, workflow_id: str, version: int) -> Workflow:
+        """A version as it was registered; kept after the workflow is replaced or deleted, for its events."""
+        # The current document first: a version is copied before it is replaced, so if it is
+        # no longer current by now, the copy is there.
+        current = self._workflows.find_one({"_id": workflow_id, "version": version})
+        doc = (
+            _from_mongo(current)
+            if current
+            else self._versions.find_one({"id": workflow_id, "version": version}, {"_id": False})
+        )
+        if doc is None:
+            raise NotFound(f"no version {version} of workflow {workflow_id!r}")
+        return load_workflow(doc)
+
+    def list_workflows(self, *, offset: int, limit: int) -> Page[Workflow]:
+        """Ordered by name."""
+        return _page(self._workflows, {}, [("name", ASCENDING)], offset, limit, load_workflow)
+
+    def replace_workflow(self, workflow: Workflow, *, version: int, services: Mapping[str, int]) -> Workflow:
+        """Store ``workflow`` (found by its id) as version + 1.
+
+        Conflict if the current version is not ``version``, the new name is taken, or a service changed
+        since it was checked; NotFound if there is no such workflow.
+        """
+        current = self._workflows.find_one({"_id": workflow.id})
+        if current is None:
+            raise NotFound(f"no workflow {workflow.id!r}")
+        if current["version"] != version:
+            raise _outdated(workflow.name, version)
+        self._keep_version(current)
+        workflow_id: str = current["_id"]
+        stored = replace(workflow, version=version + 1)
+        with self._services_marked(workflow_id, services):
+            try:
+                result = self._workflows.replace_one(
+                    {"_id": workflow_id, "version": version}, _to_mongo(workflow_to_dict(stored))
+                )
+            except DuplicateKeyError:
+                raise _taken("workflow", stored.name) from None
+            if not result.matched_count:
+                raise _outdated(workflow.name, version)
+        self._unmark(workflow_id, {"$nin": list(services)})
+        return stored
+
+    def delete_workflow(self, key: str) -> None:
+        """By id or by name; NotFound if absent. Releases the services it used.
+
+        Conflict if it is replaced meanwhile, so that the version deleted is the one kept.
+        """
+        current = self._find_workflow(key)
+        self._keep_version(current)
+        if not self._workflows.delete_one({"_id": current["_id"], "version": current["version"]}).deleted_count:
+            raise _outdated(current["name"], current["version"])
+        self._unmark(current["_id"])
+
+    # Events
+
+    def create_event(self, event: Event) -> tuple[Event, bool]:
+        """Store a new event; with an idempotency key already used for the same workflow,
+        store nothing and return the existing event and False."""
+        try:
+            self._events.insert_one(_to_mongo(event.to_doc()))
+        except DuplicateKeyError:
+            existing = None
+            if event.idempotency_key is not None:
+                existing = self._events.find_one(
+                    {"workflow_id": event.workflow_id, "idempotency_key": event.idempotency_key}
+                )
+            if existing is None:
+                raise  # the event's id is taken, not its idempotency key
+            return _load_event(existing), False
+        return event, True
+
+    def get_event(self, event_id: str) -> Event:
+        """NotFound if there is no such event."""
+        doc = self._events.find_one({"_id": event_id})
+        if doc is None:
+            raise NotFound(f"no event {event_id!r}")
+        return _load_event(doc)
+
+    def save_event(self, event: Event) -> bool:
+        """Write ``event`` if the stored version is still ``event.version``, and then bump both."""
+        doc = _to_mongo(event.to_doc())
+        doc["version"] = event.version + 1
+        # A whole replacement, not $set: fields the event no longer has (due_at, ...) must go.
+        if not self._events.replace_one({"_id": event.id, "version": event.version}, doc).matched_count:
+            return False
+        event.version += 1
+        return True
+
+    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+        """Newest first."""
+        filters = {"workflow_id": workflow_id, "status": status}
+        query = {field: value for field, value in filters.items() if value is not None}
+        return _page(
+            self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
+        )
+
+    def due_events(self, now: float, limit: int) -> list[Event]:
+        """Unfinished events whose ``due_at`` has come, earliest first."""
+        docs = self._events.find({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}).sort("due_at").limit(limit)
+        return [_load_event(doc) for doc in docs]
+
+    # Helpers
+
+    def _create_indexes(self) -> None:
+        self._services.create_index("name", unique=True)
+        self._services.create_index("used_by")
+        self._workflows.create_index("name", unique=True)
+        self._versions.create_index([("id", ASCENDING), ("version", ASCENDING)], unique=True)
+        # Partial, not sparse: a sparse compound index still holds the events without a key.
+        self._events.create_index(
+            [("workflow_id", ASCENDING), ("idempotency_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"idempotency_key": {"$type": "string"}},
+        )
+        self._events.create_index([("workflow_id", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)])
+        self._events.create_index([("created_at", DESCENDING)])
+        self._events.create_index("due_at")
+
+    def _find_service(self, name: str, projection: Mapping[str, bool]) -> Doc:
+        doc = self._services.find_one({"name": name}, projection)
+        if doc is None:
+            raise NotFound(f"no service {name!r}")
+        return doc
+
+    def _find_workflow(self, key: str) -> Doc:
+        doc = self._workflows.find_one({"_id": key}) or self._workflows.find_one({"name": key})
+        if doc is None:
+            raise NotFound(f"no workflow {key!r}")
+        return doc
+
+    def _names(self, workflow_ids: list[str]) -> list[str]:
+        """The sorted names of those of the workflows that exist."""
+        return sorted(doc["name"] for doc in self._workflows.find({"_id": {"$in": workflow_ids}}, {"name": True}))
+
+    def _keep_version(self, workflow: Doc) -> None:
+        """Copy the current version of a workflow into ``workflow_versions``; a copy already there is the same."""
+        doc = _from_mongo(workflow)
+        self._versions.replace_one({"id": doc["id"], "version": doc["version"]}, doc, upsert=True)
+
+    @contextmanager
+    def _services_marked(self, workflow_id: str, services: Mapping[str, int]) -> Iterator[None]:
+        """Mark each service, at the revision it was checked against, as used by the workflow;
+        unmark those newly marked if that or the body fails."""
+        marked: list[str] = []
+        try:
+            for name, revision in sorted(services.items()):
+                result = self._services.update_one(
+                    {"name": name, "revision": revision}, {"$addToSet": {"used_by": workflow_id}}
+                )
+                if not result.matched_count:
+                    raise Conflict(
+                        "services changed since the workflow was checked",
+                        [Problem(f"service {name!r} changed or went away since the workflow was checked")],
+                    )
+                if result.modified_count:
+                    marked.append(name)
+            yield
+        except BaseException:
+            self._unmark(workflow_id, {"$in": marked})
+            raise
+
+    def _unmark(self, workflow_id: str, names: Doc | None = None) -> None:
+        """Remove the workflow's mark from the services (those whose name matches ``names``, if given)."""
+        query = {"used_by": workflow_id} | ({"name": names} if names else {})
+        self._services.update_many(query, {"$pull": {"used_by": workflow_id}})
+
+
+def _to_mongo(doc: Doc) -> Doc:
+    return {("_id" if key == "id" else key): value for key, value in doc.items()}
+
+
+def _from_mongo(doc: Doc) -> Doc:
+    return {("id" if key == "_id" else key): value for key, value in doc.items()}
+
+
+def _load_event(doc: Doc) -> Event:
+    return Event.from_doc(_from_mongo(doc))
+
+
+def _service_doc(service: Service, used_by: list[str]) -> Doc:
+    return _to_mongo(service_to_dict(service)) | {"used_by": used_by}
+
+
+def _page(
+    collection: Collection[Doc],
+    query: Doc,
+    sort: list[tuple[str, int]],
+    offset: int,
+    limit: int,
+    load: Callable[[Doc], T],
+    projection: Mapping[str, bool] | None = None,
+) -> Page[T]:
+    """One page, in ``sort`` order, of the documents matching ``query``, and their count."""
+    docs = collection.find(query, projection).sort(sort).skip(offset).limit(limit)
+    return Page([load(_from_mongo(doc)) for doc in docs], collection.count_documents(query))
+
+
+def _taken(kind: str, name: str) -> Conflict:
+    return Conflict(f"a {kind} named {name!r} already exists")
+
+
+def _outdated(name: str, version: int) -> Conflict:
+    return Conflict(f"workflow {name!r} changed since version {version}")

@@ -1,0 +1,404 @@
+"""The embedded store: one SQLite file, shared safely by threads and processes.
+
+Definitions and events are kept as JSON documents (the shapes of
+:mod:`machinery.schemas` and :meth:`Event.to_doc`), next to the columns that
+queries and conditional writes need. WAL mode lets readers run beside the one
+writer; every write that reads before it writes holds the write lock from its
+first statement (``BEGIN IMMEDIATE``), so what it checked cannot change under it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.model import Service, Workflow
+from machinery.engine.ports import Page
+from machinery.engine.state import Event, EventStatus
+from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT = 30.0
+"""Seconds a statement waits for another connection's write lock before it fails."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    revision INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_users (
+    service TEXT NOT NULL REFERENCES services (name),
+    workflow_id TEXT NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
+    PRIMARY KEY (service, workflow_id)
+);
+CREATE INDEX IF NOT EXISTS service_users_by_workflow ON service_users (workflow_id);
+CREATE TABLE IF NOT EXISTS workflow_versions (
+    workflow_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, version)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    due_at REAL,
+    idempotency_key TEXT,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    UNIQUE (workflow_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id, status, created_at DESC);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at DESC);
+CREATE INDEX IF NOT EXISTS events_due ON events (due_at) WHERE due_at IS NOT NULL;
+"""
+
+_INSERT_EVENT = """
+INSERT INTO events (id, workflow_id, status, created_at, due_at, idempotency_key, version, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (workflow_id, idempotency_key) DO NOTHING
+"""
+
+_SAVE_EVENT = "UPDATE events SET doc = ?, version = version + 1, status = ?, due_at = ? WHERE id = ? AND version = ?"
+
+_TERMINAL = tuple(status.value for status in EventStatus if status.terminal)
+
+_DUE_EVENTS = (
+    f"SELECT doc FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
+    " ORDER BY due_at LIMIT ?"
+)
+
+
+class SqliteStore:
+    """RegistryStore and EventStore in the SQLite database at ``path``, created if need be."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._inherited: list[sqlite3.Connection] = []
+        self._db().executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close this thread's connection; the next call opens another."""
+        if getattr(self._local, "pid", None) == os.getpid():
+            self._local.db.close()
+            del self._local.db, self._local.pid
+
+    # Services
+
+    def add_service(self, service: Service) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+        stored = replace(service, id=uuid4().hex, revision=1)
+        try:
+            self._db().execute(
+                "INSERT INTO services (name, id, revision, doc) VALUES (?, ?, ?, ?)",
+                (stored.name, stored.id, stored.revision, _dumps(service_to_dict(stored))),
+            )
+        except sqlite3.IntegrityError:
+            raise _taken("service", stored.name) from None
+        return stored
+
+    def get_service(self, name: str) -> Service:
+        """NotFound if there is no such service."""
+        return load_service(_doc(_service_row(self._db(), name)))
+
+    def list_services(self, *, offset: int, limit: int) -> Page[Service]:
+        """Ordered by name."""
+        return self._page("FROM services", (), "name", offset, limit, load_service)
+
+    def service_users(self, name: str) -> list[str]:
+        """Names of the workflows that use the service, sorted; NotFound if there is no such service."""
+        db = self._db()
+        _service_row(db, name)
+        return _users(db, name)
+
+    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+        """Replace the service named ``service.name``, keeping its id, at revision + 1.
+
+        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        """
+        with self._transaction() as db:
+            row = _service_row(db, service.name)
+            if row["revision"] != revision or _users(db, service.name) != sorted(users):
+                raise Conflict(f"service {service.name!r} changed since it was checked")
+            stored = replace(service, id=row["id"], revision=revision + 1)
+            db.execute(
+                "UPDATE services SET revision = ?, doc = ? WHERE name = ?",
+                (stored.revision, _dumps(service_to_dict(stored)), stored.name),
+            )
+        return stored
+
+    def delete_service(self, name: str) -> None:
+        """NotFound if absent; Conflict naming the workflows (in ``problems``) if any uses it."""
+        with self._transaction() as db:
+            _service_row(db, name)
+            users = _users(db, name)
+            if users:
+                raise Conflict(
+                    f"service {name!r} is in use",
+                    [Problem(f"workflow {user!r} uses service {name!r}") for user in users],
+                )
+            db.execute("DELETE FROM services WHERE name = ?", (name,))
+
+    # Workflows
+
+    def add_workflow(self, workflow: Workflow, *, services: Mapping[str, int]) -> Workflow:
+        """Store a new workflow at version 1 with a fresh id.
+
+        Conflict if the name is taken or any of ``services`` is no longer at the revision it was checked against.
+        """
+        stored = replace(workflow, id=uuid4().hex, version=1)
+        doc = _dumps(workflow_to_dict(stored))
+        with self._transaction() as db:
+            _check_revisions(db, services)
+            try:
+                db.execute(
+                    "INSERT INTO workflows (id, name, version, doc) VALUES (?, ?, ?, ?)",
+                    (stored.id, stored.name, stored.version, doc),
+                )
+            except sqlite3.IntegrityError:
+                raise _taken("workflow", stored.name) from None
+            _record_version(db, stored, doc, services)
+        return stored
+
+    def get_workflow(self, key: str) -> Workflow:
+        """By id or by name; NotFound if neither matches."""
+        return load_workflow(_doc(_workflow_row(self._db(), key)))
+
+    def get_workflow_version(self, workflow_id: str, version: int) -> Workflow:
+        """A version as it was registered; kept after the workflow is replaced or deleted, for its events."""
+        row = (
+            self._db()
+            .execute("SELECT doc FROM workflow_versions WHERE workflow_id = ? AND version = ?", (workflow_id, version))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no version {version} of workflow {workflow_id!r}")
+        return load_workflow(_doc(row))
+
+    def list_workflows(self, *, offset: int, limit: int) -> Page[Workflow]:
+        """Ordered by name."""
+        return self._page("FROM workflows", (), "name", offset, limit, load_workflow)
+
+    def replace_workflow(self, workflow: Workflow, *, version: int, services: Mapping[str, int]) -> Workflow:
+        """Store ``workflow`` (found by its id) as version + 1.
+
+        Conflict if the current version is not ``version``, the new name is taken, or a service changed
+        since it was checked; NotFound if there is no such workflow.
+        """
+        stored = replace(workflow, version=version + 1)
+        doc = _dumps(workflow_to_dict(stored))
+        with self._transaction() as db:
+            row = db.execute("SELECT version FROM workflows WHERE id = ?", (workflow.id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no workflow {workflow.id!r}")
+            if row["version"] != version:
+                raise Conflict(f"workflow {workflow.name!r} changed since version {version}")
+            _check_revisions(db, services)
+            try:
+                db.execute(
+                    "UPDATE workflows SET name = ?, version = ?, doc = ? WHERE id = ?",
+                    (stored.name, stored.version, doc, stored.id),
+                )
+            except sqlite3.IntegrityError:
+                raise _taken("workflow", stored.name) from None
+            _record_version(db, stored, doc, services)
+        return stored
+
+    def delete_workflow(self, key: str) -> None:
+        """By id or by name; NotFound if absent. Releases the services it used."""
+        with self._transaction() as db:
+            # Its rows in service_users go with it (ON DELETE CASCADE); its versions stay.
+            db.execute("DELETE FROM workflows WHERE id = ?", (_workflow_row(db, key)["id"],))
+
+    # Events
+
+    def create_event(self, event: Event) -> tuple[Event, bool]:
+        """Store a new event; with an idempotency key already used for the same workflow,
+        store nothing and return the existing event and False."""
+        db = self._db()
+        inserted = db.execute(
+            _INSERT_EVENT,
+            (
+                event.id,
+                event.workflow_id,
+                event.status,
+                event.created_at,
+                event.due_at,
+                event.idempotency_key,
+                event.version,
+                _dumps(event.to_doc()),
+            ),
+        ).rowcount
+        if inserted:
+            return event, True
+        row = db.execute(
+            "SELECT doc FROM events WHERE workflow_id = ? AND idempotency_key = ?",
+            (event.workflow_id, event.idempotency_key),
+        ).fetchone()
+        return Event.from_doc(_doc(row)), False
+
+    def get_event(self, event_id: str) -> Event:
+        """NotFound if there is no such event."""
+        row = self._db().execute("SELECT doc FROM events WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no event {event_id!r}")
+        return Event.from_doc(_doc(row))
+
+    def save_event(self, event: Event) -> bool:
+        """Write ``event`` if the stored version is still ``event.version``, and then bump both."""
+        doc = event.to_doc()
+        doc["version"] = event.version + 1
+        saved = (
+            self._db().execute(_SAVE_EVENT, (_dumps(doc), event.status, event.due_at, event.id, event.version)).rowcount
+        )
+        if saved:
+            event.version += 1
+        return bool(saved)
+
+    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+        """Newest first."""
+        filters = {"workflow_id": workflow_id, "status": status}
+        where = " AND ".join(f"{column} = ?" for column, value in filters.items() if value is not None)
+        params = tuple(value for value in filters.values() if value is not None)
+        query = f"FROM events WHERE {where}" if where else "FROM events"
+        return self._page(query, params, "created_at DESC, id DESC", offset, limit, Event.from_doc)
+
+    def due_events(self, now: float, limit: int) -> list[Event]:
+        """Unfinished events whose ``due_at`` has come, earliest first."""
+        rows = self._db().execute(_DUE_EVENTS, (now, *_TERMINAL, limit))
+        return [Event.from_doc(_doc(row)) for row in rows]
+
+    # Connections
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use and again in a forked child."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if hasattr(local, "db"):
+                # A connection inherited through fork() must be neither used nor closed in the child
+                # (https://sqlite.org/howtocorrupt.html#fork), so it is kept referenced and left alone.
+                self._inherited.append(local.db)
+            local.db = _connect(self._path)
+            local.pid = os.getpid()
+        return local.db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the write lock from the start, so that its reads stay true until it commits."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _page(
+        self,
+        query: str,
+        params: Sequence[Any],
+        order: str,
+        offset: int,
+        limit: int,
+        load: Callable[[dict[str, Any]], T],
+    ) -> Page[T]:
+        """One page, in ``order``, of the documents ``query`` (``FROM ... WHERE ...``) selects, and their count."""
+        db = self._db()
+        total = db.execute(f"SELECT COUNT(*) {query}", params).fetchone()[0]
+        rows = db.execute(f"SELECT doc {query} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset))
+        return Page([load(_doc(row)) for row in rows], total)
+
+
+def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; the store begins its own.
+    db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode = WAL")
+    # In WAL mode, NORMAL loses no integrity on a crash, only possibly the last commits on a power loss.
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _doc(row: sqlite3.Row) -> dict[str, Any]:
+    return json.loads(row["doc"])
+
+
+def _service_row(db: sqlite3.Connection, name: str) -> sqlite3.Row:
+    row: sqlite3.Row | None = db.execute("SELECT id, revision, doc FROM services WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no service {name!r}")
+    return row
+
+
+def _users(db: sqlite3.Connection, service: str) -> list[str]:
+    rows = db.execute(
+        "SELECT w.name FROM service_users AS u JOIN workflows AS w ON w.id = u.workflow_id"
+        " WHERE u.service = ? ORDER BY w.name",
+        (service,),
+    )
+    return [row["name"] for row in rows]
+
+
+def _workflow_row(db: sqlite3.Connection, key: str) -> sqlite3.Row:
+    # A key that is one workflow's id and another's name means the id.
+    row: sqlite3.Row | None = db.execute(
+        "SELECT id, doc FROM workflows WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", (key,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no workflow {key!r}")
+    return row
+
+
+def _check_revisions(db: sqlite3.Connection, services: Mapping[str, int]) -> None:
+    """Conflict unless each service is still at the revision it was checked against."""
+    stale = [
+        name
+        for name, revision in sorted(services.items())
+        if db.execute("SELECT 1 FROM services WHERE name = ? AND revision = ?", (name, revision)).fetchone() is None
+    ]
+    if stale:
+        raise Conflict(
+            "services changed since the workflow was checked",
+            [Problem(f"service {name!r} changed or went away since the workflow was checked") for name in stale],
+        )
+
+
+def _record_version(db: sqlite3.Connection, workflow: Workflow, doc: str, services: Mapping[str, int]) -> None:
+    """Keep the version just written, and record the services it uses in place of those the one before used."""
+    db.execute(
+        "INSERT INTO workflow_versions (workflow_id, version, doc) VALUES (?, ?, ?)",
+        (workflow.id, workflow.version, doc),
+    )
+    db.execute("DELETE FROM service_users WHERE workflow_id = ?", (workflow.id,))
+    db.executemany(
+        "INSERT INTO service_users (service, workflow_id) VALUES (?, ?)", [(name, workflow.id) for name in services]
+    )
+
+
+def _taken(kind: str, name: str) -> Conflict:
+    return Conflict(f"a {kind} named {name!r} already exists")

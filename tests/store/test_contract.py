@@ -1,0 +1,515 @@
+"""The contract of RegistryStore and EventStore, which every store keeps; then what only SQLite promises."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import mongomock
+import pytest
+
+from machinery.engine.errors import Conflict, NotFound
+from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.ports import Store
+from machinery.engine.state import Event, EventStatus, StepState
+from machinery.engine.types import FieldType
+from machinery.store.mongo import MongoStore
+from machinery.store.sqlite import SqliteStore
+
+TEXT = Field("text", FieldType("string"))
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        sqlite = SqliteStore(tmp_path / "machinery.db")
+        yield sqlite
+        sqlite.close()
+    else:
+        yield MongoStore(mongomock.MongoClient().db)
+
+
+def service(name: str = "upper", **changes: Any) -> Service:
+    endpoint = HttpEndpoint(f"http://{name}:8000/run")
+    return Service(name=name, endpoint=endpoint, inputs=(TEXT,), outputs=(TEXT,), **changes)
+
+
+def workflow(name: str = "shout", services: tuple[str, ...] = ("upper",)) -> Workflow:
+    return Workflow(name=name, steps=linear_steps(list(services)), inputs=(TEXT,), outputs=(TEXT,), linear=True)
+
+
+def register(store: Store, name: str = "shout", services: tuple[str, ...] = ("upper",)) -> Workflow:
+    """Register the workflow, and first each of its services not registered yet."""
+    for service_name in services:
+        with suppress(Conflict):
+            store.add_service(service(service_name))
+    revisions = {service_name: store.get_service(service_name).revision for service_name in services}
+    return store.add_workflow(workflow(name, services), services=revisions)
+
+
+def event(
+    workflow_id: str = "wf",
+    *,
+    created_at: float = 1000.0,
+    status: EventStatus = EventStatus.ACCEPTED,
+    due_at: float | None = None,
+    key: str | None = None,
+) -> Event:
+    return Event(
+        id=uuid4().hex,
+        workflow_id=workflow_id,
+        workflow_name="shout",
+        workflow_version=1,
+        data={"text": "hello"},
+        created_at=created_at,
+        updated_at=created_at,
+        status=status,
+        steps={"upper": StepState()},
+        idempotency_key=key,
+        due_at=due_at,
+    )
+
+
+# Services
+
+
+def test_a_new_service_gets_an_id_and_revision_1(store: Store) -> None:
+    added = store.add_service(service())
+
+    assert added.id and added.revision == 1
+    assert store.get_service("upper") == added
+
+
+def test_a_service_name_can_be_registered_once(store: Store) -> None:
+    store.add_service(service())
+
+    with pytest.raises(Conflict):
+        store.add_service(service(description="another"))
+    assert store.get_service("upper").description == ""
+
+
+def test_an_unknown_service_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_service("upper")
+    with pytest.raises(NotFound):
+        store.service_users("upper")
+    with pytest.raises(NotFound):
+        store.replace_service(service(), revision=1, users=[])
+    with pytest.raises(NotFound):
+        store.delete_service("upper")
+
+
+def test_services_are_listed_by_name_a_page_at_a_time(store: Store) -> None:
+    for name in ("delta", "alpha", "charlie", "bravo"):
+        store.add_service(service(name))
+
+    page = store.list_services(offset=1, limit=2)
+
+    assert [s.name for s in page.items] == ["bravo", "charlie"]
+    assert page.total == 4
+
+
+def test_replacing_a_service_keeps_its_id_and_bumps_its_revision(store: Store) -> None:
+    added = store.add_service(service())
+
+    replaced = store.replace_service(service(timeout=2.0), revision=1, users=[])
+
+    assert (replaced.id, replaced.revision, replaced.timeout) == (added.id, 2, 2.0)
+    assert store.get_service("upper") == replaced
+
+
+def test_a_service_is_not_replaced_over_a_newer_revision(store: Store) -> None:
+    store.add_service(service())
+    store.replace_service(service(timeout=2.0), revision=1, users=[])
+
+    with pytest.raises(Conflict):
+        store.replace_service(service(timeout=3.0), revision=1, users=[])
+    assert store.get_service("upper").timeout == 2.0
+
+
+def test_a_deleted_service_is_gone(store: Store) -> None:
+    store.add_service(service())
+
+    store.delete_service("upper")
+
+    with pytest.raises(NotFound):
+        store.get_service("upper")
+
+
+# Workflows
+
+
+def test_a_new_workflow_gets_an_id_and_version_1(store: Store) -> None:
+    added = register(store)
+
+    assert added.id and added.version == 1
+    assert store.get_workflow(added.id) == added
+
+
+def test_a_workflow_is_found_by_id_or_by_name(store: Store) -> None:
+    added = register(store)
+
+    assert store.get_workflow(added.id) == store.get_workflow("shout") == added
+    with pytest.raises(NotFound):
+        store.get_workflow("whisper")
+
+
+def test_a_workflow_keeps_its_graph(store: Store) -> None:
+    store.add_service(service())
+    second = Step(
+        "second",
+        "upper",
+        after=("first",),
+        input={"text": Ref("step", ("text",), step="first")},
+        output={"text": "loud"},
+    )
+    graph = replace(workflow(), steps=(Step("first", "upper"), second), linear=False)
+
+    added = store.add_workflow(graph, services={"upper": 1})
+
+    assert store.get_workflow("shout") == added
+
+
+def test_a_workflow_name_can_be_registered_once(store: Store) -> None:
+    register(store, services=("upper",))
+    store.add_service(service("lower"))
+
+    with pytest.raises(Conflict):
+        store.add_workflow(workflow(services=("upper", "lower")), services={"upper": 1, "lower": 1})
+    assert store.service_users("upper") == ["shout"]
+    assert store.service_users("lower") == []
+
+
+def test_a_workflow_is_refused_when_a_service_changed_since_it_was_checked(store: Store) -> None:
+    store.add_service(service("upper"))
+    store.add_service(service("lower"))
+    store.replace_service(service("lower", timeout=2.0), revision=1, users=[])
+
+    with pytest.raises(Conflict) as refused:
+        store.add_workflow(workflow(services=("upper", "lower")), services={"upper": 1, "lower": 1})
+    assert ["lower" in problem.message for problem in refused.value.problems] == [True]
+    with pytest.raises(NotFound):
+        store.get_workflow("shout")
+    assert store.service_users("upper") == store.service_users("lower") == []
+
+
+def test_a_workflow_is_refused_when_a_service_went_away(store: Store) -> None:
+    store.add_service(service())
+    store.delete_service("upper")
+
+    with pytest.raises(Conflict):
+        store.add_workflow(workflow(), services={"upper": 1})
+
+
+def test_workflows_are_listed_by_name_a_page_at_a_time(store: Store) -> None:
+    for name in ("delta", "alpha", "charlie", "bravo"):
+        register(store, name)
+
+    page = store.list_workflows(offset=2, limit=5)
+
+    assert [w.name for w in page.items] == ["charlie", "delta"]
+    assert page.total == 4
+
+
+def test_replacing_a_workflow_bumps_its_version_and_keeps_the_one_before(store: Store) -> None:
+    added = register(store)
+    new = replace(workflow(services=("upper", "upper")), id=added.id, description="twice")
+
+    replaced = store.replace_workflow(new, version=1, services={"upper": 1})
+
+    assert (replaced.id, replaced.version) == (added.id, 2)
+    assert store.get_workflow("shout") == replaced
+    assert store.get_workflow_version(added.id, 1) == added
+    assert store.get_workflow_version(added.id, 2) == replaced
+
+
+def test_a_workflow_is_not_replaced_over_a_newer_version(store: Store) -> None:
+    added = register(store)
+    store.replace_workflow(replace(added, description="second"), version=1, services={"upper": 1})
+
+    with pytest.raises(Conflict):
+        store.replace_workflow(replace(added, description="stale"), version=1, services={"upper": 1})
+    assert store.get_workflow("shout").description == "second"
+
+
+def test_a_workflow_is_not_replaced_when_a_service_changed_since_it_was_checked(store: Store) -> None:
+    added = register(store, services=("upper",))
+    store.add_service(service("lower"))
+    store.replace_service(service("lower", timeout=2.0), revision=1, users=[])
+
+    with pytest.raises(Conflict):
+        store.replace_workflow(
+            replace(workflow(services=("upper", "lower")), id=added.id), version=1, services={"upper": 1, "lower": 1}
+        )
+    assert store.get_workflow("shout") == added
+    assert store.service_users("upper") == ["shout"]
+    assert store.service_users("lower") == []
+
+
+def test_a_workflow_is_not_renamed_to_a_taken_name(store: Store) -> None:
+    added = register(store, "shout")
+    register(store, "yell")
+
+    with pytest.raises(Conflict):
+        store.replace_workflow(replace(added, name="yell"), version=1, services={"upper": 1})
+    assert store.get_workflow(added.id) == added
+    assert store.service_users("upper") == ["shout", "yell"]
+
+
+def test_replacing_a_workflow_moves_its_uses_to_its_new_services(store: Store) -> None:
+    added = register(store, services=("upper",))
+    store.add_service(service("lower"))
+
+    store.replace_workflow(replace(workflow(services=("lower",)), id=added.id), version=1, services={"lower": 1})
+
+    assert store.service_users("upper") == []
+    assert store.service_users("lower") == ["shout"]
+
+
+def test_replacing_an_unknown_workflow_is_not_found(store: Store) -> None:
+    store.add_service(service())
+
+    with pytest.raises(NotFound):
+        store.replace_workflow(replace(workflow(), id="nope"), version=1, services={"upper": 1})
+
+
+def test_a_deleted_workflow_is_gone_but_its_versions_stay(store: Store) -> None:
+    added = register(store)
+
+    store.delete_workflow("shout")
+
+    with pytest.raises(NotFound):
+        store.get_workflow(added.id)
+    with pytest.raises(NotFound):
+        store.delete_workflow(added.id)
+    assert store.get_workflow_version(added.id, 1) == added
+
+
+def test_an_unknown_workflow_version_is_not_found(store: Store) -> None:
+    added = register(store)
+
+    with pytest.raises(NotFound):
+        store.get_workflow_version(added.id, 2)
+
+
+# Services and the workflows that use them
+
+
+def test_the_users_of_a_service_are_the_sorted_names_of_its_workflows(store: Store) -> None:
+    for name in ("shout", "bellow", "yell"):
+        register(store, name)
+
+    assert store.service_users("upper") == ["bellow", "shout", "yell"]
+
+
+def test_a_service_is_not_deleted_while_a_workflow_uses_it(store: Store) -> None:
+    register(store)
+
+    with pytest.raises(Conflict) as refused:
+        store.delete_service("upper")
+    assert ["shout" in problem.message for problem in refused.value.problems] == [True]
+    assert store.get_service("upper").revision == 1
+
+
+def test_a_service_is_deleted_once_the_workflows_using_it_are_gone(store: Store) -> None:
+    added = register(store)
+
+    store.delete_workflow(added.id)
+    store.delete_service("upper")
+
+    with pytest.raises(NotFound):
+        store.get_service("upper")
+
+
+def test_a_service_is_replaced_only_while_its_users_are_the_ones_checked(store: Store) -> None:
+    register(store)
+
+    with pytest.raises(Conflict):
+        store.replace_service(service(timeout=2.0), revision=1, users=[])
+    assert store.replace_service(service(timeout=2.0), revision=1, users=["shout"]).revision == 2
+
+
+# Events
+
+
+def test_an_event_is_stored_and_read_back(store: Store) -> None:
+    new = event(key="k1", due_at=1005.0)
+
+    assert store.create_event(new) == (new, True)
+    assert store.get_event(new.id) == new
+
+
+def test_an_unknown_event_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_event("nope")
+
+
+def test_an_idempotency_key_used_again_returns_the_first_event_and_stores_nothing(store: Store) -> None:
+    first = event(key="k1")
+    store.create_event(first)
+
+    assert store.create_event(event(key="k1")) == (first, False)
+    assert store.list_events(workflow_id=None, status=None, offset=0, limit=10).total == 1
+
+
+def test_an_idempotency_key_is_per_workflow(store: Store) -> None:
+    store.create_event(event("wf-1", key="k1"))
+
+    assert store.create_event(event("wf-2", key="k1"))[1]
+
+
+def test_events_without_an_idempotency_key_are_all_stored(store: Store) -> None:
+    for _ in range(3):
+        assert store.create_event(event())[1]
+
+    assert store.list_events(workflow_id="wf", status=None, offset=0, limit=10).total == 3
+
+
+def test_saving_an_event_bumps_its_version(store: Store) -> None:
+    new = event()
+    store.create_event(new)
+    new.status = EventStatus.RUNNING
+
+    assert store.save_event(new)
+    assert new.version == 1
+    assert store.get_event(new.id) == new
+    assert store.list_events(workflow_id=None, status="running", offset=0, limit=10).items == [new]
+
+
+def test_an_event_read_before_another_write_is_not_saved(store: Store) -> None:
+    new = event()
+    store.create_event(new)
+    mine, theirs = store.get_event(new.id), store.get_event(new.id)
+    theirs.data["text"] = "theirs"
+    store.save_event(theirs)
+
+    mine.data["text"] = "mine"
+    assert not store.save_event(mine)
+    assert mine.version == 0
+    assert store.get_event(new.id) == theirs
+
+
+def test_events_are_listed_newest_first_a_page_at_a_time(store: Store) -> None:
+    events = [event(created_at=1000.0 + i) for i in range(5)]
+    for e in events:
+        store.create_event(e)
+
+    page = store.list_events(workflow_id=None, status=None, offset=1, limit=2)
+
+    assert page.items == [events[3], events[2]]
+    assert page.total == 5
+
+
+def test_events_are_listed_by_workflow_and_by_status(store: Store) -> None:
+    a_done = event("a", status=EventStatus.COMPLETED, created_at=1.0)
+    a_running = event("a", status=EventStatus.RUNNING, created_at=2.0)
+    b_done = event("b", status=EventStatus.COMPLETED, created_at=3.0)
+    for e in (a_done, a_running, b_done):
+        store.create_event(e)
+
+    def listed(workflow_id: str | None, status: str | None) -> tuple[list[Event], int]:
+        page = store.list_events(workflow_id=workflow_id, status=status, offset=0, limit=10)
+        return page.items, page.total
+
+    assert listed("a", None) == ([a_running, a_done], 2)
+    assert listed(None, "completed") == ([b_done, a_done], 2)
+    assert listed("a", "completed") == ([a_done], 1)
+    assert listed("c", None) == ([], 0)
+
+
+def test_due_events_are_the_unfinished_ones_whose_time_has_come_earliest_first(store: Store) -> None:
+    later = event(status=EventStatus.RUNNING, due_at=20.0)
+    sooner = event(status=EventStatus.WAITING, due_at=10.0)
+    not_yet = event(due_at=40.0)
+    over = event(status=EventStatus.COMPLETED, due_at=5.0)
+    never = event()
+    for e in (later, sooner, not_yet, over, never):
+        store.create_event(e)
+
+    assert store.due_events(30.0, limit=10) == [sooner, later]
+    assert store.due_events(30.0, limit=1) == [sooner]
+
+
+def test_an_event_saved_without_a_due_time_is_no_longer_due(store: Store) -> None:
+    new = event(status=EventStatus.RUNNING, due_at=10.0)
+    store.create_event(new)
+
+    new.due_at = None
+    store.save_event(new)
+
+    assert store.due_events(30.0, limit=10) == []
+    assert store.get_event(new.id).due_at is None
+
+
+# SQLite only: a real database on disk, shared by processes
+
+
+def test_sqlite_data_survives_reopening_the_store(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / "machinery.db")
+    added = register(first)
+    stored = event(added.id, key="k1")
+    first.create_event(stored)
+    first.close()
+
+    reopened = SqliteStore(tmp_path / "machinery.db")
+
+    assert reopened.get_workflow("shout") == added
+    assert reopened.service_users("upper") == ["shout"]
+    assert reopened.get_event(stored.id) == stored
+    assert reopened.create_event(event(added.id, key="k1")) == (stored, False)
+
+
+def test_sqlite_loses_no_update_when_processes_write_one_event_at_once(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "machinery.db")
+    counter = replace(event(), data={"count": 0})
+    store.create_event(counter)
+
+    # The store is used in this process first, so each child must open connections of its own.
+    fork = multiprocessing.get_context("fork")
+    writers = [fork.Process(target=_increment, args=(store, counter.id, 50)) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=30)
+
+    assert [writer.exitcode for writer in writers] == [0] * 4
+    stored = store.get_event(counter.id)
+    assert stored.data["count"] == 200
+    assert stored.version == 200
+
+
+def test_sqlite_lets_one_of_two_processes_register_a_name(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "machinery.db")
+    fork = multiprocessing.get_context("fork")
+    start, outcomes = fork.Barrier(2), fork.Queue()
+    racers = [fork.Process(target=_add_service, args=(store, start, outcomes)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+
+    assert sorted(outcomes.get(timeout=30) for _ in racers) == ["added", "conflict"]
+    for racer in racers:
+        racer.join(timeout=30)
+    assert store.list_services(offset=0, limit=10).total == 1
+
+
+def _increment(store: SqliteStore, event_id: str, times: int) -> None:
+    for _ in range(times):
+        saved = False
+        while not saved:
+            current = store.get_event(event_id)
+            current.data["count"] += 1
+            saved = store.save_event(current)
+
+
+def _add_service(store: SqliteStore, start: Any, outcomes: Any) -> None:
+    start.wait(timeout=30)
+    try:
+        store.add_service(service())
+        outcomes.put("added")
+    except Conflict:
+        outcomes.put("conflict")
