@@ -213,13 +213,14 @@ def _resolve(
         source = _Source(field.type, f"output '{field.name}' of step '{ref.step}'", field.always_present)
     else:
         scope = context if ref.source == "context" else inputs
-        source = scope.get(ref.path[0]) if ref.path else None
-        if source is None:
+        found = scope.get(ref.path[0]) if ref.path else None
+        if found is None:
             return None, (
                 f"nothing before it provides '{ref.path[0]}'"
                 if ref.source == "context"
                 else f"{ref} is no workflow input"
             )
+        source = found
     if len(ref.path) > 1:
         if source.type.name not in ("object", "any"):
             return None, f"{ref} reads a field of {source.origin}, which is {source.type}, not an object"

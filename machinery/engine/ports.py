@@ -102,6 +102,10 @@ class EventStore(Protocol):
         """Unfinished events whose ``due_at`` has come, earliest first."""
 
 
+class Store(RegistryStore, EventStore, Protocol):
+    """One database holding both definitions and event state."""
+
+
 class Dispatcher(Protocol):
     """Sends the nudge "look at step X of event Y" to the workers."""
 

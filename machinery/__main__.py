@@ -1,0 +1,3 @@
+from machinery.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""The composition root: configuration in, a running machinery out.
+
+Nothing else constructs stores, callers, dispatchers or Celery apps. With no
+MongoDB configured the store is the embedded SQLite database under
+``MACHINERY_DATA_DIR``; with no broker configured the workers run inside the
+API's process on an in-memory transport.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from machinery.engine.decider import Settings
+from machinery.engine.ports import Store
+from machinery.registry import Registry
+from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.services.http import HttpCaller
+from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
+
+EMBEDDED_BROKER = "memory://"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "machinery"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, read from ``MACHINERY_*`` environment variables by :meth:`from_env`."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    mongo_uri: str | None = None
+    broker_url: str | None = None
+    concurrency: int = 8
+    sweep_interval: float = 5.0
+    engine: Settings = Settings()
+
+    @property
+    def embedded_worker(self) -> bool:
+        return self.broker_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        def number(name: str, default: float) -> float:
+            raw = env.get(f"MACHINERY_{name}")
+            try:
+                return float(raw) if raw else default
+            except ValueError:
+                raise ValueError(f"MACHINERY_{name} should be a number, not {raw!r}") from None
+
+        defaults = Settings()
+        return cls(
+            data_dir=Path(env["MACHINERY_DATA_DIR"]) if env.get("MACHINERY_DATA_DIR") else default_data_dir(),
+            mongo_uri=env.get("MACHINERY_MONGO_URI") or None,
+            broker_url=env.get("MACHINERY_BROKER_URL") or None,
+            concurrency=int(number("CONCURRENCY", 8)),
+            sweep_interval=number("SWEEP_INTERVAL", 5.0),
+            engine=Settings(
+                lease_grace=number("LEASE_GRACE", defaults.lease_grace),
+                stale_after=number("STALE_AFTER", defaults.stale_after),
+                max_lost=int(number("MAX_LOST", defaults.max_lost)),
+            ),
+        )
+
+
+class Machinery:
+    """Everything machinery is made of, wired together from a :class:`Config`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = _open_store(config)
+        self.registry = Registry(self.store)
+        self.plans = Plans(self.store)
+        self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
+        self.dispatcher = CeleryDispatcher(self.celery)
+        self.events = Events(self.store, self.store, self.dispatcher, config.engine, self.plans)
+        self.runner = Runner(
+            self.store,
+            self.dispatcher,
+            {"http": HttpCaller(pool_size=max(10, config.concurrency))},
+            config.engine,
+            self.plans,
+            ServiceCache(self.store),
+        )
+        self._background: list[InProcessWorker | Sweeper] = []
+
+    def _run_step(self, event_id: str, step_id: str) -> None:
+        self.runner.run(event_id, step_id)
+
+    def start_sweeper(self) -> None:
+        self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
+
+    def start_embedded_worker(self) -> None:
+        """Run the workers and the sweeper in this process, on the in-memory transport."""
+        self._start(InProcessWorker(self.celery, self.config.concurrency))
+        self.start_sweeper()
+
+    def stop(self) -> None:
+        while self._background:
+            self._background.pop().stop()
+
+    def _start(self, part: InProcessWorker | Sweeper) -> None:
+        part.start()
+        self._background.append(part)
+
+
+def _open_store(config: Config) -> Store:
+    if config.mongo_uri:
+        from pymongo import MongoClient
+
+        from machinery.store.mongo import MongoStore
+
+        client: MongoClient = MongoClient(config.mongo_uri, connect=False)
+        return MongoStore(client.get_default_database("machinery"))
+    from machinery.store.sqlite import SqliteStore
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(str(config.data_dir / "machinery.db"))

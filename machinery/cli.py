@@ -1,0 +1,173 @@
+"""The ``machinery`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from marshmallow import ValidationError
+
+from machinery.bootstrap import Config, Machinery
+from machinery.engine.errors import MachineryError, NotFound
+from machinery.registry import Registry
+from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
+
+EXIT_INVALID = 2
+EXIT_REFUSED = 3
+
+
+def _machinery() -> Machinery:
+    try:
+        return Machinery(Config.from_env())
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """machinery: chain typed HTTP microservices into workflows, and run events through them.
+
+    Configuration comes from the environment: MACHINERY_DATA_DIR (the embedded store),
+    MACHINERY_MONGO_URI (use MongoDB instead), MACHINERY_BROKER_URL (run workers apart).
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API and dashboard; without a broker, run the workers in this process too."""
+    from werkzeug.serving import run_simple
+
+    from machinery.api import create_app
+
+    machinery = _machinery()
+    if machinery.config.embedded_worker:
+        machinery.start_embedded_worker()
+    try:
+        run_simple(host, port, create_app(machinery), threaded=True)
+    finally:
+        machinery.stop()
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=int, help="Worker processes or threads (default: MACHINERY_CONCURRENCY).")
+@click.option("--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "threads", "solo"]))
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
+    """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
+    machinery = _machinery()
+    if machinery.config.embedded_worker:
+        raise click.UsageError(
+            "set MACHINERY_BROKER_URL (redis://... or amqp://...) to run workers apart; "
+            "without a broker `machinery serve` runs them in its own process"
+        )
+    machinery.start_sweeper()
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--pool={pool}",
+        f"--concurrency={concurrency or machinery.config.concurrency}",
+    ]
+    try:
+        machinery.celery.worker_main(argv)
+    finally:
+        machinery.stop()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def apply(paths: Sequence[Path]) -> None:
+    """Register the services and workflows in PATHS (JSON files or folders of them).
+
+    A definition that exists already is replaced when it differs. Services go
+    first, so a workflow can use a service defined beside it.
+    """
+    registry = _machinery().registry
+    services, workflows = [], []
+    for path, doc in _documents(paths):
+        if "address" in doc:
+            services.append((path, doc))
+        elif "services" in doc or "steps" in doc:
+            workflows.append((path, doc))
+        elif "data" not in doc:
+            _fail(f"{path}: neither a service (no 'address') nor a workflow (no 'services' or 'steps')", EXIT_INVALID)
+    for path, doc in services:
+        _apply_one(path, doc, registry, "service")
+    for path, doc in workflows:
+        _apply_one(path, doc, registry, "workflow")
+
+
+@main.command()
+@click.option("--out", "-o", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def export(out: Path) -> None:
+    """Write every registered definition as a JSON file that `apply` accepts."""
+    registry = _machinery().registry
+    out.mkdir(parents=True, exist_ok=True)
+    for service in _all(registry.list_services):
+        _write(out / f"service-{service.name}.json", service_to_dict(service))
+    for workflow in _all(registry.list_workflows):
+        _write(out / f"workflow-{workflow.name}.json", workflow_to_dict(workflow))
+
+
+def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -> None:
+    schema, dump = (ServiceSchema(), service_to_dict) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
+    get, add, replace = (getattr(registry, f"{verb}_{kind}") for verb in ("get", "add", "replace"))
+    try:
+        definition = schema.load(doc)
+    except ValidationError as e:
+        _fail(f"{path}: {json.dumps(e.messages)}", EXIT_INVALID)
+    try:
+        try:
+            current = get(definition.name)
+        except NotFound:
+            add(definition)
+            verb = "created"
+        else:
+            verb = "unchanged" if _comparable(dump(current)) == _comparable(dump(definition)) else "updated"
+            if verb == "updated":
+                replace(definition.name, definition)
+    except MachineryError as e:
+        details = "".join(f"\n  - {p.message}" for p in e.problems)
+        _fail(f"{path}: {e.message}{details}", EXIT_REFUSED)
+    click.echo(f"{kind} {definition.name} {verb}")
+
+
+def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("id", "revision", "version")}
+
+
+def _documents(paths: Sequence[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in paths:
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            try:
+                doc = json.loads(file.read_text())
+            except ValueError as e:
+                _fail(f"{file}: not JSON: {e}", EXIT_INVALID)
+            if not isinstance(doc, dict):
+                _fail(f"{file}: a definition is a JSON object", EXIT_INVALID)
+            yield file, doc
+
+
+def _all(list_page: Any) -> Iterator[Any]:
+    offset = 0
+    while True:
+        page = list_page(offset=offset, limit=100)
+        yield from page.items
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_comparable(doc), indent=4) + "\n")
+    click.echo(f"wrote {path}")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)

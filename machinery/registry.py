@@ -1,0 +1,107 @@
+"""Registering services and workflows: nothing is stored that does not type-check.
+
+Each write passes the store what it was checked against (service revisions,
+the set of workflows using a service), so that a concurrent change makes the
+store refuse the write instead of letting an unchecked combination in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from machinery.engine.checker import check_service, check_workflow
+from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
+from machinery.engine.model import Service, Workflow
+from machinery.engine.ports import Page, RegistryStore
+
+
+class Registry:
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+
+    def add_service(self, service: Service) -> Service:
+        self._check_service(service)
+        return self.store.add_service(service)
+
+    def get_service(self, name: str) -> Service:
+        return self.store.get_service(name)
+
+    def list_services(self, *, offset: int = 0, limit: int = 100) -> Page[Service]:
+        return self.store.list_services(offset=offset, limit=limit)
+
+    def replace_service(self, name: str, service: Service) -> Service:
+        """Replace a service unless that would break a workflow using it (Conflict naming each)."""
+        if service.name != name:
+            raise InvalidDefinition(
+                "a service cannot be renamed",
+                [Problem(f"the body names '{service.name}', the path '{name}'", field="name")],
+            )
+        self._check_service(service)
+        current = self.store.get_service(name)
+        users = self.store.service_users(name)
+        problems = []
+        broken = []
+        for workflow_name in users:
+            workflow = self.store.get_workflow(workflow_name)
+            found = check_workflow(workflow, self._services_of(workflow, override=service)[0])
+            if found:
+                broken.append(f"'{workflow_name}'")
+                problems += [replace(p, message=f"workflow '{workflow_name}': {p.message}") for p in found]
+        if problems:
+            plural = "s" if len(broken) > 1 else ""
+            raise Conflict(f"changing service '{name}' would break workflow{plural} {', '.join(broken)}", problems)
+        return self.store.replace_service(service, revision=current.revision, users=users)
+
+    def delete_service(self, name: str) -> None:
+        self.store.delete_service(name)
+
+    def add_workflow(self, workflow: Workflow) -> Workflow:
+        revisions = self._check_workflow(workflow)
+        return self.store.add_workflow(workflow, services=revisions)
+
+    def get_workflow(self, key: str) -> Workflow:
+        return self.store.get_workflow(key)
+
+    def list_workflows(self, *, offset: int = 0, limit: int = 100) -> Page[Workflow]:
+        return self.store.list_workflows(offset=offset, limit=limit)
+
+    def replace_workflow(self, key: str, workflow: Workflow) -> Workflow:
+        current = self.store.get_workflow(key)
+        if workflow.name != current.name:
+            raise InvalidDefinition(
+                "a workflow cannot be renamed",
+                [Problem(f"the body names '{workflow.name}', the workflow is '{current.name}'", field="name")],
+            )
+        revisions = self._check_workflow(workflow)
+        return self.store.replace_workflow(
+            replace(workflow, id=current.id), version=current.version, services=revisions
+        )
+
+    def delete_workflow(self, key: str) -> None:
+        self.store.delete_workflow(key)
+
+    def _check_service(self, service: Service) -> None:
+        problems = check_service(service)
+        if problems:
+            raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
+
+    def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
+        services, missing = self._services_of(workflow)
+        problems = check_workflow(workflow, services)
+        if problems:
+            what = f"unknown service{'s' if len(missing) > 1 else ''} " + ", ".join(missing) if missing else "problems"
+            raise InvalidDefinition(f"workflow '{workflow.name}' does not type-check ({what})", problems)
+        return {name: s.revision for name, s in services.items()}
+
+    def _services_of(self, workflow: Workflow, override: Service | None = None) -> tuple[dict[str, Service], list[str]]:
+        services: dict[str, Service] = {}
+        missing: list[str] = []
+        for name in workflow.service_names:
+            if override is not None and name == override.name:
+                services[name] = override
+                continue
+            try:
+                services[name] = self.store.get_service(name)
+            except NotFound:
+                missing.append(f"'{name}'")
+        return services, missing

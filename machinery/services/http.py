@@ -1,0 +1,69 @@
+"""Calling HTTP services: declared inputs out as a JSON object, declared outputs back.
+
+Built on urllib3, the connection pool under requests: the engine does its own
+retries and needs no sessions, cookies or redirects, and a call through the
+pool costs about half what the same call costs through requests.
+
+Timeouts, connection errors, 408, 429 and 5xx are transient; any other 4xx
+and an answer that is not JSON are permanent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import HTTPError, ProtocolError, TimeoutError
+
+from machinery.engine.decider import Call, StepError
+
+TRANSIENT_STATUSES = frozenset({408, 429})
+_BODY_PREVIEW = 300
+
+
+class HttpCaller:
+    def __init__(self, pool_size: int = 32) -> None:
+        self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
+
+    def call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+        service = call.service
+        endpoint = service.endpoint
+        headers = {
+            **endpoint.headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Idempotency-Key": call.idempotency_key,
+            "X-Machinery-Event": event_id,
+            "X-Machinery-Step": call.step_id,
+            "X-Machinery-Attempt": str(call.attempt),
+        }
+        where = f"{endpoint.method} {endpoint.address}"
+        try:
+            response = self.pool.request(
+                endpoint.method,
+                endpoint.address,
+                body=json.dumps(call.inputs).encode(),
+                headers=headers,
+                timeout=urllib3.Timeout(total=service.timeout),
+                redirect=False,
+            )
+        except TimeoutError:
+            return None, StepError(f"{where} did not answer within {service.timeout:g} s", True, "timeout")
+        except (ProtocolError, HTTPError) as e:
+            return None, StepError(f"{where} could not be reached: {_reason(e)}", True, "connection")
+        status = response.status
+        if status >= 300:
+            transient = status >= 500 or status in TRANSIENT_STATUSES
+            body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
+            return None, StepError(f"{where} answered {status}: {body}", transient, "http", {"status_code": status})
+        try:
+            return json.loads(response.data), None
+        except ValueError:
+            body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
+            return None, StepError(f"{where} answered {status} with a body that is not JSON: {body!r}", False, "json")
+
+
+def _reason(error: Exception) -> str:
+    reason = getattr(error, "reason", None) or error
+    return str(reason).split(": ", 1)[-1]

@@ -1,0 +1,107 @@
+"""The Celery adapter: one thin task, its dispatcher, an in-process worker and the sweeper.
+
+The task carries two ids and nothing else; the runner reloads the state from
+the store. Messages are acknowledged late and re-queued when a worker is
+lost, and no result is ever stored or waited for: the store holds the state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from celery.worker import WorkController
+
+log = logging.getLogger(__name__)
+
+STEP_TASK = "machinery.step"
+QUEUE = "machinery"
+
+
+def make_celery(broker_url: str, run_step: Callable[[str, str], None]) -> Celery:
+    """A Celery app whose one task hands "step X of event Y" to ``run_step``."""
+    app = Celery("machinery", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        # The embedded memory transport polls; its default of 1 s would cap it near 8 tasks/s.
+        broker_transport_options={"polling_interval": 0.005} if broker_url.startswith("memory") else {},
+    )
+
+    @app.task(name=STEP_TASK, ignore_result=True)
+    def step(event_id: str, step_id: str) -> None:
+        run_step(event_id, step_id)
+
+    return app
+
+
+class CeleryDispatcher:
+    """Sends the nudge "look at step X of event Y" as a Celery message."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def dispatch(self, event_id: str, step_id: str, delay: float = 0.0) -> None:
+        self.app.send_task(STEP_TASK, args=(event_id, step_id), countdown=delay or None, queue=QUEUE)
+
+
+class InProcessWorker:
+    """A Celery worker on threads inside this process, for the embedded default (no broker to run)."""
+
+    def __init__(self, app: Celery, concurrency: int) -> None:
+        self.controller = WorkController(
+            app=app,
+            concurrency=concurrency,
+            pool="threads",
+            hostname=f"embedded-{id(self)}@machinery",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            queues=[QUEUE],
+            loglevel="WARNING",
+        )
+        self.thread = threading.Thread(target=self.controller.start, name="machinery-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.controller.stop(in_sighandler=False)
+        self.thread.join(10)
+
+
+class Sweeper:
+    """Calls ``sweep`` every ``interval`` seconds in a thread, and once at once."""
+
+    def __init__(self, sweep: Callable[[], Any], interval: float) -> None:
+        self.sweep = sweep
+        self.interval = interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="machinery-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.sweep()
+                if sent:
+                    log.info("sweeper sent %d overdue steps again", sent)
+            except Exception:
+                log.exception("sweep failed; trying again in %s s", self.interval)
+            self._stop.wait(self.interval)
