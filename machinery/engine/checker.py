@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from machinery.engine.errors import Problem
 from machinery.engine.model import Field, Ref, Service, Step, Workflow
-from machinery.engine.types import ANY, FieldType, accepts, conforms, type_of
+from machinery.engine.types import ANY, FieldType, accepts, conforms, describe_mismatch, type_of
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,23 @@ def topological_order(workflow: Workflow) -> tuple[list[Step], list[Problem]]:
     while remaining:
         ready = [s for s in remaining if all(d in done for d in s.after)]
         if not ready:
-            cycle = ", ".join(f"'{s.id}'" for s in remaining)
+            cycle = ", ".join(f"'{s.id}'" for s in _on_cycles(remaining))
             return [], [Problem(f"steps {cycle} depend on each other in a cycle")]
         for step in ready:
             order.append(step)
             done.add(step.id)
         remaining = [s for s in remaining if s.id not in done]
     return order, []
+
+
+def _on_cycles(steps: list[Step]) -> list[Step]:
+    """Of steps that cannot be ordered, those on a cycle: the others merely run after one."""
+    while True:
+        needed = {dep for s in steps for dep in s.after}
+        kept = [s for s in steps if s.id in needed]
+        if len(kept) == len(steps):
+            return steps
+        steps = kept
 
 
 def ancestors(order: list[Step]) -> dict[str, set[str]]:
@@ -186,8 +196,21 @@ def _check_step(
             )
     for f in service.inputs:
         ref = step.input_ref(f.name)
-        source, missing = _resolve(ref, context, inputs, outputs, upstream)
         what = f"step '{step.id}' input '{f.name}'"
+        if ref.source == "const":
+            if not conforms(f.type, ref.value):
+                problems.append(
+                    Problem(
+                        f"{what} expects {f.type}, but the constant {ref} does not fit: "
+                        + describe_mismatch(f.type, ref.value),
+                        step=step.id,
+                        field=f.name,
+                        expected=str(f.type),
+                        found=type_of(ref.value),
+                    )
+                )
+            continue
+        source, missing = _resolve(ref, context, inputs, outputs, upstream)
         if source is None and not f.always_present and ref.source == "context" and f.name not in step.input:
             continue
         problems += _check_flow(f, source, what, missing, step=step.id)
@@ -202,8 +225,6 @@ def _resolve(
     upstream: set[str],
 ) -> tuple[_Source | None, str]:
     """The static type a reference has at a step, or None and why it has none."""
-    if ref.source == "const":
-        return _Source(FieldType(type_of(ref.value)) if ref.value is not None else ANY, f"constant {ref}", True), ""
     if ref.source == "step":
         if ref.step not in upstream:
             return None, f"{ref} refers to step '{ref.step}', which does not complete before this step on every path"
@@ -230,7 +251,7 @@ def _resolve(
 
 def _check_flow(f: Field, source: _Source | None, what: str, missing: str, step: str | None) -> list[Problem]:
     if source is None:
-        return [Problem(f"{what} needs a {f.type}, but {missing}", step=step, field=f.name, expected=str(f.type))]
+        return [Problem(f"{what} needs {_a(f.type)}, but {missing}", step=step, field=f.name, expected=str(f.type))]
     if not accepts(f.type, source.type):
         return [
             Problem(
@@ -252,3 +273,7 @@ def _check_flow(f: Field, source: _Source | None, what: str, missing: str, step:
             )
         ]
     return []
+
+
+def _a(t: FieldType) -> str:
+    return f"{'an' if str(t)[0] in 'aeiou' else 'a'} {t}"

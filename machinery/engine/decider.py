@@ -256,7 +256,8 @@ def finish(
     state.history.append(
         {"attempt": state.attempts, "started_at": state.started_at, "ended_at": now, "error": error.to_doc()}
     )
-    if error.transient and state.budget_used - state.lost < call.service.retry.attempts and not event.status.terminal:
+    budget_left = state.budget_used - state.lost < call.service.retry.attempts
+    if error.transient and budget_left and not event.status.terminal:
         state.status = StepStatus.RETRYING
         state.error = error.to_doc()
         state.ended_at = now
@@ -264,7 +265,7 @@ def finish(
         state.lease_until = None
         state.token = None
         return _touch(event, now, settings)
-    if error.transient:
+    if error.transient and not budget_left:
         error = StepError(
             f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
         )

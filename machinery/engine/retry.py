@@ -37,7 +37,10 @@ class RetryPolicy:
 
         ``random`` is a number in [0, 1) from the caller, so that this stays a pure function.
         """
-        delay = min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
+        try:
+            delay = min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
+        except OverflowError:
+            delay = self.max_delay
         if self.jitter:
             delay = delay / 2 + delay / 2 * random
         return delay

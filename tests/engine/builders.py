@@ -1,0 +1,258 @@
+"""Builders the engine tests share: types, fields, services, workflows, references and a decider driver.
+
+Everything here is plain data built with the engine's model classes: no network, no files, no database.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from machinery.engine import decider
+from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.retry import RetryPolicy
+from machinery.engine.state import Event
+from machinery.engine.types import FieldType
+
+# Types and fields
+
+
+def ftype(text: str) -> FieldType:
+    """A type as users write it in messages: ``int``, ``array``, ``array<int>``."""
+    if text.startswith("array<") and text.endswith(">"):
+        return FieldType("array", ftype(text[len("array<") : -1]))
+    return FieldType(text)
+
+
+def fld(spec: str, **options: Any) -> Field:
+    """A field from ``"name:type"``; ``options`` are the other Field arguments (required, default, ...)."""
+    name, _, type_text = spec.partition(":")
+    return Field(name, ftype(type_text), **options)
+
+
+def fields(specs: Iterable[Field | str]) -> tuple[Field, ...]:
+    return tuple(s if isinstance(s, Field) else fld(s) for s in specs)
+
+
+# Services and workflows
+
+NO_RETRY_JITTER = RetryPolicy(attempts=3, backoff=1.0, multiplier=2.0, max_delay=30.0, jitter=False)
+"""Three calls at most, waiting 1 s then 2 s: easy to assert on."""
+
+
+def service(
+    name: str,
+    inputs: Iterable[Field | str] = (),
+    outputs: Iterable[Field | str] = (),
+    *,
+    retry: RetryPolicy = NO_RETRY_JITTER,
+    timeout: float = 10.0,
+) -> Service:
+    return Service(
+        name=name,
+        endpoint=HttpEndpoint(f"http://{name}.invalid/event"),
+        inputs=fields(inputs),
+        outputs=fields(outputs),
+        timeout=timeout,
+        retry=retry,
+    )
+
+
+def registry(*services: Service) -> dict[str, Service]:
+    return {s.name: s for s in services}
+
+
+def step(
+    step_id: str,
+    service_name: str | None = None,
+    *,
+    after: Iterable[str] = (),
+    input: Mapping[str, Ref] | None = None,
+    output: Mapping[str, str] | None = None,
+) -> Step:
+    """A graph step; its service defaults to its id."""
+    return Step(
+        id=step_id,
+        service=service_name or step_id,
+        after=tuple(after),
+        input=dict(input or {}),
+        output=dict(output or {}),
+    )
+
+
+def graph(
+    steps: Iterable[Step], inputs: Iterable[Field | str] = (), outputs: Iterable[Field | str] = (), name: str = "graph"
+) -> Workflow:
+    return Workflow(name=name, steps=tuple(steps), inputs=fields(inputs), outputs=fields(outputs))
+
+
+def chain(
+    services: list[str], inputs: Iterable[Field | str] = (), outputs: Iterable[Field | str] = (), name: str = "chain"
+) -> Workflow:
+    """A workflow in the seed's linear form."""
+    return Workflow(
+        name=name, steps=linear_steps(services), inputs=fields(inputs), outputs=fields(outputs), linear=True
+    )
+
+
+# References a step input can be mapped to
+
+
+def from_input(name: str) -> Ref:
+    """``$.input.<name>``"""
+    return Ref("input", (name,))
+
+
+def from_context(*path: str) -> Ref:
+    """``$.context.<path>``"""
+    return Ref("context", path)
+
+
+def from_step(step_id: str, *path: str) -> Ref:
+    """``$.steps.<step_id>.<path>``"""
+    return Ref("step", path, step=step_id)
+
+
+def const(value: Any) -> Ref:
+    return Ref("const", value=value)
+
+
+# The seed's example: three text services chained into "process-text"
+
+
+def seed_services(space_counter_output: str = "message:string") -> dict[str, Service]:
+    """The seed's services; as shipped, space-counter declares its output as ``message: string``."""
+    return registry(
+        service("upper", ["message:string"], ["message:string"]),
+        service("reverse", ["message:string"], ["message:string"]),
+        service("space-counter", ["message:string"], [space_counter_output]),
+    )
+
+
+def seed_workflow() -> Workflow:
+    return chain(
+        ["upper", "reverse", "space-counter"],
+        inputs=["message:string"],
+        outputs=["message:string", "space_count:int"],
+        name="process-text",
+    )
+
+
+def corrected_seed_services() -> dict[str, Service]:
+    """The seed's services with space-counter declaring what it really answers: ``space_count: int``."""
+    return seed_services(space_counter_output="space_count:int")
+
+
+# Driving the decider
+
+
+SETTINGS = Settings(lease_grace=5.0, stale_after=30.0, max_lost=2)
+"""A claim lasts the service's timeout + 5 s; a ready step is stale after 30 s; two losses are survived."""
+
+
+@dataclass
+class Driver:
+    """Calls the decider's transitions for one workflow, the way the runtime does, with fewer arguments.
+
+    Tokens are ``t1``, ``t2``, ... in claim order unless one is given.
+    """
+
+    workflow: Workflow
+    services: dict[str, Service]
+    settings: Settings = SETTINGS
+    event_id: str = "ev-1"
+    plan: Plan = field(init=False)
+    _tokens: Iterator[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.plan = Plan.of(self.workflow)
+        self._tokens = itertools.count(1)
+
+    def accept(self, data: Mapping[str, Any], now: float = 100.0, **options: Any) -> Event:
+        return decider.accept(
+            self.plan, data, event_id=options.pop("event_id", self.event_id), now=now, settings=self.settings, **options
+        )
+
+    def claim(
+        self, event: Event, step_id: str, now: float, token: str | None = None
+    ) -> tuple[Event, Call | None] | None:
+        token = token or f"t{next(self._tokens)}"
+        return decider.claim(self.plan, self.services, event, step_id, now=now, token=token, settings=self.settings)
+
+    def call(self, event: Event, step_id: str, now: float) -> tuple[Event, Call]:
+        """Claim ``step_id``, which must give a call."""
+        claimed = self.claim(event, step_id, now)
+        assert claimed is not None, f"step {step_id!r} could not be claimed at {now}"
+        event, call = claimed
+        assert call is not None, f"claiming step {step_id!r} gave no call: {event.steps[step_id].error}"
+        return event, call
+
+    def finish(
+        self,
+        event: Event,
+        call: Call,
+        now: float,
+        *,
+        outputs: Any = None,
+        error: StepError | None = None,
+        random: float = 0.0,
+    ) -> Event | None:
+        return decider.finish(
+            self.plan, event, call, outputs=outputs, error=error, now=now, random=random, settings=self.settings
+        )
+
+    def done(self, event: Event, call: Call, now: float, **options: Any) -> Event:
+        """Finish ``call``, which must change the event."""
+        finished = self.finish(event, call, now, **options)
+        assert finished is not None, f"the result of step {call.step_id!r} was refused"
+        return finished
+
+    def run(self, event: Event, step_id: str, outputs: Any, now: float) -> Event:
+        """Claim ``step_id`` and finish it with ``outputs`` one second later."""
+        event, call = self.call(event, step_id, now)
+        return self.done(event, call, now + 1, outputs=outputs)
+
+
+TRANSIENT = StepError("connection refused", transient=True, kind="connection")
+PERMANENT = StepError("HTTP 400: bad request", transient=False, kind="http")
+
+
+@pytest.fixture
+def text_chain() -> Driver:
+    """The corrected seed: upper -> reverse -> space-counter, giving message and space_count."""
+    return Driver(seed_workflow(), corrected_seed_services())
+
+
+def diamond_services() -> dict[str, Service]:
+    return registry(
+        *corrected_seed_services().values(),
+        service("join", ["reversed:string", "space_count:int"], ["summary:string"]),
+    )
+
+
+def diamond_workflow() -> Workflow:
+    """``upper`` first; ``reverse`` and ``space-counter`` after it in parallel; ``join`` after both.
+
+    ``reverse`` writes its message into the context as ``reversed``.
+    """
+    return graph(
+        [
+            step("upper"),
+            step("reverse", after=["upper"], output={"message": "reversed"}),
+            step("space-counter", after=["upper"]),
+            step("join", after=["reverse", "space-counter"]),
+        ],
+        inputs=["message:string"],
+        outputs=["summary:string", "reversed:string", "space_count:int"],
+        name="diamond",
+    )
+
+
+@pytest.fixture
+def diamond() -> Driver:
+    return Driver(diamond_workflow(), diamond_services())
