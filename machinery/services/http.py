@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import HTTPError, ProtocolError, TimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from machinery.engine.decider import Call, StepError
 
@@ -48,6 +48,8 @@ class HttpCaller:
                 timeout=urllib3.Timeout(total=service.timeout),
                 redirect=False,
             )
+        except NewConnectionError as e:
+            return None, StepError(f"{where} could not be reached: {_reason(e)}", True, "connection")
         except TimeoutError:
             return None, StepError(f"{where} did not answer within {service.timeout:g} s", True, "timeout")
         except (ProtocolError, HTTPError) as e:
