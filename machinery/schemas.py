@@ -8,12 +8,30 @@ persist definitions in the same shape, so what one accepts the others read.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.model import (
+    DELAY,
+    FAIL,
+    MAP,
+    SERVICE,
+    STEP_KINDS,
+    SUCCEED,
+    SWITCH,
+    TRANSFORM,
+    WAIT,
+    Field,
+    HttpEndpoint,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+    linear_steps,
+)
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import SCALARS, FieldType
 
@@ -31,6 +49,10 @@ _REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
 class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        # Dump documents by key only: marshmallow falls back to attributes, and every dict has ``items``.
+        return obj.get(attr, default) if isinstance(obj, Mapping) else super().get_attribute(obj, attr, default)
 
 
 class FieldSchema(StrictSchema):
@@ -102,36 +124,117 @@ class ServiceSchema(StrictSchema):
         )
 
 
+_COMMON_STEP_FIELDS = {"id", "kind", "after"}
+KIND_FIELDS = {
+    SERVICE: {"service", "input", "output"},
+    SWITCH: {"expression", "cases", "default"},
+    DELAY: {"seconds", "until"},
+    WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
+    TRANSFORM: {"compute", "outputs", "output"},
+    MAP: {"service", "input", "output", "items", "item", "concurrency"},
+    FAIL: {"message"},
+    SUCCEED: {"message"},
+}
+_REQUIRED = {
+    SERVICE: ("service",),
+    SWITCH: ("expression",),
+    WAIT: ("signal",),
+    TRANSFORM: ("compute",),
+    MAP: ("service", "items", "item"),
+}
+_STEP_IDS = fields.List(fields.String(validate=NAME), load_default=list)
+
+
 class StepSchema(StrictSchema):
     id = fields.String(required=True, validate=NAME)
-    service = fields.String(required=True, validate=NAME)
-    after = fields.List(fields.String(validate=NAME), load_default=list)
+    kind = fields.String(load_default=SERVICE, validate=validate.OneOf(STEP_KINDS))
+    after = fields.List(
+        fields.String(validate=NAME), load_default=list, metadata={"description": "Steps it runs after"}
+    )
+    service = fields.String(validate=NAME, metadata={"description": "service, map: the service to call"})
     input = fields.Dict(
         keys=fields.String(validate=FIELD_NAME),
         values=fields.Raw(allow_none=True),
-        load_default=dict,
         metadata={"description": "Service input -> '$.input.x', '$.context.x', '$.steps.<id>.x' or a constant"},
     )
     output = fields.Dict(
         keys=fields.String(validate=FIELD_NAME),
         values=fields.String(validate=FIELD_NAME),
-        load_default=dict,
-        metadata={"description": "Service output -> the name it takes in the context"},
+        metadata={"description": "Output -> the name it takes in the context"},
     )
+    expression = fields.String(
+        validate=validate.Length(min=1, max=2000), metadata={"description": "switch: a CEL expression"}
+    )
+    cases = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=200)),
+        values=fields.List(fields.String(validate=NAME), validate=validate.Length(min=1)),
+        metadata={"description": "switch: value of the expression -> the steps of that route"},
+    )
+    default = fields.List(fields.String(validate=NAME), metadata={"description": "switch: the route otherwise"})
+    seconds = fields.Float(validate=validate.Range(0, 366 * 86400), metadata={"description": "delay: how long"})
+    until = fields.Raw(metadata={"description": "delay: a time (ISO 8601 or epoch seconds) or a reference to one"})
+    signal = fields.String(validate=NAME, metadata={"description": "wait: the name of the signal"})
+    timeout = fields.Float(
+        validate=validate.Range(0.001, 366 * 86400, min_inclusive=True), metadata={"description": "wait: seconds"}
+    )
+    on_timeout = fields.List(
+        fields.String(validate=NAME), metadata={"description": "wait: the route taken after the timeout"}
+    )
+    outputs = fields.List(fields.Nested(FieldSchema), metadata={"description": "wait, transform: what it produces"})
+    compute = fields.Dict(
+        keys=fields.String(validate=FIELD_NAME),
+        values=fields.String(validate=validate.Length(min=1, max=2000)),
+        metadata={"description": "transform: output -> a CEL expression"},
+    )
+    items = fields.String(metadata={"description": "map: a reference to the array to map over"})
+    item = fields.String(validate=FIELD_NAME, metadata={"description": "map: the service input each item goes to"})
+    concurrency = fields.Integer(validate=validate.Range(1, 1000), metadata={"description": "map: calls at once"})
+    message = fields.String(validate=validate.Length(max=2000), metadata={"description": "fail, succeed: why"})
+
+    @validates_schema
+    def _fits_its_kind(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("kind", SERVICE)
+        allowed = KIND_FIELDS[kind] | _COMMON_STEP_FIELDS
+        errors = {name: [f"does not apply to a {kind} step"] for name in data if name not in allowed}
+        errors |= {name: [f"a {kind} step needs it"] for name in _REQUIRED.get(kind, ()) if name not in data}
+        if kind == SWITCH and not data.get("cases") and not data.get("default"):
+            errors["cases"] = ["a switch needs at least one case or a default"]
+        if kind == DELAY and ("seconds" in data) == ("until" in data):
+            errors["seconds"] = ["a delay needs either 'seconds' or 'until'"]
+        if kind == WAIT and data.get("on_timeout") and "timeout" not in data:
+            errors["timeout"] = ["'on_timeout' needs a 'timeout'"]
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Step:
+        errors: dict[str, Any] = {}
         refs = {}
-        errors = {}
-        for name, value in data["input"].items():
+        for name, value in data.get("input", {}).items():
             try:
                 refs[name] = parse_ref(value)
             except ValueError as e:
-                errors[name] = [str(e)]
+                errors.setdefault("input", {})[name] = [str(e)]
+        extra: dict[str, Any] = {}
+        for name in ("until", "items"):
+            if name in data:
+                try:
+                    extra[name] = parse_ref(data[name])
+                except ValueError as e:
+                    errors[name] = [str(e)]
         if errors:
-            raise ValidationError({"input": errors})
+            raise ValidationError(errors)
+        structured = ("input", "until", "items", "after", "default", "on_timeout", "cases", "outputs")
+        plain = {k: v for k, v in data.items() if k not in structured}
         return Step(
-            id=data["id"], service=data["service"], after=tuple(data["after"]), input=refs, output=data["output"]
+            **plain,
+            **extra,
+            input=refs,
+            after=tuple(data["after"]),
+            default=tuple(data.get("default", ())),
+            on_timeout=tuple(data.get("on_timeout", ())),
+            cases={k: tuple(v) for k, v in data.get("cases", {}).items()},
+            outputs=tuple(data.get("outputs", ())),
         )
 
 
@@ -244,13 +347,35 @@ def service_to_dict(s: Service) -> dict[str, Any]:
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
-    return {
-        "id": step.id,
+    doc: dict[str, Any] = {"id": step.id, "kind": step.kind, "after": list(step.after)}
+    values: dict[str, Any] = {
         "service": step.service,
-        "after": list(step.after),
-        "input": {k: (v.value if v.source == "const" else str(v)) for k, v in step.input.items()},
+        "input": {k: _ref_to_json(v) for k, v in step.input.items()},
         "output": dict(step.output),
+        "expression": step.expression,
+        "cases": {k: list(v) for k, v in step.cases.items()},
+        "default": list(step.default),
+        "seconds": step.seconds,
+        "until": _ref_to_json(step.until) if step.until is not None else None,
+        "signal": step.signal,
+        "timeout": step.timeout,
+        "on_timeout": list(step.on_timeout),
+        "outputs": [field_to_dict(f) for f in step.outputs],
+        "compute": dict(step.compute),
+        "items": str(step.items) if step.items is not None else None,
+        "item": step.item,
+        "concurrency": step.concurrency,
+        "message": step.message,
     }
+    for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
+        value = values[name]
+        if value is not None and value != [] and value != {} and value != "":
+            doc[name] = value
+    return doc
+
+
+def _ref_to_json(ref: Ref) -> Any:
+    return ref.value if ref.source == "const" else str(ref)
 
 
 def workflow_to_dict(w: Workflow) -> dict[str, Any]:

@@ -163,12 +163,12 @@ def test_a_workflow_keeps_its_graph(store: Store) -> None:
     store.add_service(service())
     second = Step(
         "second",
-        "upper",
+        service="upper",
         after=("first",),
         input={"text": Ref("step", ("text",), step="first")},
         output={"text": "loud"},
     )
-    graph = replace(workflow(), steps=(Step("first", "upper"), second), linear=False)
+    graph = replace(workflow(), steps=(Step("first", service="upper"), second), linear=False)
 
     added = store.add_workflow(graph, services={"upper": 1})
 

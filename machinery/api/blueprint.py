@@ -1,0 +1,43 @@
+"""What every resource of the API shares: its Blueprint, the machinery it serves, its pages."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import flask_smorest
+from flask import Request, current_app
+from flask_smorest.pagination import PaginationParameters
+from marshmallow import Schema
+from webargs.flaskparser import FlaskParser, abort, is_json_request
+
+from machinery.bootstrap import Machinery
+
+EXTENSION = "machinery"
+
+MAX_OFFSET = 2**63 - 1
+"""The largest offset stores take (SQLite and MongoDB count in signed 64 bits); a page past it is empty anyway."""
+
+
+def current_machinery() -> Machinery:
+    """The :class:`Machinery` the current app was created with."""
+    return cast(Machinery, current_app.extensions[EXTENSION])
+
+
+def window(pagination: PaginationParameters) -> dict[str, int]:
+    """The ``offset`` and ``limit`` of the requested page, for a store's list method."""
+    return {"offset": min(pagination.first_item, MAX_OFFSET), "limit": pagination.page_size}
+
+
+class JsonParser(FlaskParser):
+    """webargs' parser, refusing a body that does not say it is JSON instead of reading it as empty."""
+
+    def load_json(self, req: Request, schema: Schema) -> Any:
+        if not is_json_request(req):
+            abort(415, message=f"the body should be application/json, not {req.mimetype or 'untyped'}")
+        return super().load_json(req, schema)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, reading JSON bodies with :class:`JsonParser`."""
+
+    ARGUMENTS_PARSER = JsonParser()

@@ -1,0 +1,90 @@
+"""The consumer API: send events to workflows, follow them, cancel or retry them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import url_for
+from flask_smorest.pagination import PaginationParameters
+
+from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.api.schemas import (
+    AckSchema,
+    EventQuerySchema,
+    EventSchema,
+    SubmitHeadersSchema,
+    ack_to_dict,
+    event_to_dict,
+)
+from machinery.engine.state import Event
+from machinery.schemas import EventRequestSchema
+
+blp = Blueprint("events", __name__, description="Events sent to workflows, and how far each has gone")
+
+_LOCATION = {"Location": {"description": "The event's URL", "schema": {"type": "string"}}}
+_REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"type": "string", "enum": ["true"]}}}
+
+
+@blp.route("/e/<workflow>", methods=["POST"])
+@blp.arguments(SubmitHeadersSchema, location="headers")
+@blp.arguments(EventRequestSchema)
+@blp.response(202, AckSchema, description="Accepted, and stored", headers=_LOCATION)
+@blp.alt_response(
+    200,
+    schema=AckSchema,
+    description="Sent before with this Idempotency-Key",
+    headers=_LOCATION | _REPLAYED,
+    success=True,
+)
+@blp.alt_response(404, response="NOT_FOUND")
+def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Send an event to a workflow, by its id or name"""
+    event, created = current_machinery().events.submit(workflow, body["data"], headers.get("idempotency_key"))
+    location = {"Location": url_for("events.get_event", event_id=event.id)}
+    if created:
+        return ack_to_dict(event), 202, location
+    return ack_to_dict(event), 200, location | {"Idempotent-Replayed": "true"}
+
+
+@blp.route("/events", methods=["GET"])
+@blp.arguments(EventQuerySchema, location="query")
+@blp.response(200, EventSchema(many=True))
+@blp.paginate()
+@blp.alt_response(404, response="NOT_FOUND")
+def list_events(query: dict[str, str], pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
+    """List events, newest first"""
+    page = current_machinery().events.list_events(
+        workflow=query.get("workflow"), status=query.get("status"), **window(pagination_parameters)
+    )
+    pagination_parameters.item_count = page.total
+    return [_to_dict(event) for event in page.items]
+
+
+@blp.route("/events/<event_id>", methods=["GET"])
+@blp.response(200, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def get_event(event_id: str) -> dict[str, Any]:
+    """Read an event and each of its steps"""
+    return _to_dict(current_machinery().events.get(event_id))
+
+
+@blp.route("/events/<event_id>/cancel", methods=["POST"])
+@blp.response(200, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def cancel(event_id: str) -> dict[str, Any]:
+    """Cancel an unfinished event"""
+    return _to_dict(current_machinery().events.cancel(event_id))
+
+
+@blp.route("/events/<event_id>/retry", methods=["POST"])
+@blp.response(202, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def retry(event_id: str) -> dict[str, Any]:
+    """Run a failed event again from the steps that failed"""
+    return _to_dict(current_machinery().events.retry(event_id))
+
+
+def _to_dict(event: Event) -> dict[str, Any]:
+    return event_to_dict(event, current_machinery().plans.for_event(event))

@@ -1,0 +1,118 @@
+"""The API's own JSON shapes: events as users read them, and the parameters of the event endpoints.
+
+Definitions are read and written with :mod:`machinery.schemas`, the format
+shared with the CLI and the stores.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from machinery.engine.decider import Plan
+from machinery.engine.model import Step
+from machinery.engine.state import Event, EventStatus, StepState, StepStatus
+
+
+class WorkflowVersionSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    version = fields.Integer(required=True, metadata={"description": "The version the event runs, to its end"})
+
+
+class AttemptSchema(Schema):
+    attempt = fields.Integer(required=True)
+    started_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
+class EventStepSchema(Schema):
+    id = fields.String(required=True)
+    service = fields.String(allow_none=True, metadata={"description": "The service it calls, if it calls one"})
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
+    attempts = fields.Integer(required=True, metadata={"description": "Calls started, lost ones included"})
+    started_at = fields.DateTime(allow_none=True, metadata={"description": "When the latest attempt started"})
+    ended_at = fields.DateTime(allow_none=True)
+    inputs = fields.Dict(allow_none=True, metadata={"description": "What the service was sent"})
+    outputs = fields.Dict(allow_none=True, metadata={"description": "The declared outputs of its answer"})
+    error = fields.Dict(allow_none=True)
+    history = fields.List(fields.Nested(AttemptSchema), metadata={"description": "The failed or lost attempts"})
+    next_attempt_at = fields.DateTime(allow_none=True, metadata={"description": "When a retrying step runs again"})
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True)
+    workflow = fields.Nested(WorkflowVersionSchema, required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in EventStatus]))
+    data = fields.Dict(required=True, metadata={"description": "The inputs, defaults filled in"})
+    outputs = fields.Dict(allow_none=True, metadata={"description": "The workflow's outputs, once completed"})
+    error = fields.Dict(allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    idempotency_key = fields.String(allow_none=True)
+    steps = fields.List(fields.Nested(EventStepSchema), metadata={"description": "In the workflow's order"})
+
+
+class AckSchema(Schema):
+    event_id = fields.String(required=True)
+    ack_date = fields.DateTime(required=True, metadata={"description": "When the event was accepted"})
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in EventStatus]))
+
+
+class SubmitHeadersSchema(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Sending the same key again for a workflow returns the event it created"},
+    )
+
+
+class EventQuerySchema(Schema):
+    workflow = fields.String(metadata={"description": "A workflow's id or name"})
+    status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
+
+
+def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
+    """An event as :class:`EventSchema` dumps it, its steps in the order of the workflow it runs."""
+    return {
+        "id": event.id,
+        "workflow": {"id": event.workflow_id, "name": event.workflow_name, "version": event.workflow_version},
+        "status": event.status.value,
+        "data": event.data,
+        "outputs": event.outputs,
+        "error": event.error,
+        "created_at": _time(event.created_at),
+        "updated_at": _time(event.updated_at),
+        "idempotency_key": event.idempotency_key,
+        "steps": [_step(step, event.steps[step.id]) for step in plan.order],
+    }
+
+
+def ack_to_dict(event: Event) -> dict[str, Any]:
+    return {"event_id": event.id, "ack_date": _time(event.created_at), "status": event.status.value}
+
+
+def _step(step: Step, state: StepState) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "service": step.service,
+        "status": state.status.value,
+        "attempts": state.attempts,
+        "started_at": _time(state.started_at),
+        "ended_at": _time(state.ended_at),
+        "inputs": state.inputs,
+        "outputs": state.outputs,
+        "error": state.error,
+        "history": [
+            {**attempt, "started_at": _time(attempt.get("started_at")), "ended_at": _time(attempt.get("ended_at"))}
+            for attempt in state.history
+        ],
+        "next_attempt_at": _time(state.run_at) if state.status is StepStatus.RETRYING else None,
+    }
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

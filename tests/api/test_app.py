@@ -1,0 +1,88 @@
+"""The app factory, the health check and the documentation the app serves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import schemathesis
+from flask.testing import FlaskClient
+
+from machinery.api import create_app
+from machinery.bootstrap import Machinery
+
+
+def test_without_a_machinery_the_app_builds_one_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MACHINERY_DATA_DIR", str(tmp_path))
+    app = create_app()
+    machinery = app.extensions["machinery"]
+    assert isinstance(machinery, Machinery)
+    assert machinery.config.data_dir == tmp_path
+    machinery.store.close()
+
+
+def test_the_app_serves_the_machinery_it_is_given(machinery: Machinery) -> None:
+    assert create_app(machinery).extensions["machinery"] is machinery
+
+
+def test_flask_settings_come_from_the_environment_and_then_from_the_config_given(
+    machinery: Machinery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MACHINERY_FLASK_MAX_CONTENT_LENGTH", "2048")
+    monkeypatch.setenv("MACHINERY_FLASK_SECRET_KEY", "from-env")
+    app = create_app(machinery, {"SECRET_KEY": "from-config"})
+    assert app.config["MAX_CONTENT_LENGTH"] == 2048
+    assert app.config["SECRET_KEY"] == "from-config"
+
+
+def test_request_bodies_are_limited_to_one_mebibyte_by_default(machinery: Machinery) -> None:
+    assert create_app(machinery).config["MAX_CONTENT_LENGTH"] == 1024 * 1024
+
+
+def test_the_healthcheck_answers_204_with_no_body(client: FlaskClient) -> None:
+    response = client.get("/healthcheck")
+    assert response.status_code == 204
+    assert response.data == b""
+
+
+def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json
+    assert document["openapi"] == "3.0.3"
+    assert document["info"]["title"] == "machinery"
+    assert set(document["paths"]) == {
+        "/healthcheck",
+        "/services",
+        "/services/{name}",
+        "/workflows",
+        "/workflows/{key}",
+        "/e/{workflow}",
+        "/events",
+        "/events/{event_id}",
+        "/events/{event_id}/cancel",
+        "/events/{event_id}/retry",
+    }
+    schemathesis.openapi.from_dict(document).validate()
+
+
+def test_errors_are_documented_in_the_one_shape_the_api_answers(client: FlaskClient) -> None:
+    error = client.get("/openapi.json").json["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"code", "status", "message", "errors", "problems"}
+
+
+def test_swagger_ui_is_served_at_docs_with_its_assets_from_the_app_itself(client: FlaskClient) -> None:
+    page = client.get("/docs", follow_redirects=True)
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert '"url": "/openapi.json"' in html
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    assert any(a.endswith("swagger-ui.css") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/docs/"), f"{asset} would be fetched from elsewhere"
+        assert client.get(asset).status_code == 200, asset

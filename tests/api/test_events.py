@@ -1,0 +1,273 @@
+"""The consumer API: sending events, reading them, listing, cancelling and retrying them.
+
+No worker runs: an event stays as the API left it unless a test runs its
+first step with ``machinery.runner.run``, which carries it as far as it goes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from machinery.bootstrap import Machinery
+from tests.api import error
+
+TEXT = {"message": "The Sun will rise in the morning !"}
+MESSAGE = {"name": "message", "type": "string"}
+
+
+def utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    assert moment.utcoffset() == timedelta(0), text
+    return moment
+
+
+def send(client: FlaskClient, workflow: str = "process-text") -> dict[str, Any]:
+    response = client.post(f"/e/{workflow}", json={"data": TEXT})
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+@pytest.fixture
+def one_step(client: FlaskClient, serve: Callable[[list[Any]], str]) -> Callable[..., str]:
+    """Register a workflow of one service answering ``answer``; its name."""
+
+    def register(name: str, answer: tuple[int, Any], retry: dict[str, Any] | None = None) -> str:
+        service = {"name": name, "address": serve([answer]), "inputs": [MESSAGE], "outputs": [MESSAGE]}
+        service["retry"] = retry or {"attempts": 1}
+        assert client.post("/services", json=service).status_code == 201
+        definition = {"name": name, "services": [name], "inputs": [MESSAGE], "outputs": [MESSAGE]}
+        assert client.post("/workflows", json=definition).status_code == 201
+        return name
+
+    return register
+
+
+def test_sending_an_event_answers_202_with_its_id_ack_date_status_and_location(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    response = client.post("/e/process-text", json={"data": TEXT})
+    assert response.status_code == 202
+    ack = response.json
+    assert set(ack) == {"event_id", "ack_date", "status"}
+    assert ack["status"] == "accepted"
+    assert response.headers["Location"] == f"/events/{ack['event_id']}"
+    event = client.get(response.headers["Location"]).json
+    assert utc(ack["ack_date"]) == utc(event["created_at"])
+
+
+def test_an_event_is_sent_to_a_workflow_by_its_id_too(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    ack = send(client, workflow["id"])
+    assert client.get(f"/events/{ack['event_id']}").json["workflow"]["name"] == "process-text"
+
+
+def test_the_same_idempotency_key_makes_one_event_and_replays_its_answer_with_200(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    first = client.post("/e/process-text", json={"data": TEXT}, headers={"Idempotency-Key": "k-1"})
+    again = client.post("/e/process-text", json={"data": TEXT}, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 202
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    assert again.headers["Location"] == first.headers["Location"]
+    events = client.get("/events").json
+    assert [e["id"] for e in events] == [first.json["event_id"]]
+    assert events[0]["idempotency_key"] == "k-1"
+
+
+def test_an_empty_idempotency_key_answers_422_naming_it(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    body = error(client.post("/e/process-text", json={"data": TEXT}, headers={"Idempotency-Key": ""}), 422)
+    assert list(body["errors"]) == ["Idempotency-Key"]
+
+
+def test_an_event_for_an_unknown_workflow_answers_404(client: FlaskClient) -> None:
+    body = error(client.post("/e/process-text", json={"data": TEXT}), 404)
+    assert "process-text" in body["message"]
+
+
+def test_data_not_matching_the_inputs_answers_422_naming_each_field_and_stores_nothing(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    body = error(client.post("/e/process-text", json={"data": {"message": 3, "colour": "blue"}}), 422)
+    problems = {p["field"]: p for p in body["problems"]}
+    assert set(problems) == {"message", "colour"}
+    assert problems["message"]["expected"] == "string"
+    assert problems["message"]["found"] == "int"
+    assert client.get("/events").json == []
+
+
+def test_a_body_without_data_answers_422_naming_it(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    body = error(client.post("/e/process-text", json={"message": "hi"}), 422)
+    assert set(body["errors"]) == {"data", "message"}
+
+
+def test_an_accepted_event_shows_its_steps_in_the_workflows_order(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    ack = send(client)
+    event = client.get(f"/events/{ack['event_id']}").json
+    assert event["id"] == ack["event_id"]
+    assert event["workflow"] == {"id": workflow["id"], "name": "process-text", "version": 1}
+    assert event["status"] == "accepted"
+    assert event["data"] == TEXT
+    assert event["outputs"] is None
+    assert event["error"] is None
+    assert event["idempotency_key"] is None
+    assert utc(event["updated_at"]) >= utc(event["created_at"])
+    assert [(s["id"], s["service"], s["status"]) for s in event["steps"]] == [
+        ("upper", "upper", "ready"),
+        ("reverse", "reverse", "pending"),
+        ("space-counter", "space-counter", "pending"),
+    ]
+    assert event["steps"][0] == {
+        "id": "upper",
+        "service": "upper",
+        "status": "ready",
+        "attempts": 0,
+        "started_at": None,
+        "ended_at": None,
+        "inputs": None,
+        "outputs": None,
+        "error": None,
+        "history": [],
+        "next_attempt_at": None,
+    }
+
+
+def test_a_completed_event_shows_its_outputs_and_what_each_step_was_sent_and_answered(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    ack = send(client)
+    machinery.runner.run(ack["event_id"], "upper")
+    event = client.get(f"/events/{ack['event_id']}").json
+    assert event["status"] == "completed", event["error"]
+    assert event["outputs"] == {"message": "! GNINROM EHT NI ESIR LLIW NUS EHT", "space_count": 7}
+    upper, reverse, counter = event["steps"]
+    assert upper["inputs"] == TEXT
+    assert upper["outputs"] == {"message": "THE SUN WILL RISE IN THE MORNING !"}
+    assert reverse["inputs"] == upper["outputs"]
+    assert counter["outputs"] == {"space_count": 7}
+    for step in event["steps"]:
+        assert step["status"] == "completed"
+        assert step["attempts"] == 1
+        assert utc(step["started_at"]) <= utc(step["ended_at"])
+
+
+def test_a_failed_step_shows_its_error_and_the_history_of_its_attempts(
+    client: FlaskClient, machinery: Machinery, one_step: Callable[..., str]
+) -> None:
+    one_step("refuse", (400, {"message": "no"}))
+    ack = send(client, "refuse")
+    machinery.runner.run(ack["event_id"], "refuse")
+    event = client.get(f"/events/{ack['event_id']}").json
+    assert event["status"] == "failed"
+    assert event["error"]["step"] == "refuse"
+    (step,) = event["steps"]
+    assert step["status"] == "failed"
+    assert step["error"]["status_code"] == 400
+    (attempt,) = step["history"]
+    assert attempt["attempt"] == 1
+    assert attempt["error"] == step["error"]
+    assert utc(attempt["started_at"]) <= utc(attempt["ended_at"])
+
+
+def test_a_retrying_step_shows_when_it_will_be_called_again(
+    client: FlaskClient, machinery: Machinery, one_step: Callable[..., str]
+) -> None:
+    one_step("busy", (503, {}), retry={"attempts": 3, "backoff": 20, "jitter": False})
+    ack = send(client, "busy")
+    machinery.runner.run(ack["event_id"], "busy")
+    (step,) = client.get(f"/events/{ack['event_id']}").json["steps"]
+    assert step["status"] == "retrying"
+    assert utc(step["next_attempt_at"]) - utc(step["ended_at"]) == timedelta(seconds=20)
+
+
+def test_reading_an_unknown_event_answers_404(client: FlaskClient) -> None:
+    error(client.get("/events/nothing"), 404)
+
+
+def test_events_are_listed_newest_first_a_page_at_a_time(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    sent = [send(client)["event_id"] for _ in range(3)]
+    response = client.get("/events?page_size=2")
+    assert [e["id"] for e in response.json] == sent[::-1][:2]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 3
+
+
+def test_events_are_listed_by_workflow_and_by_status(
+    client: FlaskClient, workflow: dict[str, Any], one_step: Callable[..., str]
+) -> None:
+    one_step("refuse", (400, {"message": "no"}))
+    kept = send(client)["event_id"]
+    cancelled = send(client)["event_id"]
+    client.post(f"/events/{cancelled}/cancel")
+    send(client, "refuse")
+
+    def ids(query: str) -> list[str]:
+        response = client.get(f"/events?{query}")
+        assert response.status_code == 200, response.json
+        return [e["id"] for e in response.json]
+
+    assert ids("workflow=process-text") == [cancelled, kept]
+    assert ids(f"workflow={workflow['id']}&status=accepted") == [kept]
+    assert ids("status=cancelled") == [cancelled]
+
+
+def test_an_invalid_status_filter_answers_422_naming_it(client: FlaskClient) -> None:
+    body = error(client.get("/events?status=lost"), 422)
+    assert list(body["errors"]) == ["status"]
+
+
+def test_listing_the_events_of_an_unknown_workflow_answers_404(client: FlaskClient) -> None:
+    error(client.get("/events?workflow=process-text"), 404)
+
+
+def test_cancelling_an_event_answers_200_with_it_cancelled(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    event_id = send(client)["event_id"]
+    response = client.post(f"/events/{event_id}/cancel")
+    assert response.status_code == 200
+    assert response.json["status"] == "cancelled"
+    assert {s["status"] for s in response.json["steps"]} == {"cancelled"}
+
+
+def test_cancelling_a_finished_event_answers_409(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    completed = send(client)["event_id"]
+    machinery.runner.run(completed, "upper")
+    cancelled = send(client)["event_id"]
+    client.post(f"/events/{cancelled}/cancel")
+    for event_id, status in ((completed, "completed"), (cancelled, "cancelled")):
+        body = error(client.post(f"/events/{event_id}/cancel"), 409)
+        assert status in body["message"]
+        assert client.get(f"/events/{event_id}").json["status"] == status
+
+
+def test_retrying_a_failed_event_answers_202_with_it_running_again(
+    client: FlaskClient, machinery: Machinery, one_step: Callable[..., str]
+) -> None:
+    one_step("refuse", (400, {"message": "no"}))
+    event_id = send(client, "refuse")["event_id"]
+    machinery.runner.run(event_id, "refuse")
+    response = client.post(f"/events/{event_id}/retry")
+    assert response.status_code == 202
+    assert response.json["status"] == "running"
+    assert response.json["error"] is None
+    assert response.json["steps"][0]["status"] == "ready"
+
+
+def test_retrying_an_event_that_has_not_failed_answers_409(client: FlaskClient, workflow: dict[str, Any]) -> None:
+    event_id = send(client)["event_id"]
+    body = error(client.post(f"/events/{event_id}/retry"), 409)
+    assert "accepted" in body["message"]
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry"])
+def test_cancelling_or_retrying_an_unknown_event_answers_404(client: FlaskClient, action: str) -> None:
+    error(client.post(f"/events/nothing/{action}"), 404)
