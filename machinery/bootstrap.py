@@ -15,6 +15,7 @@ from pathlib import Path
 
 from machinery.engine.decider import Settings
 from machinery.engine.ports import Store
+from machinery.expressions import CelExpressions
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.services.http import HttpCaller
@@ -73,8 +74,9 @@ class Machinery:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = _open_store(config)
-        self.registry = Registry(self.store)
-        self.plans = Plans(self.store)
+        expressions = CelExpressions()
+        self.registry = Registry(self.store, expressions)
+        self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
         self.events = Events(self.store, self.store, self.dispatcher, config.engine, self.plans)

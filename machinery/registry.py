@@ -11,13 +11,15 @@ from dataclasses import replace
 
 from machinery.engine.checker import check_service, check_workflow
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
+from machinery.engine.expressions import Expressions
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, RegistryStore
 
 
 class Registry:
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, expressions: Expressions) -> None:
         self.store = store
+        self.expressions = expressions
 
     def add_service(self, service: Service) -> Service:
         self._check_service(service)
@@ -43,7 +45,7 @@ class Registry:
         broken = []
         for workflow_name in users:
             workflow = self.store.get_workflow(workflow_name)
-            found = check_workflow(workflow, self._services_of(workflow, override=service)[0])
+            found = check_workflow(workflow, self._services_of(workflow, override=service)[0], self.expressions)
             if found:
                 broken.append(f"'{workflow_name}'")
                 problems += [replace(p, message=f"workflow '{workflow_name}': {p.message}") for p in found]
@@ -87,7 +89,7 @@ class Registry:
 
     def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
         services, missing = self._services_of(workflow)
-        problems = check_workflow(workflow, services)
+        problems = check_workflow(workflow, services, self.expressions)
         if problems:
             what = f"unknown service{'s' if len(missing) > 1 else ''} " + ", ".join(missing) if missing else "problems"
             raise InvalidDefinition(f"workflow '{workflow.name}' does not type-check ({what})", problems)

@@ -18,9 +18,10 @@ from typing import Any
 
 from machinery.engine import decider
 from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.expressions import Expressions
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller
-from machinery.engine.state import Event, StepStatus
+from machinery.engine.state import Event
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +31,23 @@ Clock = Callable[[], float]
 class Plans:
     """Compiled workflow versions, by (id, version); versions never change, so they are cached for good."""
 
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, expressions: Expressions) -> None:
         self.store = store
+        self.expressions = expressions
         self._plans: dict[tuple[str, int], Plan] = {}
 
     def of(self, workflow: Workflow) -> Plan:
         key = (workflow.id or workflow.name, workflow.version)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan.of(workflow)
+            plan = self._plans[key] = Plan.of(workflow, self.expressions)
         return plan
 
     def for_event(self, event: Event) -> Plan:
         key = (event.workflow_id, event.workflow_version)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan.of(self.store.get_workflow_version(*key))
+            plan = self._plans[key] = Plan.of(self.store.get_workflow_version(*key), self.expressions)
         return plan
 
 
@@ -112,7 +114,7 @@ class Events:
         )
         stored, created = self.store.create_event(event)
         if created:
-            self._dispatch(stored, decider.ready_steps(stored))
+            follow_up(self.dispatcher, None, stored)
         return stored, created
 
     def get(self, event_id: str) -> Event:
@@ -127,26 +129,24 @@ class Events:
 
     def retry(self, event_id: str) -> Event:
         """Resume a failed event from its failed steps."""
-        event = self._update(
-            event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings)
+        return self._update(event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings))
+
+    def signal(self, event_id: str, name: str, payload: Any) -> Event:
+        """Deliver a signal to the step waiting for it, or keep it for the step that will wait for it."""
+        return self._update(
+            event_id,
+            lambda e: decider.signal(
+                self.plans.for_event(e), e, name, payload, now=self.clock(), settings=self.settings
+            ),
         )
-        self._dispatch(event, decider.ready_steps(event))
-        return event
 
     def _update(self, event_id: str, change: Callable[[Event], Event]) -> Event:
         while True:
             event = self.store.get_event(event_id)
             changed = change(event)
             if self.store.save_event(changed):
+                follow_up(self.dispatcher, event, changed)
                 return changed
-
-    def _dispatch(self, event: Event, step_ids: list[str]) -> None:
-        for step_id in step_ids:
-            try:
-                self.dispatcher.dispatch(event.id, step_id)
-            except Exception:
-                # The event is stored: the sweeper sends the step again once it is overdue.
-                log.exception("could not dispatch step %s of event %s", step_id, event.id)
 
 
 class Runner:
@@ -177,26 +177,26 @@ class Runner:
         self.clock = clock
         self.rng = rng
 
-    def run(self, event_id: str, step_id: str) -> None:
-        """Handle the message "look at ``step_id`` of ``event_id``"."""
-        event, call = self._claim(event_id, step_id)
+    def run(self, event_id: str, unit: str) -> None:
+        """Handle the message "look at ``unit`` of ``event_id``"."""
+        event, call = self._claim(event_id, unit)
         while call is not None:
             outputs, error = self._call(call, event.id)
             event, call = self._finish(event.id, call, outputs, error)
 
     def sweep(self, limit: int = 500) -> int:
-        """Send again every step whose message is overdue or whose worker was lost; how many were sent."""
+        """Send again every unit whose message is overdue or whose worker was lost; how many were sent."""
         sent = 0
         now = self.clock()
         for event in self.store.due_events(now, limit):
-            overdue = decider.overdue_steps(event, now, self.settings)
+            overdue = decider.overdue_units(event, now, self.settings)
             if overdue and self.store.save_event(decider.nudged(event, overdue, now, self.settings)):
-                for step_id in overdue:
-                    self.dispatcher.dispatch(event.id, step_id)
-                    sent += 1
+                for unit in overdue:
+                    _send(self.dispatcher, event.id, unit)
+                sent += len(overdue)
         return sent
 
-    def _claim(self, event_id: str, step_id: str) -> tuple[Event, Call | None]:
+    def _claim(self, event_id: str, unit: str) -> tuple[Event, Call | None]:
         while True:
             event = self.store.get_event(event_id)
             plan = self.plans.for_event(event)
@@ -204,7 +204,7 @@ class Runner:
                 plan,
                 self.services.of(plan),
                 event,
-                step_id,
+                unit,
                 now=self.clock(),
                 token=uuid.uuid4().hex,
                 settings=self.settings,
@@ -213,6 +213,7 @@ class Runner:
                 return event, None
             changed, call = claimed
             if self.store.save_event(changed):
+                follow_up(self.dispatcher, event, changed, call)
                 return changed, call
 
     def _call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
@@ -222,7 +223,7 @@ class Runner:
         return caller.call(call, event_id)
 
     def _finish(self, event_id: str, call: Call, outputs: Any, error: StepError | None) -> tuple[Event, Call | None]:
-        """Record a call's result and, in the same write, claim the next step this worker will run."""
+        """Record a call's result and, in the same write, claim the next unit this worker will run."""
         while True:
             event = self.store.get_event(event_id)
             plan = self.plans.for_event(event)
@@ -232,14 +233,13 @@ class Runner:
             )
             if finished is None:
                 return event, None
-            ready = decider.ready_steps(finished)
             changed, next_call = finished, None
-            for step_id in ready:
+            for unit in decider.ready_units(finished):
                 claimed = decider.claim(
                     plan,
                     self.services.of(plan),
                     changed,
-                    step_id,
+                    unit,
                     now=now,
                     token=uuid.uuid4().hex,
                     settings=self.settings,
@@ -248,12 +248,32 @@ class Runner:
                     changed, next_call = claimed
                     break
             if self.store.save_event(changed):
-                break
-        if changed.steps[call.step_id].status is StepStatus.RETRYING:
-            delay = (changed.steps[call.step_id].run_at or now) - now
-            self.dispatcher.dispatch(event_id, call.step_id, delay=max(0.0, delay))
-        for step_id, state in changed.steps.items():
-            newly_ready = state.status is StepStatus.READY and event.steps[step_id].status is not StepStatus.READY
-            if newly_ready and (next_call is None or step_id != next_call.step_id):
-                self.dispatcher.dispatch(event_id, step_id)
-        return changed, next_call
+                follow_up(self.dispatcher, event, changed, next_call)
+                return changed, next_call
+
+
+def follow_up(dispatcher: Dispatcher, before: Event | None, after: Event, claimed: Call | None = None) -> None:
+    """After a write: send what it made ready (but the unit this worker goes on with), and wake-ups for its timers."""
+    ready = set(decider.ready_units(before)) if before is not None else set()
+    skip = claimed.unit if claimed is not None else None
+    for unit in decider.ready_units(after):
+        if unit not in ready and unit != skip:
+            _send(dispatcher, after.id, unit)
+    timers = dict(decider.timers(before)) if before is not None else {}
+    for unit, at in decider.timers(after):
+        if timers.get(unit) != at:
+            _send(dispatcher, after.id, unit, at - after.updated_at)
+
+
+# Longer waits are left to the sweeper: Celery holds a countdown message in the worker's memory until it is due.
+MAX_COUNTDOWN = 300.0
+
+
+def _send(dispatcher: Dispatcher, event_id: str, unit: str, delay: float = 0.0) -> None:
+    if delay > MAX_COUNTDOWN:
+        return
+    try:
+        dispatcher.dispatch(event_id, unit, max(0.0, delay))
+    except Exception:
+        # The event is stored: the sweeper sends the unit again once it is overdue.
+        log.exception("could not dispatch %s of event %s", unit, event_id)

@@ -2,7 +2,9 @@
 
 It runs when a workflow is registered and when a service it uses changes, and
 reports every problem at once, each naming the step, the field, what was
-expected and what was found.
+expected and what was found. Every choice of routes is considered: a value
+counts as present at a step only if, on every choice under which the step
+runs, a step before it has produced it.
 """
 
 from __future__ import annotations
@@ -11,18 +13,46 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from machinery.engine.errors import Problem
-from machinery.engine.model import Field, Ref, Service, Step, Workflow
+from machinery.engine.expressions import NAMES, Expressions
+from machinery.engine.graph import Graph, build
+from machinery.engine.model import (
+    DELAY,
+    MAP,
+    SUCCEED,
+    SWITCH,
+    TRANSFORM,
+    WAIT,
+    Field,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+)
 from machinery.engine.types import ANY, FieldType, accepts, conforms, describe_mismatch, type_of
+
+MAP_RESULTS = Field("results", FieldType("array", FieldType("object")), "The answers, in the order of the items")
 
 
 @dataclass(frozen=True)
 class _Source:
-    """What the context holds under a name at some point of the graph, and who put it there."""
+    """A value the context may hold under a name at some step, and who put it there."""
 
     type: FieldType
     origin: str
-    certain: bool
     writer: str | None = None
+    """The step that wrote it; None for the event's data."""
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a step can read: the possible sources of each context name and whether one is always there."""
+
+    sources: Mapping[str, list[_Source]]
+    certain: Mapping[str, bool]
+    inputs: Mapping[str, _Source]
+    outputs: Mapping[str, Mapping[str, Field]]
+    upstream: frozenset[str]
+    certain_steps: frozenset[str]
 
 
 def check_fields(fields: Iterable[Field], what: str) -> list[Problem]:
@@ -49,70 +79,23 @@ def check_service(service: Service) -> list[Problem]:
     return check_fields(service.inputs, "input") + check_fields(service.outputs, "output")
 
 
-def topological_order(workflow: Workflow) -> tuple[list[Step], list[Problem]]:
-    """The steps in an order where each comes after those it depends on.
-
-    Ties keep the order of the definition, so that the result is deterministic.
-    """
-    problems: list[Problem] = []
-    ids: dict[str, Step] = {}
-    for step in workflow.steps:
-        if step.id in ids:
-            problems.append(Problem(f"step id '{step.id}' is used twice", step=step.id))
-        ids[step.id] = step
-    for step in workflow.steps:
-        for dep in step.after:
-            if dep == step.id:
-                problems.append(Problem(f"step '{step.id}' cannot run after itself", step=step.id))
-            elif dep not in ids:
-                problems.append(
-                    Problem(f"step '{step.id}' runs after '{dep}', which is no step of this workflow", step=step.id)
-                )
-    if problems:
-        return [], problems
-    order: list[Step] = []
-    done: set[str] = set()
-    remaining = list(workflow.steps)
-    while remaining:
-        ready = [s for s in remaining if all(d in done for d in s.after)]
-        if not ready:
-            cycle = ", ".join(f"'{s.id}'" for s in _on_cycles(remaining))
-            return [], [Problem(f"steps {cycle} depend on each other in a cycle")]
-        for step in ready:
-            order.append(step)
-            done.add(step.id)
-        remaining = [s for s in remaining if s.id not in done]
-    return order, []
+def writes(step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
+    """The fields a step adds to the context (before renaming)."""
+    if step.kind == MAP:
+        return (MAP_RESULTS,)
+    if step.kind in (WAIT, TRANSFORM):
+        return step.outputs
+    service = services.get(step.service or "")
+    return service.outputs if service is not None and step.calls_service else ()
 
 
-def _on_cycles(steps: list[Step]) -> list[Step]:
-    """Of steps that cannot be ordered, those on a cycle: the others merely run after one."""
-    while True:
-        needed = {dep for s in steps for dep in s.after}
-        kept = [s for s in steps if s.id in needed]
-        if len(kept) == len(steps):
-            return steps
-        steps = kept
-
-
-def ancestors(order: list[Step]) -> dict[str, set[str]]:
-    """For each step, every step upstream of it: those that complete before it on every path."""
-    result: dict[str, set[str]] = {}
-    for step in order:
-        up: set[str] = set()
-        for dep in step.after:
-            up |= result[dep] | {dep}
-        result[step.id] = up
-    return result
-
-
-def check_workflow(workflow: Workflow, services: Mapping[str, Service]) -> list[Problem]:
+def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressions: Expressions) -> list[Problem]:
     """Every problem of ``workflow`` given the registered ``services``; empty when it is sound."""
     problems = check_fields(workflow.inputs, "workflow input") + check_fields(workflow.outputs, "workflow output")
     if not workflow.steps:
         problems.append(Problem("a workflow needs at least one step"))
     for step in workflow.steps:
-        if step.service not in services:
+        if step.calls_service and step.service not in services:
             problems.append(
                 Problem(
                     f"step '{step.id}' calls service '{step.service}', which is not registered",
@@ -121,59 +104,98 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service]) -> list[
                     found=step.service,
                 )
             )
-    order, structure = topological_order(workflow)
+    graph, structure = build(workflow)
     problems += structure
-    if structure:
+    if graph is None:
         return problems
-    upstream = ancestors(order)
-    initial = {f.name: _Source(f.type, f"workflow input '{f.name}'", f.always_present) for f in workflow.inputs}
-    inputs = dict(initial)
-    outputs: dict[str, dict[str, Field]] = {}
-    writers: dict[str, dict[str, _Source]] = {}
-    for step in order:
-        context = dict(initial)
-        for prior in order:
-            if prior.id in upstream[step.id]:
-                context.update(writers.get(prior.id, {}))
-        service = services.get(step.service)
-        if service is None:
+    for step_id in sorted(graph.unreachable, key=[s.id for s in graph.order].index):
+        problems.append(Problem(f"step '{step_id}' can never run: no choice of routes leads to it", step=step_id))
+    inputs = {f.name: _Source(f.type, f"workflow input '{f.name}'") for f in workflow.inputs}
+    present = {f.name for f in workflow.inputs if f.always_present}
+    outputs = {s.id: {f.name: f for f in writes(s, services)} for s in graph.order}
+    for step in graph.order:
+        scope = _scope(graph, graph.runs_with(step.id), graph.upstream[step.id], inputs, present, outputs)
+        problems += _check_step(step, services, scope, expressions)
+        if step.kind == SUCCEED:
+            problems += _check_outputs(workflow, _scope_with(scope, graph, step.id), f"at step '{step.id}', ")
+    problems += _parallel_writes(graph, outputs)
+    end = _scope(graph, graph.runs_with(None), frozenset(graph.steps), inputs, present, outputs)
+    problems += _check_outputs(workflow, end, "")
+    return problems
+
+
+def _scope(
+    graph: Graph,
+    runs: list[frozenset[str]],
+    upstream: frozenset[str],
+    inputs: Mapping[str, _Source],
+    present: set[str],
+    outputs: Mapping[str, Mapping[str, Field]],
+) -> _Scope:
+    """What a step reads, given the ``runs`` in which it runs and the steps ``upstream`` of it."""
+    sources: dict[str, list[_Source]] = {name: [source] for name, source in inputs.items()}
+    sure_writers: dict[str, set[str]] = {}
+    for prior in graph.order:
+        if prior.id not in upstream:
             continue
-        problems += _check_step(step, service, context, inputs, outputs, upstream[step.id])
-        outputs[step.id] = {f.name: f for f in service.outputs}
-        writers[step.id] = {}
-        for f in service.outputs:
-            target = step.context_name(f.name)
-            origin = f"output '{f.name}' of step '{step.id}'"
-            writers[step.id][target] = _Source(f.type, origin, f.always_present, step.id)
-    final = dict(initial)
-    for step in order:
-        for name, source in writers.get(step.id, {}).items():
-            previous = final.get(name)
-            if previous and previous.writer and previous.writer not in upstream[step.id]:
-                problems.append(
-                    Problem(
-                        f"steps '{previous.writer}' and '{step.id}' may run in parallel and both write "
-                        f"'{name}' into the context; rename one of them with 'output'",
-                        step=step.id,
-                        field=name,
-                    )
-                )
-            final[name] = source
-    for f in workflow.outputs:
-        problems += _check_flow(
-            f, final.get(f.name), f"workflow output '{f.name}'", f"no step produces '{f.name}'", step=None
+        for f in outputs[prior.id].values():
+            name = prior.context_name(f.name)
+            sources.setdefault(name, []).append(_Source(f.type, f"output '{f.name}' of step '{prior.id}'", prior.id))
+            if f.always_present:
+                sure_writers.setdefault(name, set()).add(prior.id)
+    always = {
+        name: name in present or bool(runs) and all(sure_writers.get(name, set()) & run for run in runs)
+        for name in sources
+    }
+    certain_steps = frozenset.intersection(*runs) & upstream if runs else frozenset()
+    return _Scope(sources, always, inputs, outputs, upstream, certain_steps)
+
+
+def _scope_with(scope: _Scope, graph: Graph, step: str) -> _Scope:
+    """The scope after ``step`` itself has completed."""
+    sources = {k: list(v) for k, v in scope.sources.items()}
+    certain = dict(scope.certain)
+    for f in scope.outputs[step].values():
+        name = graph.steps[step].context_name(f.name)
+        sources.setdefault(name, []).append(_Source(f.type, f"output '{f.name}' of step '{step}'", step))
+        certain[name] = certain.get(name, False) or f.always_present
+    return _Scope(sources, certain, scope.inputs, scope.outputs, scope.upstream | {step}, scope.certain_steps | {step})
+
+
+def _check_step(step: Step, services: Mapping[str, Service], scope: _Scope, expressions: Expressions) -> list[Problem]:
+    if step.kind == SWITCH:
+        return _check_expression(step, "expression", step.expression or "", expressions)
+    if step.kind == TRANSFORM:
+        return _check_transform(step, expressions)
+    if step.kind == DELAY and step.until is not None:
+        until = Field("until", ANY)
+        return _check_flow(until, step.until, scope, f"delay '{step.id}' until", step.id, {"string", "int", "float"})
+    if not step.calls_service or step.service not in services:
+        return []
+    service = services[step.service or ""]
+    problems = _check_mappings(step, service)
+    for f in service.inputs:
+        what = f"step '{step.id}' input '{f.name}'"
+        if step.kind == MAP and f.name == step.item:
+            problems += _check_items(step, f, scope)
+            continue
+        ref = step.input_ref(f.name)
+        implicit = ref.source == "context" and f.name not in step.input
+        if implicit and not f.always_present and not scope.sources.get(f.name):
+            continue
+        problems += _check_flow(f, ref, scope, what, step.id)
+    if step.kind == MAP and service.inputs and step.item not in {f.name for f in service.inputs}:
+        problems.append(
+            Problem(
+                f"map step '{step.id}' passes each item as '{step.item}', which service '{service.name}' does not take",
+                step=step.id,
+                field="item",
+            )
         )
     return problems
 
 
-def _check_step(
-    step: Step,
-    service: Service,
-    context: dict[str, _Source],
-    inputs: dict[str, _Source],
-    outputs: dict[str, dict[str, Field]],
-    upstream: set[str],
-) -> list[Problem]:
+def _check_mappings(step: Step, service: Service) -> list[Problem]:
     problems = []
     declared = {f.name for f in service.inputs}
     for name in step.input:
@@ -185,94 +207,169 @@ def _check_step(
                     field=name,
                 )
             )
+    produced = {f.name for f in (MAP_RESULTS,)} if step.kind == MAP else {f.name for f in service.outputs}
     for name in step.output:
-        if service.output(name) is None:
+        if name not in produced:
             problems.append(
                 Problem(
-                    f"step '{step.id}' renames output '{name}', which service '{service.name}' does not produce",
-                    step=step.id,
-                    field=name,
+                    f"step '{step.id}' renames output '{name}', which it does not produce", step=step.id, field=name
                 )
             )
-    for f in service.inputs:
-        ref = step.input_ref(f.name)
-        what = f"step '{step.id}' input '{f.name}'"
-        if ref.source == "const":
-            if not conforms(f.type, ref.value):
-                problems.append(
-                    Problem(
-                        f"{what} expects {f.type}, but the constant {ref} does not fit: "
-                        + describe_mismatch(f.type, ref.value),
-                        step=step.id,
-                        field=f.name,
-                        expected=str(f.type),
-                        found=type_of(ref.value),
-                    )
-                )
-            continue
-        source, missing = _resolve(ref, context, inputs, outputs, upstream)
-        if source is None and not f.always_present and ref.source == "context" and f.name not in step.input:
-            continue
-        problems += _check_flow(f, source, what, missing, step=step.id)
     return problems
 
 
-def _resolve(
-    ref: Ref,
-    context: dict[str, _Source],
-    inputs: dict[str, _Source],
-    outputs: dict[str, dict[str, Field]],
-    upstream: set[str],
-) -> tuple[_Source | None, str]:
-    """The static type a reference has at a step, or None and why it has none."""
-    if ref.source == "step":
-        if ref.step not in upstream:
-            return None, f"{ref} refers to step '{ref.step}', which does not complete before this step on every path"
-        field = outputs.get(ref.step or "", {}).get(ref.path[0]) if ref.path else None
-        if field is None:
-            return None, f"{ref} names no output of step '{ref.step}'"
-        source = _Source(field.type, f"output '{field.name}' of step '{ref.step}'", field.always_present)
-    else:
-        scope = context if ref.source == "context" else inputs
-        found = scope.get(ref.path[0]) if ref.path else None
-        if found is None:
-            return None, (
-                f"nothing before it provides '{ref.path[0]}'"
-                if ref.source == "context"
-                else f"{ref} is no workflow input"
+def _check_items(step: Step, f: Field, scope: _Scope) -> list[Problem]:
+    """The array a map step iterates over, and its items against the service input they feed."""
+    array = Field("items", FieldType("array", f.type))
+    return _check_flow(array, step.items or Ref("context", ("items",)), scope, f"map step '{step.id}' items", step.id)
+
+
+def _check_transform(step: Step, expressions: Expressions) -> list[Problem]:
+    problems = []
+    declared = {f.name for f in step.outputs}
+    for name in step.compute:
+        if name not in declared:
+            problems.append(
+                Problem(
+                    f"transform '{step.id}' computes '{name}', which is not among its outputs", step=step.id, field=name
+                )
             )
-        source = found
-    if len(ref.path) > 1:
-        if source.type.name not in ("object", "any"):
-            return None, f"{ref} reads a field of {source.origin}, which is {source.type}, not an object"
-        source = _Source(ANY, f"{ref}", source.certain)
-    return source, ""
+    for f in step.outputs:
+        if f.name not in step.compute and not f.has_default:
+            problems.append(
+                Problem(
+                    f"transform '{step.id}' declares output '{f.name}' but no expression for it",
+                    step=step.id,
+                    field=f.name,
+                )
+            )
+    for name, source in step.compute.items():
+        problems += _check_expression(step, name, source, expressions)
+    return problems
 
 
-def _check_flow(f: Field, source: _Source | None, what: str, missing: str, step: str | None) -> list[Problem]:
-    if source is None:
-        return [Problem(f"{what} needs {_a(f.type)}, but {missing}", step=step, field=f.name, expected=str(f.type))]
-    if not accepts(f.type, source.type):
+def _check_expression(step: Step, field: str, source: str, expressions: Expressions) -> list[Problem]:
+    try:
+        expression = expressions.compile(source)
+    except ValueError as e:
         return [
-            Problem(
-                f"{what} expects {f.type}, but {source.origin} is {source.type}",
-                step=step,
-                field=f.name,
-                expected=str(f.type),
-                found=str(source.type),
-            )
+            Problem(f"step '{step.id}': the expression for '{field}' does not compile: {e}", step=step.id, field=field)
         ]
-    if not source.certain and f.required:
+    unknown = sorted(expression.variables - NAMES)
+    if unknown:
+        names = ", ".join(f"'{n}'" for n in unknown)
         return [
             Problem(
-                f"{what} is required, but {source.origin} is optional and may be absent",
-                step=step,
-                field=f.name,
-                expected=str(f.type),
-                found=f"optional {source.type}",
+                f"step '{step.id}': the expression for '{field}' reads {names}; expressions read only "
+                "input, context and steps",
+                step=step.id,
+                field=field,
             )
         ]
     return []
+
+
+def _check_flow(
+    f: Field, ref: Ref, scope: _Scope, what: str, step: str | None, allowed: set[str] | None = None
+) -> list[Problem]:
+    """Whether ``ref`` always gives a value of ``f``'s type at the step whose ``scope`` this is."""
+    if ref.source == "const":
+        if conforms(f.type, ref.value) and (allowed is None or type_of(ref.value) in allowed):
+            return []
+        return [
+            Problem(
+                f"{what} expects {f.type}, but the constant {ref} does not fit: {describe_mismatch(f.type, ref.value)}",
+                step=step,
+                field=f.name,
+                expected=str(f.type),
+                found=type_of(ref.value),
+            )
+        ]
+    sources, certain, missing = _resolve(ref, scope)
+    if not sources:
+        return [Problem(f"{what} needs {_a(f.type)}, but {missing}", step=step, field=f.name, expected=str(f.type))]
+    problems = []
+    for source in sources:
+        fits = accepts(f.type, source.type) and (allowed is None or source.type.name in allowed | {"any"})
+        if not fits:
+            expected = " or ".join(sorted(allowed)) if allowed else str(f.type)
+            problems.append(
+                Problem(
+                    f"{what} expects {expected}, but {source.origin} is {source.type}",
+                    step=step,
+                    field=f.name,
+                    expected=expected,
+                    found=str(source.type),
+                )
+            )
+    if not problems and not certain and f.required:
+        origins = " or ".join(s.origin for s in sources)
+        problems.append(
+            Problem(
+                f"{what} is required, but {origins} may be absent (an optional field, or a step on a route not taken)",
+                step=step,
+                field=f.name,
+                expected=str(f.type),
+                found="a value that may be absent",
+            )
+        )
+    return problems
+
+
+def _resolve(ref: Ref, scope: _Scope) -> tuple[list[_Source], bool, str]:
+    """The possible static sources of a reference, whether one is always there, or why there is none."""
+    head = ref.path[0] if ref.path else ""
+    if ref.source == "step":
+        if ref.step not in scope.upstream:
+            return [], False, f"{ref} refers to step '{ref.step}', which does not run before this step"
+        field = scope.outputs.get(ref.step or "", {}).get(head)
+        if field is None:
+            return [], False, f"{ref} names no output of step '{ref.step}'"
+        sources = [_Source(field.type, f"output '{field.name}' of step '{ref.step}'", ref.step)]
+        certain = field.always_present and ref.step in scope.certain_steps
+    elif ref.source == "input":
+        source = scope.inputs.get(head)
+        if source is None:
+            return [], False, f"{ref} is no workflow input"
+        sources, certain = [source], True
+    else:
+        sources, certain = scope.sources.get(head, []), scope.certain.get(head, False)
+        if not sources:
+            return [], False, f"nothing before it provides '{head}'"
+    if len(ref.path) > 1:
+        flat = [s for s in sources if s.type.name not in ("object", "any")]
+        if flat:
+            return [], False, f"{ref} reads a field of {flat[0].origin}, which is {flat[0].type}, not an object"
+        sources = [_Source(ANY, str(ref), s.writer) for s in sources]
+    return sources, certain, ""
+
+
+def _check_outputs(workflow: Workflow, scope: _Scope, where: str) -> list[Problem]:
+    problems = []
+    for f in workflow.outputs:
+        problems += _check_flow(f, Ref("context", (f.name,)), scope, f"{where}workflow output '{f.name}'".strip(), None)
+    return problems
+
+
+def _parallel_writes(graph: Graph, outputs: Mapping[str, Mapping[str, Field]]) -> list[Problem]:
+    """Two steps that may run at once must not write the same name into the context."""
+    problems = []
+    writers: dict[str, list[str]] = {}
+    for step in graph.order:
+        for f in outputs[step.id].values():
+            name = step.context_name(f.name)
+            for other in writers.get(name, []):
+                if other not in graph.upstream[step.id] and graph.together(other, step.id):
+                    problems.append(
+                        Problem(
+                            f"steps '{other}' and '{step.id}' may run at the same time and both write "
+                            f"'{name}' into the context; rename one of them with 'output'",
+                            step=step.id,
+                            field=name,
+                        )
+                    )
+            writers.setdefault(name, []).append(step.id)
+    return problems
 
 
 def _a(t: FieldType) -> str:

@@ -5,21 +5,46 @@ copy (or None when there is nothing to do); the caller writes it back with a
 conditional write and, on conflict, reads again and asks again. No function
 here does I/O, reads a clock or draws a random number: time, randomness and
 claim tokens come in as arguments.
+
+Work is handed out in units: a step (``upper``), or one item of a map step
+(``each[3]``). Service calls are claimed by workers; the engine runs every
+other kind of step itself, inside the transition that makes it ready.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from machinery.engine.checker import ancestors, topological_order
+from machinery.engine.checker import MAP_RESULTS
 from machinery.engine.errors import InvalidData, InvalidState, Problem
-from machinery.engine.model import Field, Ref, Service, Step, Workflow
+from machinery.engine.expressions import Expression, Expressions
+from machinery.engine.graph import SIGNAL_ROUTE, TIMEOUT_ROUTE, Graph, build
+from machinery.engine.model import (
+    DELAY,
+    FAIL,
+    MAP,
+    SUCCEED,
+    SWITCH,
+    TRANSFORM,
+    WAIT,
+    Field,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+)
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import conforms, describe_mismatch, type_of
 
-_CLAIMABLE = (StepStatus.READY, StepStatus.RETRYING, StepStatus.RUNNING)
+_CLAIMABLE = (StepStatus.READY, StepStatus.RETRYING, StepStatus.RUNNING, StepStatus.WAITING)
+_ACTIVE = (StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRYING)
+_OVER = (StepStatus.COMPLETED, StepStatus.SKIPPED)
+_UNIT = re.compile(r"^(?P<step>.+)\[(?P<item>\d+)\]$")
 
 
 @dataclass(frozen=True)
@@ -36,19 +61,29 @@ class Settings:
 
 @dataclass(frozen=True)
 class Plan:
-    """A workflow compiled for running: its steps in order and who precedes whom."""
+    """A workflow compiled for running: its graph and its expressions."""
 
     workflow: Workflow
-    order: tuple[Step, ...]
-    upstream: Mapping[str, frozenset[str]]
+    graph: Graph
+    expressions: Mapping[tuple[str, str], Expression]
+    """By (step id, field): a switch's ``expression``, each ``compute`` of a transform."""
 
     @classmethod
-    def of(cls, workflow: Workflow) -> Plan:
-        order, problems = topological_order(workflow)
-        if problems:
+    def of(cls, workflow: Workflow, expressions: Expressions) -> Plan:
+        graph, problems = build(workflow)
+        if graph is None:
             raise ValueError(problems[0].message)
-        up = ancestors(order)
-        return cls(workflow, tuple(order), {k: frozenset(v) for k, v in up.items()})
+        compiled = {}
+        for step in workflow.steps:
+            if step.kind == SWITCH:
+                compiled[(step.id, "expression")] = expressions.compile(step.expression or "")
+            for name, source in step.compute.items():
+                compiled[(step.id, name)] = expressions.compile(source)
+        return cls(workflow, graph, compiled)
+
+    @property
+    def order(self) -> tuple[Step, ...]:
+        return self.graph.order
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,11 @@ class Call:
     attempt: int
     token: str
     idempotency_key: str
+    item: int | None = None
+
+    @property
+    def unit(self) -> str:
+        return unit_key(self.step_id, self.item)
 
 
 @dataclass(frozen=True)
@@ -79,6 +119,15 @@ class StepError:
         return doc
 
 
+def unit_key(step_id: str, item: int | None) -> str:
+    return step_id if item is None else f"{step_id}[{item}]"
+
+
+def parse_unit(unit: str) -> tuple[str, int | None]:
+    match = _UNIT.match(unit)
+    return (match["step"], int(match["item"])) if match else (unit, None)
+
+
 def accept(
     plan: Plan,
     data: Mapping[str, Any],
@@ -90,33 +139,14 @@ def accept(
 ) -> Event:
     """A new event for ``data``, its first steps ready; raises InvalidData listing every bad field."""
     workflow = plan.workflow
-    problems = []
-    accepted: dict[str, Any] = {}
     declared = {f.name for f in workflow.inputs}
-    for name in data:
-        if name not in declared:
-            problems.append(
-                Problem(
-                    f"'{name}' is not an input of workflow '{workflow.name}'", field=name, found=type_of(data[name])
-                )
-            )
-    for f in workflow.inputs:
-        if f.name in data:
-            if conforms(f.type, data[f.name]):
-                accepted[f.name] = data[f.name]
-            else:
-                problems.append(
-                    Problem(
-                        f"'{f.name}' should be {f.type}: {describe_mismatch(f.type, data[f.name])}",
-                        field=f.name,
-                        expected=str(f.type),
-                        found=type_of(data[f.name]),
-                    )
-                )
-        elif f.has_default:
-            accepted[f.name] = f.default
-        elif f.required:
-            problems.append(Problem(f"'{f.name}' is required", field=f.name, expected=str(f.type)))
+    problems = [
+        Problem(f"'{name}' is not an input of workflow '{workflow.name}'", field=name, found=type_of(value))
+        for name, value in data.items()
+        if name not in declared
+    ]
+    accepted, wrong = _fill(workflow.inputs, data, "input", quote=False)
+    problems += wrong
     if problems:
         raise InvalidData(f"the data does not match the inputs of workflow '{workflow.name}'", problems)
     event = Event(
@@ -130,42 +160,62 @@ def accept(
         idempotency_key=idempotency_key,
         steps={step.id: StepState() for step in plan.order},
     )
-    _promote(plan, event, now)
+    _advance(plan, event, now)
+    if _waiting_only(event):
+        event.status = EventStatus.WAITING
     return _touch(event, now, settings)
 
 
-def ready_steps(event: Event) -> list[str]:
-    """Steps that a worker may claim now or once their retry time has come."""
+def ready_units(event: Event) -> list[str]:
+    """Units a worker may claim now."""
     if event.status.terminal:
         return []
-    return [k for k, s in event.steps.items() if s.status in (StepStatus.READY, StepStatus.RETRYING)]
+    return [unit for unit, state in _units(event) if state.status is StepStatus.READY]
+
+
+def timers(event: Event) -> list[tuple[str, float]]:
+    """Units that are due at a time: retries, delays, and waits with a timeout."""
+    if event.status.terminal:
+        return []
+    return [
+        (unit, state.run_at)
+        for unit, state in _units(event)
+        if state.status in (StepStatus.RETRYING, StepStatus.WAITING) and state.run_at is not None
+    ]
 
 
 def claim(
     plan: Plan,
     services: Mapping[str, Service],
     event: Event,
-    step_id: str,
+    unit: str,
     *,
     now: float,
     token: str,
     settings: Settings,
 ) -> tuple[Event, Call | None] | None:
-    """Claim ``step_id`` for one call: None when there is nothing to do for it now.
+    """Claim ``unit`` for one call: None when there is nothing to do for it now.
 
-    A running step whose lease ran out counts as lost and is claimed again;
-    after ``settings.max_lost`` losses the step fails instead. That case
-    returns the failed event with no call.
+    A running unit whose lease ran out counts as lost and is claimed again;
+    after ``settings.max_lost`` losses it fails instead. A delay or a wait whose
+    time has come is completed here, with no call. Those cases return the
+    changed event and no call.
     """
-    state = event.steps.get(step_id)
+    step_id, item = parse_unit(unit)
+    state = _unit_state(event, step_id, item)
     if event.status.terminal or state is None or state.status not in _CLAIMABLE:
         return None
-    if state.status is StepStatus.RETRYING and state.run_at is not None and now < state.run_at:
+    if state.status in (StepStatus.RETRYING, StepStatus.WAITING) and (state.run_at is None or now < state.run_at):
         return None
     if state.status is StepStatus.RUNNING and state.lease_until is not None and now <= state.lease_until:
         return None
     event = event.copy()
-    state = event.steps[step_id]
+    state = _unit_state(event, step_id, item)
+    assert state is not None
+    step = plan.graph.steps[step_id]
+    if state.status is StepStatus.WAITING:
+        _wake(plan, event, step, state, now)
+        return _touch(event, now, settings), None
     if state.status is StepStatus.RUNNING:
         state.lost += 1
         state.history.append(
@@ -180,15 +230,14 @@ def claim(
             error = StepError(
                 f"the worker running this step was lost {state.lost} times; giving up", transient=False, kind="lost"
             )
-            _fail_step(plan, event, step_id, error, now)
+            _fail_unit(plan, event, step_id, item, error, now)
             return _touch(event, now, settings), None
-    step = plan.workflow.step(step_id)
-    service = services.get(step.service)
+    service = services.get(step.service or "")
     if service is None:
         error = StepError(f"service '{step.service}' is no longer registered", transient=False, kind="config")
-        _fail_step(plan, event, step_id, error, now)
+        _fail_unit(plan, event, step_id, item, error, now)
         return _touch(event, now, settings), None
-    inputs, problems = _inputs(plan, event, step, service)
+    inputs, problems = _inputs(plan, event, step, service, item)
     if problems:
         error = StepError(
             f"step '{step_id}' cannot call '{service.name}': " + "; ".join(p.message for p in problems),
@@ -196,7 +245,7 @@ def claim(
             kind="input",
             details={"problems": [p.to_dict() for p in problems]},
         )
-        _fail_step(plan, event, step_id, error, now)
+        _fail_unit(plan, event, step_id, item, error, now)
         return _touch(event, now, settings), None
     state.status = StepStatus.RUNNING
     state.attempts += 1
@@ -208,7 +257,7 @@ def claim(
     state.nudged_at = None
     state.inputs = inputs
     event.status = EventStatus.RUNNING
-    call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{step_id}")
+    call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{unit}", item)
     return _touch(event, now, settings), call
 
 
@@ -226,33 +275,29 @@ def finish(
     """Record the result of ``call``: its outputs (checked against the contract) or its error.
 
     None when the claim is no longer this call's (another worker took the
-    step over, or the event was cancelled and the step with it), so that a
-    late or duplicate result changes nothing.
+    unit over, or the event was cancelled), so that a late or duplicate
+    result changes nothing.
     """
-    state = event.steps.get(call.step_id)
+    state = _unit_state(event, call.step_id, call.item)
     if state is None or state.status is not StepStatus.RUNNING or state.token != call.token:
         return None
     event = event.copy()
-    state = event.steps[call.step_id]
+    state = _unit_state(event, call.step_id, call.item)
+    assert state is not None
     if error is None:
         checked, problems = check_outputs(call.service, outputs)
-        if problems:
-            error = StepError(
-                f"service '{call.service.name}' answered outside its contract: "
-                + "; ".join(p.message for p in problems),
-                transient=False,
-                kind="type",
-                details={"problems": [p.to_dict() for p in problems]},
-            )
-        else:
-            state.status = StepStatus.COMPLETED
-            state.outputs = checked
-            state.error = None
-            state.ended_at = now
-            state.lease_until = None
-            state.token = None
-            _promote(plan, event, now)
+        if not problems:
+            _complete(state, checked, now)
+            if call.item is not None:
+                _map_progress(plan, event, event.steps[call.step_id], now)
+            _advance(plan, event, now)
             return _touch(event, now, settings)
+        error = StepError(
+            f"service '{call.service.name}' answered outside its contract: " + "; ".join(p.message for p in problems),
+            transient=False,
+            kind="type",
+            details={"problems": [p.to_dict() for p in problems]},
+        )
     state.history.append(
         {"attempt": state.attempts, "started_at": state.started_at, "ended_at": now, "error": error.to_doc()}
     )
@@ -269,35 +314,61 @@ def finish(
         error = StepError(
             f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
         )
-    _fail_step(plan, event, call.step_id, error, now)
+    _fail_unit(plan, event, call.step_id, call.item, error, now)
+    return _touch(event, now, settings)
+
+
+def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, settings: Settings) -> Event:
+    """Deliver the signal ``name`` to the step waiting for it, or keep it for the step that will.
+
+    InvalidData when ``payload`` does not fit the waiting step's outputs;
+    InvalidState when the event is over or no step of it waits for ``name``.
+    """
+    if event.status.terminal:
+        raise InvalidState(f"event '{event.id}' is {event.status.value}; it takes no more signals")
+    waits = [s for s in plan.order if s.kind == WAIT and s.signal == name]
+    waiting = [s for s in waits if event.steps[s.id].status is StepStatus.WAITING]
+    coming = [s for s in waits if event.steps[s.id].status in (StepStatus.PENDING, StepStatus.READY)]
+    if not waiting and not coming:
+        raise InvalidState(f"no step of event '{event.id}' waits for signal '{name}' (any more)")
+    target = (waiting or coming)[0]
+    outputs, problems = _signal_outputs(target, payload)
+    if problems:
+        raise InvalidData(f"signal '{name}' does not match the outputs of step '{target.id}'", problems)
+    event = event.copy()
+    if waiting:
+        state = event.steps[target.id]
+        _complete(state, outputs, now)
+        state.route = SIGNAL_ROUTE
+        _advance(plan, event, now)
+        _settle(event)
+    else:
+        event.signals.append({"name": name, "payload": outputs, "at": now})
     return _touch(event, now, settings)
 
 
 def check_outputs(service: Service, outputs: Any) -> tuple[dict[str, Any], list[Problem]]:
     """The declared outputs of a service's answer, defaults filled, and what does not fit."""
     if not isinstance(outputs, dict):
-        problem = Problem(
-            f"the answer should be a JSON object, got {type_of(outputs)}",
-            step=None,
-            expected="object",
-            found=type_of(outputs),
-        )
-        return {}, [problem]
+        found = type_of(outputs)
+        return {}, [Problem(f"the answer should be a JSON object, got {found}", expected="object", found=found)]
     return _fill(service.outputs, outputs, f"service '{service.name}' output")
 
 
-def overdue_steps(event: Event, now: float, settings: Settings) -> list[str]:
-    """Steps the sweeper should send to the workers again: their message is late or their worker gone."""
+def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
+    """Units the sweeper should send to the workers again: their message is late or their worker gone."""
     if event.status.terminal:
         return []
-    return [k for k, s in event.steps.items() if (d := _step_due(s, settings)) is not None and d <= now]
+    return [unit for unit, state in _units(event) if (due := _unit_due(state, settings)) is not None and due <= now]
 
 
-def nudged(event: Event, step_ids: list[str], now: float, settings: Settings) -> Event:
-    """The event after the sweeper has sent ``step_ids`` again; they are not due again before long."""
+def nudged(event: Event, units: list[str], now: float, settings: Settings) -> Event:
+    """The event after the sweeper has sent ``units`` again; they are not due again before long."""
     event = event.copy()
-    for step_id in step_ids:
-        event.steps[step_id].nudged_at = now
+    for unit in units:
+        state = _unit_state(event, *parse_unit(unit))
+        if state is not None:
+            state.nudged_at = now
     return _touch(event, event.updated_at, settings)
 
 
@@ -306,7 +377,7 @@ def cancel(event: Event, now: float, settings: Settings) -> Event:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only an unfinished event can be cancelled")
     event = event.copy()
     event.status = EventStatus.CANCELLED
-    for state in event.steps.values():
+    for _, state in _units(event, containers=True):
         if not state.status.terminal:
             state.status = StepStatus.CANCELLED
             state.ended_at = now
@@ -322,14 +393,22 @@ def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event = event.copy()
     event.status = EventStatus.RUNNING
     event.error = None
-    for state in event.steps.values():
-        if state.status is StepStatus.FAILED:
-            state.status = StepStatus.READY
-            state.run_at = now
-            state.budget_used = 0
-            state.lost = 0
-            state.error = None
-    _promote(plan, event, now)
+    for step in plan.order:
+        state = event.steps[step.id]
+        if state.status is not StepStatus.FAILED:
+            continue
+        if step.kind == FAIL:
+            continue
+        if state.items is not None:
+            state.status = StepStatus.RUNNING
+            for item in state.items:
+                if item.status is StepStatus.FAILED:
+                    _retry_unit(item, now)
+            _map_progress(plan, event, state, now)
+        else:
+            _retry_unit(state, now)
+    _advance(plan, event, now)
+    _settle(event)
     return _touch(event, now, settings)
 
 
@@ -343,7 +422,7 @@ def context(plan: Plan, event: Event, upto: frozenset[str] | None = None) -> dic
         if upto is not None and step.id not in upto:
             continue
         state = event.steps[step.id]
-        if state.status is StepStatus.COMPLETED and state.outputs:
+        if state.status is StepStatus.COMPLETED and state.outputs and _writes_context(step):
             for name, value in state.outputs.items():
                 ctx[step.context_name(name)] = value
     return ctx
@@ -352,51 +431,137 @@ def context(plan: Plan, event: Event, upto: frozenset[str] | None = None) -> dic
 # Internal transitions, applied to a copy the caller owns.
 
 
+def _units(event: Event, containers: bool = False) -> list[tuple[str, StepState]]:
+    """Every unit with its state: steps, and each item of a map step (in place of the step itself)."""
+    units = []
+    for step_id, state in event.steps.items():
+        if state.items is None or containers:
+            units.append((step_id, state))
+        if state.items is not None:
+            units += [(unit_key(step_id, i), item) for i, item in enumerate(state.items)]
+    return units
+
+
+def _unit_state(event: Event, step_id: str, item: int | None) -> StepState | None:
+    state = event.steps.get(step_id)
+    if state is None or item is None:
+        return state if state is None or state.items is None else None
+    if state.items is None or not 0 <= item < len(state.items):
+        return None
+    return state.items[item]
+
+
 def _touch(event: Event, now: float, settings: Settings) -> Event:
     event.updated_at = now
-    event.due_at = _due_at(event, settings)
+    dues = [d for _, s in _units(event) if (d := _unit_due(s, settings)) is not None]
+    event.due_at = min(dues) if dues and not event.status.terminal else None
     return event
 
 
-def _step_due(state: StepState, settings: Settings) -> float | None:
+def _unit_due(state: StepState, settings: Settings) -> float | None:
     nudged = state.nudged_at or 0.0
     if state.status in (StepStatus.READY, StepStatus.RETRYING):
         return max(state.run_at or 0.0, nudged) + settings.stale_after
     if state.status is StepStatus.RUNNING:
         return max(state.lease_until or 0.0, nudged + settings.stale_after)
+    if state.status is StepStatus.WAITING and state.run_at is not None:
+        return max(state.run_at, nudged + settings.stale_after)
     return None
 
 
-def _due_at(event: Event, settings: Settings) -> float | None:
-    if event.status.terminal:
-        return None
-    dues = [d for s in event.steps.values() if (d := _step_due(s, settings)) is not None]
-    return min(dues) if dues else None
+def _waiting_only(event: Event) -> bool:
+    units = [s.status for _, s in _units(event)]
+    return StepStatus.WAITING in units and not any(s in _ACTIVE for s in units)
 
 
-def _promote(plan: Plan, event: Event, now: float) -> None:
-    """Make ready every pending step whose dependencies completed; complete the event when all did."""
-    if event.status.terminal:
-        return
+def _settle(event: Event) -> None:
+    """An unfinished event is waiting when nothing but waits and delays is left to do."""
+    if not event.status.terminal:
+        event.status = EventStatus.WAITING if _waiting_only(event) else EventStatus.RUNNING
+
+
+def _advance(plan: Plan, event: Event, now: float) -> None:
+    """Start every pending step whose dependencies are over, skip those cut off, end the event when all are.
+
+    Steps the engine runs itself (switch, transform, fail, succeed) run here;
+    delays and waits start waiting; service and map steps become ready for a worker.
+    """
+    graph = plan.graph
     steps = event.steps
     for step in plan.order:
+        if event.status.terminal:
+            return
         state = steps[step.id]
-        if state.status is StepStatus.PENDING and all(steps[d].status is StepStatus.COMPLETED for d in step.after):
-            state.status = StepStatus.READY
-            state.run_at = now
-    if all(s.status is StepStatus.COMPLETED for s in steps.values()):
+        if state.status is not StepStatus.PENDING:
+            continue
+        deps = graph.deps[step.id]
+        if any(steps[d].status not in _OVER for d in deps):
+            continue
+        if deps and not any(
+            steps[d].status is StepStatus.COMPLETED and graph.leads_to(d, steps[d].route, step.id) for d in deps
+        ):
+            state.status = StepStatus.SKIPPED
+            state.ended_at = now
+            continue
+        _start(plan, event, step, state, now)
+    if all(s.status in _OVER for s in steps.values()):
+        _end(plan, event, EventStatus.COMPLETED)
+
+
+def _start(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    if not step.calls_service:
+        state.started_at = now
+    if step.kind == SWITCH:
+        _run_switch(plan, event, step, state, now)
+    elif step.kind == TRANSFORM:
+        _run_transform(plan, event, step, state, now)
+    elif step.kind == DELAY:
+        _start_delay(plan, event, step, state, now)
+    elif step.kind == WAIT:
+        _start_wait(event, step, state, now)
+    elif step.kind == MAP:
+        state.started_at = now
+        _start_map(plan, event, step, state, now)
+    elif step.kind in (FAIL, SUCCEED):
+        _complete(state, None, now)
+        if step.kind == FAIL:
+            message = step.message or f"step '{step.id}' failed the event"
+            _end(plan, event, EventStatus.FAILED, {"kind": "fail", "step": step.id, "message": message})
+        else:
+            _end(plan, event, EventStatus.COMPLETED)
+    else:
+        state.status = StepStatus.READY
+        state.run_at = now
+
+
+def _end(plan: Plan, event: Event, status: EventStatus, error: dict[str, Any] | None = None) -> None:
+    if status is EventStatus.COMPLETED:
         outputs, problems = _fill(plan.workflow.outputs, context(plan, event), "workflow output")
         if problems:
-            event.status = EventStatus.FAILED
-            event.error = {
+            status = EventStatus.FAILED
+            error = {
                 "kind": "type",
                 "message": "the workflow's outputs do not match its contract: "
                 + "; ".join(p.message for p in problems),
                 "problems": [p.to_dict() for p in problems],
             }
         else:
-            event.status = EventStatus.COMPLETED
             event.outputs = outputs
+    event.status = status
+    event.error = error
+    for _, state in _units(event, containers=True):
+        if state.status in (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING, StepStatus.RETRYING):
+            state.status = StepStatus.SKIPPED if status is EventStatus.COMPLETED else state.status
+
+
+def _complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> None:
+    state.status = StepStatus.COMPLETED
+    state.outputs = outputs
+    state.error = None
+    state.ended_at = now
+    state.run_at = None
+    state.lease_until = None
+    state.token = None
 
 
 def _fail_step(plan: Plan, event: Event, step_id: str, error: StepError, now: float) -> None:
@@ -411,12 +576,153 @@ def _fail_step(plan: Plan, event: Event, step_id: str, error: StepError, now: fl
         event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
 
 
-def _inputs(plan: Plan, event: Event, step: Step, service: Service) -> tuple[dict[str, Any], list[Problem]]:
-    ctx = context(plan, event, plan.upstream[step.id])
+def _fail_unit(plan: Plan, event: Event, step_id: str, item: int | None, error: StepError, now: float) -> None:
+    if item is None:
+        _fail_step(plan, event, step_id, error, now)
+        return
+    state = _unit_state(event, step_id, item)
+    assert state is not None
+    state.status = StepStatus.FAILED
+    state.error = error.to_doc()
+    state.ended_at = now
+    state.lease_until = None
+    state.token = None
+    _fail_step(plan, event, step_id, StepError(f"item {item}: {error.message}", False, error.kind), now)
+
+
+def _retry_unit(state: StepState, now: float) -> None:
+    state.status = StepStatus.READY
+    state.run_at = now
+    state.budget_used = 0
+    state.lost = 0
+    state.error = None
+
+
+def _activation(plan: Plan, event: Event, step: Step) -> dict[str, Any]:
+    upstream = plan.graph.upstream[step.id]
+    outputs = {s: event.steps[s].outputs or {} for s in upstream if event.steps[s].status is StepStatus.COMPLETED}
+    return {"input": event.data, "context": context(plan, event, upstream), "steps": outputs}
+
+
+def _evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> tuple[bool, Any]:
+    try:
+        return True, plan.expressions[(step.id, field)](_activation(plan, event, step))
+    except ValueError as e:
+        error = StepError(f"the expression for '{field}' failed: {e}", transient=False, kind="expression")
+        _fail_step(plan, event, step.id, error, now)
+        return False, None
+
+
+def _run_switch(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    ok, value = _evaluate(plan, event, step, "expression", now)
+    if not ok:
+        return
+    key = value if isinstance(value, str) else json.dumps(value)
+    route = key if key in step.cases else "default" if step.default else None
+    if route is None:
+        cases = ", ".join(repr(c) for c in step.cases)
+        error = StepError(
+            f"the value {key!r} matches none of the cases ({cases}) and there is no default", False, "route"
+        )
+        _fail_step(plan, event, step.id, error, now)
+        return
+    _complete(state, {"value": value}, now)
+    state.route = route
+
+
+def _run_transform(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    computed = {}
+    for name in step.compute:
+        ok, computed[name] = _evaluate(plan, event, step, name, now)
+        if not ok:
+            return
+    outputs, problems = _fill(step.outputs, computed, f"transform '{step.id}' output")
+    if problems:
+        error = StepError(
+            "; ".join(p.message for p in problems), False, "type", {"problems": [p.to_dict() for p in problems]}
+        )
+        _fail_step(plan, event, step.id, error, now)
+        return
+    _complete(state, outputs, now)
+
+
+def _start_delay(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    if step.until is None:
+        wake = now + (step.seconds or 0.0)
+    else:
+        present, value = _lookup(step.until, event, context(plan, event, plan.graph.upstream[step.id]))
+        wake_at = _time(value) if present else None
+        if wake_at is None:
+            error = StepError(f"delay '{step.id}' cannot wait until {value!r}: not a time", False, "input")
+            _fail_step(plan, event, step.id, error, now)
+            return
+        wake = wake_at
+    state.status = StepStatus.WAITING
+    state.run_at = wake
+
+
+def _start_wait(event: Event, step: Step, state: StepState, now: float) -> None:
+    for i, received in enumerate(event.signals):
+        if received["name"] == step.signal:
+            del event.signals[i]
+            _complete(state, received["payload"], now)
+            state.route = SIGNAL_ROUTE
+            return
+    state.status = StepStatus.WAITING
+    state.run_at = now + step.timeout if step.timeout is not None else None
+
+
+def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    """A delay's time, or a wait's timeout, has come."""
+    _complete(state, None, now)
+    if step.kind == WAIT:
+        state.route = TIMEOUT_ROUTE
+    _advance(plan, event, now)
+    _settle(event)
+
+
+def _start_map(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+    present, items = _lookup(
+        step.items or Ref("context", ("items",)), event, context(plan, event, plan.graph.upstream[step.id])
+    )
+    if not present or not isinstance(items, list):
+        error = StepError(f"map '{step.id}' needs an array of items, got {type_of(items)}", False, "input")
+        _fail_step(plan, event, step.id, error, now)
+        return
+    state.status = StepStatus.RUNNING
+    state.items = [StepState() for _ in items]
+    _map_progress(plan, event, state, now)
+
+
+def _map_progress(plan: Plan, event: Event, state: StepState, now: float) -> None:
+    """Keep up to the step's concurrency of items going; complete the map once every item has."""
+    assert state.items is not None
+    step_id = next(k for k, v in event.steps.items() if v is state)
+    step = plan.graph.steps[step_id]
+    if all(item.status is StepStatus.COMPLETED for item in state.items):
+        _complete(state, {MAP_RESULTS.name: [item.outputs for item in state.items]}, now)
+        return
+    active = sum(item.status in _ACTIVE for item in state.items)
+    for item in state.items:
+        if active >= step.concurrency:
+            break
+        if item.status is StepStatus.PENDING:
+            item.status = StepStatus.READY
+            item.run_at = now
+            active += 1
+
+
+def _inputs(
+    plan: Plan, event: Event, step: Step, service: Service, item: int | None
+) -> tuple[dict[str, Any], list[Problem]]:
+    ctx = context(plan, event, plan.graph.upstream[step.id])
     found: dict[str, Any] = {}
     for f in service.inputs:
-        ref = step.input_ref(f.name)
-        present, value = _lookup(ref, event, ctx)
+        if item is not None and f.name == step.item:
+            present, items = _lookup(step.items or Ref("context", ("items",)), event, ctx)
+            found[f.name] = items[item]
+            continue
+        present, value = _lookup(step.input_ref(f.name), event, ctx)
         if present:
             found[f.name] = value
     return _fill(service.inputs, found, f"service '{service.name}' input")
@@ -436,11 +742,42 @@ def _lookup(ref: Ref, event: Event, ctx: dict[str, Any]) -> tuple[bool, Any]:
     return True, value
 
 
-def _fill(fields: tuple[Field, ...], values: Mapping[str, Any], what: str) -> tuple[dict[str, Any], list[Problem]]:
+def _signal_outputs(step: Step, payload: Any) -> tuple[dict[str, Any], list[Problem]]:
+    if not isinstance(payload, dict):
+        found = type_of(payload)
+        return {}, [Problem(f"a signal's body is a JSON object, not {found}", expected="object", found=found)]
+    return _fill(step.outputs, payload, "signal field")
+
+
+def _writes_context(step: Step) -> bool:
+    return step.kind in (MAP, WAIT, TRANSFORM) or step.calls_service
+
+
+def _time(value: Any) -> float | None:
+    """Epoch seconds from a number of them, or from an ISO 8601 time (UTC unless it says otherwise)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    return None
+
+
+def _fill(
+    fields: tuple[Field, ...], values: Mapping[str, Any], what: str, quote: bool = True
+) -> tuple[dict[str, Any], list[Problem]]:
     """The declared fields of ``values``: defaults filled, types checked, what is missing or wrong listed."""
     result: dict[str, Any] = {}
     problems = []
     for f in fields:
+        label = f"{what} '{f.name}'" if quote else f"'{f.name}'"
         if f.name in values:
             value = values[f.name]
             if conforms(f.type, value):
@@ -448,7 +785,7 @@ def _fill(fields: tuple[Field, ...], values: Mapping[str, Any], what: str) -> tu
             else:
                 problems.append(
                     Problem(
-                        f"{what} '{f.name}' should be {f.type}: {describe_mismatch(f.type, value)}",
+                        f"{label} should be {f.type}: {describe_mismatch(f.type, value)}",
                         field=f.name,
                         expected=str(f.type),
                         found=type_of(value),
@@ -458,6 +795,11 @@ def _fill(fields: tuple[Field, ...], values: Mapping[str, Any], what: str) -> tu
             result[f.name] = f.default
         elif f.required:
             problems.append(
-                Problem(f"{what} '{f.name}' is missing", field=f.name, expected=str(f.type), found="nothing")
+                Problem(
+                    f"{label} is {'missing' if quote else 'required'}",
+                    field=f.name,
+                    expected=str(f.type),
+                    found="nothing",
+                )
             )
     return result, problems

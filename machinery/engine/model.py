@@ -91,26 +91,77 @@ class Ref:
         return ".".join((root, *self.path))
 
 
+SERVICE = "service"
+SWITCH = "switch"
+DELAY = "delay"
+WAIT = "wait"
+TRANSFORM = "transform"
+MAP = "map"
+FAIL = "fail"
+SUCCEED = "succeed"
+STEP_KINDS = (SERVICE, SWITCH, DELAY, WAIT, TRANSFORM, MAP, FAIL, SUCCEED)
+CALLING_KINDS = (SERVICE, MAP)
+"""Steps that call a service; the engine runs the others itself."""
+
+
 @dataclass(frozen=True)
 class Step:
-    """One node of a workflow graph: a service call.
+    """One node of a workflow graph.
 
-    ``input`` maps each service input to a :class:`Ref`; an input it does not
-    name is read from the context under its own name. ``output`` renames
-    service outputs on their way into the context; the others keep their names.
+    A ``service`` step calls ``service``. ``input`` maps each service input to
+    a :class:`Ref`; an input it does not name is read from the context under
+    its own name. ``output`` renames outputs on their way into the context;
+    the others keep their names. The other kinds use the fields named after them:
+
+    - ``switch``: ``expression`` picks a route among ``cases`` (value -> steps), else ``default``.
+    - ``delay``: waits ``seconds``, or ``until`` a time (ISO 8601 or epoch seconds).
+    - ``wait``: waits for the signal ``signal``, whose body is its output (``outputs``);
+      after ``timeout`` seconds it takes the route ``on_timeout`` instead of its dependents.
+    - ``transform``: ``compute`` maps each of its ``outputs`` to an expression.
+    - ``map``: calls ``service`` once per element of ``items``, passing it as input ``item``,
+      at most ``concurrency`` at once; its output ``results`` lists the answers in order.
+    - ``fail`` and ``succeed``: end the event, saying ``message``.
     """
 
     id: str
-    service: str
+    kind: str = SERVICE
+    service: str | None = None
     after: tuple[str, ...] = ()
     input: Mapping[str, Ref] = field(default_factory=dict)
     output: Mapping[str, str] = field(default_factory=dict)
+    expression: str | None = None
+    cases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default: tuple[str, ...] = ()
+    seconds: float | None = None
+    until: Ref | None = None
+    signal: str | None = None
+    timeout: float | None = None
+    on_timeout: tuple[str, ...] = ()
+    outputs: tuple[Field, ...] = ()
+    compute: Mapping[str, str] = field(default_factory=dict)
+    items: Ref | None = None
+    item: str | None = None
+    concurrency: int = 10
+    message: str = ""
 
     def input_ref(self, name: str) -> Ref:
         return self.input.get(name) or Ref("context", (name,))
 
     def context_name(self, output: str) -> str:
         return self.output.get(output, output)
+
+    @property
+    def calls_service(self) -> bool:
+        return self.kind in CALLING_KINDS
+
+    @property
+    def routes(self) -> Mapping[str, tuple[str, ...]]:
+        """The routes this step chooses among once it completes; empty for steps that choose none."""
+        if self.kind == SWITCH:
+            return {**self.cases, **({"default": self.default} if self.default else {})}
+        if self.kind == WAIT and self.on_timeout:
+            return {"timeout": self.on_timeout}
+        return {}
 
 
 @dataclass(frozen=True)
@@ -138,7 +189,7 @@ class Workflow:
 
     @property
     def service_names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(step.service for step in self.steps))
+        return tuple(dict.fromkeys(step.service for step in self.steps if step.service is not None))
 
 
 def linear_steps(services: list[str]) -> tuple[Step, ...]:
@@ -152,5 +203,5 @@ def linear_steps(services: list[str]) -> tuple[Step, ...]:
         seen[name] = seen.get(name, 0) + 1
         step_id = name if seen[name] == 1 else f"{name}-{seen[name]}"
         after = (steps[-1].id,) if steps else ()
-        steps.append(Step(id=step_id, service=name, after=after))
+        steps.append(Step(id=step_id, kind=SERVICE, service=name, after=after))
     return tuple(steps)

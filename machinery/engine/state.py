@@ -33,13 +33,17 @@ class StepStatus(StrEnum):
     """Claimed by a worker until ``lease_until``."""
     RETRYING = "retrying"
     """Failed transiently; may be claimed again from ``run_at``."""
+    WAITING = "waiting"
+    """A delay until ``run_at``, or a wait for a signal (until ``run_at`` if it has a timeout)."""
     COMPLETED = "completed"
+    SKIPPED = "skipped"
+    """On a route not taken."""
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
+        return self in (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED)
 
 
 @dataclass
@@ -62,15 +66,28 @@ class StepState:
     token: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     """One entry per failed or lost attempt: attempt, started_at, ended_at, error."""
+    route: str | None = None
+    """The route a switch or wait step took."""
+    items: list[StepState] | None = None
+    """A map step's calls, one per item."""
+
+    def copy(self) -> StepState:
+        items = [item.copy() for item in self.items] if self.items is not None else None
+        return replace(self, history=list(self.history), items=items)
 
     def to_doc(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if v is not None}
         doc["status"] = self.status.value
+        if self.items is not None:
+            doc["items"] = [item.to_doc() for item in self.items]
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepState:
-        return cls(**{**doc, "status": StepStatus(doc["status"]), "history": list(doc.get("history", []))})
+        items = [cls.from_doc(item) for item in doc["items"]] if "items" in doc else None
+        return cls(
+            **{**doc, "status": StepStatus(doc["status"]), "history": list(doc.get("history", [])), "items": items}
+        )
 
 
 @dataclass
@@ -89,15 +106,17 @@ class Event:
     idempotency_key: str | None = None
     due_at: float | None = None
     """When the sweeper should look at this event if nothing else moves it; None once it is over."""
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    """Signals received before the step waiting for them was reached: name, payload, at."""
     version: int = 0
     """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
 
     def copy(self) -> Event:
         """A copy whose step states may be changed without touching this one."""
-        return replace(self, steps={k: replace(v, history=list(v.history)) for k, v in self.steps.items()})
+        return replace(self, steps={k: v.copy() for k, v in self.steps.items()}, signals=list(self.signals))
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None}
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != []}
         doc["status"] = self.status.value
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
         return doc
@@ -109,5 +128,6 @@ class Event:
                 **doc,
                 "status": EventStatus(doc["status"]),
                 "steps": {k: StepState.from_doc(v) for k, v in doc["steps"].items()},
+                "signals": list(doc.get("signals", [])),
             }
         )
