@@ -102,6 +102,7 @@ class Machinery:
         self.start_sweeper()
 
     def stop(self) -> None:
+        """Stop the workers and the sweeper this process runs."""
         while self._background:
             self._background.pop().stop()
 

@@ -12,6 +12,7 @@ from machinery.api.schemas import (
     AckSchema,
     EventQuerySchema,
     EventSchema,
+    SignalSchema,
     SubmitHeadersSchema,
     ack_to_dict,
     event_to_dict,
@@ -84,6 +85,17 @@ def cancel(event_id: str) -> dict[str, Any]:
 def retry(event_id: str) -> dict[str, Any]:
     """Run a failed event again from the steps that failed"""
     return _to_dict(current_machinery().events.retry(event_id))
+
+
+@blp.route("/events/<event_id>/signals/<name>", methods=["POST"])
+@blp.arguments(SignalSchema)
+@blp.response(202, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+def send_signal(body: dict[str, Any], event_id: str, name: str) -> dict[str, Any]:
+    """Send a signal to an event; its body becomes the output of the step waiting for it"""
+    return _to_dict(current_machinery().events.signal(event_id, name, body))
 
 
 def _to_dict(event: Event) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 
 from machinery.engine.decider import Plan
-from machinery.engine.model import Step
+from machinery.engine.model import STEP_KINDS, Step
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 
 
@@ -29,10 +29,24 @@ class AttemptSchema(Schema):
     error = fields.Dict(allow_none=True)
 
 
+class ItemSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
+    attempts = fields.Integer(required=True)
+    started_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    inputs = fields.Dict(allow_none=True)
+    outputs = fields.Dict(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
 class EventStepSchema(Schema):
     id = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(STEP_KINDS))
     service = fields.String(allow_none=True, metadata={"description": "The service it calls, if it calls one"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
+    route = fields.String(allow_none=True, metadata={"description": "The route a switch or wait step took"})
+    wakes_at = fields.DateTime(allow_none=True, metadata={"description": "When a waiting delay or wait times out"})
+    items = fields.List(fields.Nested(ItemSchema), allow_none=True, metadata={"description": "A map step's calls"})
     attempts = fields.Integer(required=True, metadata={"description": "Calls started, lost ones included"})
     started_at = fields.DateTime(allow_none=True, metadata={"description": "When the latest attempt started"})
     ended_at = fields.DateTime(allow_none=True)
@@ -70,6 +84,13 @@ class SubmitHeadersSchema(Schema):
     )
 
 
+class SignalSchema(Schema):
+    """Any JSON object: the waiting step checks it against the outputs it declares."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
 class EventQuerySchema(Schema):
     workflow = fields.String(metadata={"description": "A workflow's id or name"})
     status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
@@ -98,7 +119,22 @@ def ack_to_dict(event: Event) -> dict[str, Any]:
 def _step(step: Step, state: StepState) -> dict[str, Any]:
     return {
         "id": step.id,
+        "kind": step.kind,
         "service": step.service,
+        "route": state.route,
+        "wakes_at": _time(state.run_at) if state.status is StepStatus.WAITING else None,
+        "items": [_item(item) for item in state.items] if state.items is not None else None,
+        **_item(state),
+        "history": [
+            {**attempt, "started_at": _time(attempt.get("started_at")), "ended_at": _time(attempt.get("ended_at"))}
+            for attempt in state.history
+        ],
+        "next_attempt_at": _time(state.run_at) if state.status is StepStatus.RETRYING else None,
+    }
+
+
+def _item(state: StepState) -> dict[str, Any]:
+    return {
         "status": state.status.value,
         "attempts": state.attempts,
         "started_at": _time(state.started_at),
@@ -106,11 +142,6 @@ def _step(step: Step, state: StepState) -> dict[str, Any]:
         "inputs": state.inputs,
         "outputs": state.outputs,
         "error": state.error,
-        "history": [
-            {**attempt, "started_at": _time(attempt.get("started_at")), "ended_at": _time(attempt.get("ended_at"))}
-            for attempt in state.history
-        ],
-        "next_attempt_at": _time(state.run_at) if state.status is StepStatus.RETRYING else None,
     }
 
 

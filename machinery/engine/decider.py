@@ -673,7 +673,11 @@ def _start_wait(event: Event, step: Step, state: StepState, now: float) -> None:
 
 
 def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
-    """A delay's time, or a wait's timeout, has come."""
+    """A delay's time, or a wait's timeout, has come: a wait with no route for it fails."""
+    if step.kind == WAIT and not step.on_timeout:
+        error = StepError(f"no signal '{step.signal}' arrived within {step.timeout:g} s", False, "timeout")
+        _fail_step(plan, event, step.id, error, now)
+        return
     _complete(state, None, now)
     if step.kind == WAIT:
         state.route = TIMEOUT_ROUTE

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from machinery.engine.errors import Problem
-from machinery.engine.model import FAIL, SUCCEED, SWITCH, WAIT, Step, Workflow
+from machinery.engine.model import FAIL, SUCCEED, SWITCH, Step, Workflow
 
 MAX_SCENARIOS = 4096
 SIGNAL_ROUTE = "signal"
@@ -86,7 +86,7 @@ def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
     order, problems = _order(workflow.steps, deps)
     if problems:
         return None, problems
-    routes = {s.id: _routes(s, dependents[s.id]) for s in workflow.steps if s.kind in (SWITCH, WAIT)}
+    routes = {s.id: _routes(s, dependents[s.id]) for s in workflow.steps if s.routes}
     problems += _route_problems(steps, dependents, routes)
     upstream: dict[str, frozenset[str]] = {}
     for step in order:
