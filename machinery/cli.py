@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import MachineryError, NotFound
+from machinery.importers import ConversionError, convert
 from machinery.registry import Registry
 from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
 
@@ -112,6 +113,30 @@ def export(out: Path) -> None:
         _write(out / f"service-{service.name}.json", service_to_dict(service))
     for workflow in _all(registry.list_workflows):
         _write(out / f"workflow-{workflow.name}.json", workflow_to_dict(workflow))
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "source_format", type=click.Choice(["orchy", "gorchestrator"]), help="Default: detected.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+def import_workflow(source: Path, source_format: str | None, out: Path | None) -> None:
+    """Convert an Orchy workflow or a gorchestrator graph into a machinery workflow.
+
+    What does not carry over (Orchy's JavaScript) is said on standard error.
+    """
+    doc = next(doc for _, doc in _documents([source]))
+    try:
+        workflow, warnings = convert(doc, source_format)
+    except (ConversionError, KeyError) as e:
+        _fail(f"{source}: cannot convert: {e}", EXIT_INVALID)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    text = json.dumps(workflow, indent=4) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        click.echo(f"wrote {out}", err=True)
 
 
 def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -> None:

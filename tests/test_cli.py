@@ -1,0 +1,84 @@
+"""The command line, through click's CliRunner, on the embedded store in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from examples.services import DEFINITIONS
+from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
+
+SEED = Path(__file__).parent / "fixtures" / "seed"
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Invoke:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(main, list(args), env={"MACHINERY_DATA_DIR": str(tmp_path / "data")})
+
+    return invoke
+
+
+def test_help_lists_every_command(run: Invoke) -> None:
+    result = run("--help")
+
+    assert result.exit_code == 0
+    for command in ("serve", "worker", "apply", "export", "import"):
+        assert command in result.output
+
+
+def test_apply_registers_the_examples_then_finds_them_unchanged(run: Invoke) -> None:
+    first = run("apply", str(DEFINITIONS))
+    second = run("apply", str(DEFINITIONS))
+
+    assert first.exit_code == 0, first.output
+    assert "service upper created" in first.output and "workflow process-text created" in first.output
+    assert "workflow process-text unchanged" in second.output
+
+
+def test_apply_refuses_the_seeds_workflow_and_names_the_problem(run: Invoke) -> None:
+    result = run("apply", str(SEED / "service-upper.json"), str(SEED / "service-reverse.json"),
+                 str(SEED / "service-space-counter.json"), str(SEED / "workflow-process-text.json"))  # fmt: skip
+
+    assert result.exit_code == EXIT_REFUSED
+    assert "space_count" in result.output
+
+
+def test_apply_refuses_a_file_that_is_no_definition(run: Invoke, tmp_path: Path) -> None:
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"name": "x"}))
+
+    result = run("apply", str(odd))
+
+    assert result.exit_code == EXIT_INVALID
+    assert "neither a service" in result.output
+
+
+def test_export_writes_what_apply_accepts(run: Invoke, tmp_path: Path) -> None:
+    assert run("apply", str(DEFINITIONS)).exit_code == 0
+    out = tmp_path / "exported"
+
+    exported = run("export", "-o", str(out))
+    again = run("apply", str(out))
+
+    assert exported.exit_code == 0
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(
+        p.name for p in DEFINITIONS.glob("*.json") if not p.name.startswith("event-")
+    )
+    assert again.exit_code == 0 and "created" not in again.output and "updated" not in again.output
+
+
+def test_import_converts_an_orchy_workflow_and_warns_about_javascript(run: Invoke) -> None:
+    result = run("import", str(SEED / "orchy-test-workflow.json"))
+
+    assert result.exit_code == 0
+    workflow = json.loads(result.stdout)
+    assert [s["id"] for s in workflow["steps"]] == ["1", "6", "7", "2", "3", "4"]
+    assert "JavaScript" in result.stderr
