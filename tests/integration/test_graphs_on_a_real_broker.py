@@ -1,0 +1,232 @@
+"""Graph workflows through real worker processes on Redis: branches, routes, timers, signals, fan-out."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from machinery.bootstrap import Machinery
+from machinery.engine.errors import InvalidState
+from machinery.engine.state import EventStatus, StepStatus
+from machinery.schemas import ServiceSchema, WorkflowSchema
+from tests.integration.conftest import WorkerProcess
+from tests.support import ScriptedService, finished, slow
+
+pytestmark = pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+
+TEXT = [{"name": "message", "type": "string"}]
+
+
+def register(machinery: Machinery, services: dict[str, str], workflow: dict[str, Any]) -> None:
+    """Register services (name -> address) taking and giving a string ``message``, then the workflow."""
+    for name, address in services.items():
+        machinery.registry.add_service(
+            ServiceSchema().load({"name": name, "address": address, "inputs": TEXT, "outputs": TEXT})
+        )
+    machinery.registry.add_workflow(WorkflowSchema().load(workflow))
+
+
+def echo(payload: dict[str, Any]) -> tuple[int, Any]:
+    return 200, {"message": payload["message"]}
+
+
+def test_parallel_branches_run_at_the_same_time(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    left, right = ScriptedService([slow(0.5, echo)]).start(), ScriptedService([slow(0.5, echo)]).start()
+    register(
+        machinery,
+        {"left": left.url, "right": right.url},
+        {
+            "name": "fork",
+            "inputs": TEXT,
+            "steps": [
+                {"id": "left", "service": "left", "output": {"message": "from_left"}},
+                {"id": "right", "service": "right", "output": {"message": "from_right"}},
+            ],
+        },
+    )
+    start_worker(concurrency=2)
+
+    done = finished(machinery.events, machinery.events.submit("fork", {"message": "hi"})[0].id)
+
+    assert done.status is EventStatus.COMPLETED
+    a, b = done.steps["left"], done.steps["right"]
+    assert a.started_at is not None and b.started_at is not None and a.ended_at and b.ended_at
+    assert max(a.started_at, b.started_at) < min(a.ended_at, b.ended_at), "the branches did not overlap"
+    for service in (left, right):
+        service.stop()
+
+
+def test_a_switch_takes_each_of_its_routes(machinery: Machinery, start_worker: Callable[..., WorkerProcess]) -> None:
+    loud, quiet = (
+        ScriptedService([lambda p: (200, {"message": p["message"].upper()})]).start(),
+        ScriptedService([echo]).start(),
+    )
+    register(
+        machinery,
+        {"loud": loud.url, "quiet": quiet.url},
+        {
+            "name": "route",
+            "inputs": TEXT,
+            "outputs": TEXT,
+            "steps": [
+                {
+                    "id": "pick",
+                    "kind": "switch",
+                    "expression": "input.message.endsWith('!')",
+                    "cases": {"true": ["loud"]},
+                    "default": ["quiet"],
+                },
+                {"id": "loud", "service": "loud"},
+                {"id": "quiet", "service": "quiet"},
+            ],
+        },
+    )
+    start_worker()
+
+    shout = finished(machinery.events, machinery.events.submit("route", {"message": "hey!"})[0].id)
+    whisper = finished(machinery.events, machinery.events.submit("route", {"message": "hey"})[0].id)
+
+    assert (shout.outputs, shout.steps["pick"].route) == ({"message": "HEY!"}, "true")
+    assert (shout.steps["loud"].status, shout.steps["quiet"].status) == (StepStatus.COMPLETED, StepStatus.SKIPPED)
+    assert (whisper.outputs, whisper.steps["pick"].route) == ({"message": "hey"}, "default")
+    assert (whisper.steps["loud"].status, whisper.steps["quiet"].status) == (StepStatus.SKIPPED, StepStatus.COMPLETED)
+    for service in (loud, quiet):
+        service.stop()
+
+
+def test_a_delay_survives_a_worker_restart(machinery: Machinery, start_worker: Callable[..., WorkerProcess]) -> None:
+    after = ScriptedService([echo]).start()
+    register(
+        machinery,
+        {"after": after.url},
+        {
+            "name": "later",
+            "inputs": TEXT,
+            "steps": [
+                {"id": "pause", "kind": "delay", "seconds": 2},
+                {"id": "after", "service": "after", "after": ["pause"]},
+            ],
+        },
+    )
+    worker = start_worker()
+    event, _ = machinery.events.submit("later", {"message": "tick"})
+    time.sleep(0.3)  # the worker has taken the countdown message, and holds it until it is due
+
+    worker.kill(signal.SIGKILL)
+    start_worker()
+    done = finished(machinery.events, event.id)
+
+    assert done.status is EventStatus.COMPLETED
+    pause = done.steps["pause"]
+    assert pause.ended_at is not None and pause.started_at is not None
+    assert pause.ended_at - pause.started_at >= 2
+    assert len(after.calls) == 1
+    after.stop()
+
+
+def approval(timeout: float) -> dict[str, Any]:
+    return {
+        "name": "approval",
+        "inputs": TEXT,
+        "outputs": [{"name": "verdict", "type": "string"}],
+        "steps": [
+            {
+                "id": "review",
+                "kind": "wait",
+                "signal": "reviewed",
+                "timeout": timeout,
+                "on_timeout": ["expire"],
+                "outputs": [{"name": "verdict", "type": "string"}],
+            },
+            {
+                "id": "expire",
+                "kind": "transform",
+                "compute": {"verdict": "'expired'"},
+                "outputs": [{"name": "verdict", "type": "string"}],
+            },
+        ],
+    }
+
+
+def test_a_wait_survives_a_worker_restart_and_takes_the_signal(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    register(machinery, {}, approval(timeout=60))
+    worker = start_worker()
+    event, _ = machinery.events.submit("approval", {"message": "doc"})
+    assert event.status is EventStatus.WAITING
+
+    worker.kill(signal.SIGKILL)
+    start_worker()
+    machinery.events.signal(event.id, "reviewed", {"verdict": "approved"})
+    done = finished(machinery.events, event.id)
+
+    assert (done.status, done.outputs) == (EventStatus.COMPLETED, {"verdict": "approved"})
+    assert done.steps["expire"].status is StepStatus.SKIPPED
+
+
+def test_a_signal_before_the_timeout_wins_and_one_after_it_is_refused(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    register(machinery, {}, approval(timeout=1.0))
+    start_worker()
+    early, _ = machinery.events.submit("approval", {"message": "on time"})
+    late, _ = machinery.events.submit("approval", {"message": "too late"})
+
+    machinery.events.signal(early.id, "reviewed", {"verdict": "approved"})
+    expired = finished(machinery.events, late.id)
+
+    assert finished(machinery.events, early.id).outputs == {"verdict": "approved"}
+    assert (expired.status, expired.outputs) == (EventStatus.COMPLETED, {"verdict": "expired"})
+    assert expired.steps["review"].route == "timeout"
+    with pytest.raises(InvalidState):
+        machinery.events.signal(late.id, "reviewed", {"verdict": "approved"})
+
+
+def test_a_map_of_1000_items_completes_in_order_within_its_concurrency_limit(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    limit = 4
+    in_flight = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def count(payload: dict[str, Any]) -> tuple[int, Any]:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        time.sleep(0.002)
+        with lock:
+            in_flight["now"] -= 1
+        return 200, {"message": payload["message"].upper()}
+
+    service = ScriptedService([count]).start()
+    register(
+        machinery,
+        {"upper": service.url},
+        {
+            "name": "each",
+            "inputs": [{"name": "words", "type": "array", "items": "string"}],
+            "outputs": [{"name": "results", "type": "array", "items": "object"}],
+            "steps": [
+                {"id": "each", "kind": "map", "service": "upper", "items": "$.input.words", "item": "message",
+                 "concurrency": limit}
+            ],
+        },
+    )  # fmt: skip
+    start_worker(concurrency=4)
+    words = [f"w{i}" for i in range(1000)]
+
+    done = finished(machinery.events, machinery.events.submit("each", {"words": words})[0].id, timeout=240)
+
+    assert done.status is EventStatus.COMPLETED, done.error
+    assert done.outputs == {"results": [{"message": w.upper()} for w in words]}
+    assert len(service.calls) == 1000
+    assert 1 < in_flight["max"] <= limit
+    service.stop()
