@@ -65,6 +65,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events/{event_id}",
         "/events/{event_id}/cancel",
         "/events/{event_id}/retry",
+        "/events/{event_id}/signals/{name}",
     }
     schemathesis.openapi.from_dict(document).validate()
 

@@ -128,7 +128,11 @@ def test_an_accepted_event_shows_its_steps_in_the_workflows_order(
     ]
     assert event["steps"][0] == {
         "id": "upper",
+        "kind": "service",
         "service": "upper",
+        "route": None,
+        "wakes_at": None,
+        "items": None,
         "status": "ready",
         "attempts": 0,
         "started_at": None,
