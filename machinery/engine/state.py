@@ -6,7 +6,7 @@ Stores keep this state; each change to it is one conditional write on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -71,9 +71,16 @@ class StepState:
     items: list[StepState] | None = None
     """A map step's calls, one per item."""
 
+    # copy and from_doc bypass __init__ (and dataclasses.replace): a map step holds thousands of these,
+    # and every transition reads and copies them all.
+
     def copy(self) -> StepState:
-        items = [item.copy() for item in self.items] if self.items is not None else None
-        return replace(self, history=list(self.history), items=items)
+        copied = object.__new__(StepState)
+        copied.__dict__.update(self.__dict__)
+        copied.history = list(self.history)
+        if self.items is not None:
+            copied.items = [item.copy() for item in self.items]
+        return copied
 
     def to_doc(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -84,10 +91,17 @@ class StepState:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepState:
-        items = [cls.from_doc(item) for item in doc["items"]] if "items" in doc else None
-        return cls(
-            **{**doc, "status": StepStatus(doc["status"]), "history": list(doc.get("history", [])), "items": items}
-        )
+        state = object.__new__(cls)
+        state.__dict__.update(_STEP_DEFAULTS)
+        state.__dict__.update(doc)
+        state.status = StepStatus(doc["status"])
+        state.history = list(doc.get("history", ()))
+        if "items" in doc:
+            state.items = [cls.from_doc(item) for item in doc["items"]]
+        return state
+
+
+_STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is not MISSING}
 
 
 @dataclass

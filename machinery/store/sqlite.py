@@ -19,6 +19,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import uuid4
 
+import orjson
+
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page
@@ -341,11 +343,14 @@ def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:  # an integer beyond 64 bits, which only the standard library's json writes
+        return json.dumps(doc, separators=(",", ":"))
 
 
 def _doc(row: sqlite3.Row) -> dict[str, Any]:
-    return json.loads(row["doc"])
+    return orjson.loads(row["doc"])
 
 
 def _service_row(db: sqlite3.Connection, name: str) -> sqlite3.Row:
