@@ -1,6 +1,7 @@
-"""Builders the engine tests share: types, fields, services, workflows, references and a decider driver.
+"""Builders the engine tests share: types, fields, services, steps of every kind, workflows, references and a driver.
 
-Everything here is plain data built with the engine's model classes: no network, no files, no database.
+Everything here is plain data built with the engine's model classes: no network, no files, no database. Expressions
+are compiled by the CEL adapter (``machinery.expressions``), which is pure computation like the engine.
 """
 
 from __future__ import annotations
@@ -10,14 +11,33 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from machinery.engine import decider
+from machinery.engine.checker import check_workflow
 from machinery.engine.decider import Call, Plan, Settings, StepError
-from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.errors import Problem
+from machinery.engine.model import (
+    DELAY,
+    FAIL,
+    MAP,
+    SUCCEED,
+    SWITCH,
+    TRANSFORM,
+    WAIT,
+    Field,
+    HttpEndpoint,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+    linear_steps,
+)
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event
 from machinery.engine.types import FieldType
+from machinery.expressions import CelExpressions
+
+EXPRESSIONS = CelExpressions()
+"""The expression language the tests compile switches and transforms with."""
 
 # Types and fields
 
@@ -85,6 +105,108 @@ def step(
     )
 
 
+def _ids(ids: Iterable[str] | str) -> tuple[str, ...]:
+    return (ids,) if isinstance(ids, str) else tuple(ids)
+
+
+def switch(
+    step_id: str,
+    expression: str,
+    cases: Mapping[str, Iterable[str] | str] | None = None,
+    *,
+    default: Iterable[str] | str = (),
+    after: Iterable[str] = (),
+) -> Step:
+    """A switch: ``expression`` picks the route among ``cases`` (value -> step ids), else ``default``."""
+    return Step(
+        id=step_id,
+        kind=SWITCH,
+        expression=expression,
+        cases={value: _ids(ids) for value, ids in (cases or {}).items()},
+        default=_ids(default),
+        after=tuple(after),
+    )
+
+
+def delay(step_id: str, seconds: float | None = None, *, until: Ref | None = None, after: Iterable[str] = ()) -> Step:
+    return Step(id=step_id, kind=DELAY, seconds=seconds, until=until, after=tuple(after))
+
+
+def wait(
+    step_id: str,
+    signal: str,
+    outputs: Iterable[Field | str] = (),
+    *,
+    timeout: float | None = None,
+    on_timeout: Iterable[str] | str = (),
+    after: Iterable[str] = (),
+    output: Mapping[str, str] | None = None,
+) -> Step:
+    """A wait for the signal ``signal``, whose body gives ``outputs``; after ``timeout`` s it takes ``on_timeout``."""
+    return Step(
+        id=step_id,
+        kind=WAIT,
+        signal=signal,
+        outputs=fields(outputs),
+        timeout=timeout,
+        on_timeout=_ids(on_timeout),
+        after=tuple(after),
+        output=dict(output or {}),
+    )
+
+
+def transform(
+    step_id: str,
+    compute: Mapping[str, str],
+    outputs: Iterable[Field | str],
+    *,
+    after: Iterable[str] = (),
+    output: Mapping[str, str] | None = None,
+) -> Step:
+    """A transform: ``compute`` maps each of its ``outputs`` to an expression."""
+    return Step(
+        id=step_id,
+        kind=TRANSFORM,
+        compute=dict(compute),
+        outputs=fields(outputs),
+        after=tuple(after),
+        output=dict(output or {}),
+    )
+
+
+def map_step(
+    step_id: str,
+    service_name: str,
+    items: Ref,
+    item: str,
+    *,
+    concurrency: int = 10,
+    after: Iterable[str] = (),
+    input: Mapping[str, Ref] | None = None,
+    output: Mapping[str, str] | None = None,
+) -> Step:
+    """A map: calls ``service_name`` once per element of ``items``, passed as its input ``item``."""
+    return Step(
+        id=step_id,
+        kind=MAP,
+        service=service_name,
+        items=items,
+        item=item,
+        concurrency=concurrency,
+        after=tuple(after),
+        input=dict(input or {}),
+        output=dict(output or {}),
+    )
+
+
+def fail(step_id: str, message: str = "", *, after: Iterable[str] = ()) -> Step:
+    return Step(id=step_id, kind=FAIL, message=message, after=tuple(after))
+
+
+def succeed(step_id: str, message: str = "", *, after: Iterable[str] = ()) -> Step:
+    return Step(id=step_id, kind=SUCCEED, message=message, after=tuple(after))
+
+
 def graph(
     steps: Iterable[Step], inputs: Iterable[Field | str] = (), outputs: Iterable[Field | str] = (), name: str = "graph"
 ) -> Workflow:
@@ -120,6 +242,11 @@ def from_step(step_id: str, *path: str) -> Ref:
 
 def const(value: Any) -> Ref:
     return Ref("const", value=value)
+
+
+def check(workflow: Workflow, services: Mapping[str, Service]) -> list[Problem]:
+    """The static check, with the tests' expression language."""
+    return check_workflow(workflow, services, EXPRESSIONS)
 
 
 # The seed's example: three text services chained into "process-text"
@@ -170,7 +297,7 @@ class Driver:
     _tokens: Iterator[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.plan = Plan.of(self.workflow)
+        self.plan = Plan.of(self.workflow, EXPRESSIONS)
         self._tokens = itertools.count(1)
 
     def accept(self, data: Mapping[str, Any], now: float = 100.0, **options: Any) -> Event:
@@ -217,15 +344,41 @@ class Driver:
         event, call = self.call(event, step_id, now)
         return self.done(event, call, now + 1, outputs=outputs)
 
+    def wake(self, event: Event, unit: str, now: float) -> Event:
+        """Claim a delay or a wait whose time has come: the engine completes it itself, with no call."""
+        claimed = self.claim(event, unit, now)
+        assert claimed is not None, f"unit {unit!r} could not be claimed at {now}"
+        event, call = claimed
+        assert call is None, f"claiming unit {unit!r} gave a call"
+        return event
+
+    def signal(self, event: Event, name: str, payload: Any, now: float) -> Event:
+        return decider.signal(self.plan, event, name, payload, now=now, settings=self.settings)
+
+    def cancel(self, event: Event, now: float) -> Event:
+        return decider.cancel(event, now, self.settings)
+
+    def resume(self, event: Event, now: float) -> Event:
+        return decider.resume(self.plan, event, now, self.settings)
+
+    def context(self, event: Event) -> dict[str, Any]:
+        return decider.context(self.plan, event)
+
+
+def statuses(event: Event) -> dict[str, str]:
+    """The status of each step of ``event``, by step id."""
+    return {step_id: state.status.value for step_id, state in event.steps.items()}
+
+
+def item_statuses(event: Event, step_id: str) -> list[str]:
+    """The status of each item of the map step ``step_id``."""
+    items = event.steps[step_id].items
+    assert items is not None, f"step {step_id!r} has no items"
+    return [item.status.value for item in items]
+
 
 TRANSIENT = StepError("connection refused", transient=True, kind="connection")
 PERMANENT = StepError("HTTP 400: bad request", transient=False, kind="http")
-
-
-@pytest.fixture
-def text_chain() -> Driver:
-    """The corrected seed: upper -> reverse -> space-counter, giving message and space_count."""
-    return Driver(seed_workflow(), corrected_seed_services())
 
 
 def diamond_services() -> dict[str, Service]:
@@ -251,8 +404,3 @@ def diamond_workflow() -> Workflow:
         outputs=["summary:string", "reversed:string", "space_count:int"],
         name="diamond",
     )
-
-
-@pytest.fixture
-def diamond() -> Driver:
-    return Driver(diamond_workflow(), diamond_services())

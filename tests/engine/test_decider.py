@@ -1,7 +1,7 @@
 """The decider: pure transitions of an event, from acceptance to completion, failure, cancellation and resumption.
 
 Times are plain numbers; the event is accepted at 100 unless a test says otherwise. A claim lasts the service's
-timeout (10 s) plus the lease grace (5 s); a ready step is stale after 30 s (see ``SETTINGS`` in conftest).
+timeout (10 s) plus the lease grace (5 s); a ready step is stale after 30 s (see ``SETTINGS`` in builders.py).
 """
 
 from __future__ import annotations
@@ -31,16 +31,13 @@ from tests.engine.builders import (
     seed_services,
     seed_workflow,
     service,
+    statuses,
     step,
 )
 
 UPPER = {"message": "A B"}
 REVERSE = {"message": "B A"}
 COUNT = {"space_count": 1}
-
-
-def statuses(event: Event) -> dict[str, str]:
-    return {step_id: state.status.value for step_id, state in event.steps.items()}
 
 
 def failed(driver: Driver, outputs=None, error=None) -> Event:
@@ -79,7 +76,7 @@ def test_accepting_an_event_makes_only_the_first_step_ready(text_chain):
     event = text_chain.accept({"message": "a b"}, now=100)
     assert event.status is EventStatus.ACCEPTED
     assert statuses(event) == {"upper": "ready", "reverse": "pending", "space-counter": "pending"}
-    assert decider.ready_steps(event) == ["upper"]
+    assert decider.ready_units(event) == ["upper"]
     assert event.steps["upper"].run_at == 100
     assert (event.id, event.workflow_name, event.data) == ("ev-1", "process-text", {"message": "a b"})
     assert (event.created_at, event.updated_at) == (100, 100)
@@ -109,7 +106,7 @@ def test_finishing_a_step_records_its_outputs_and_makes_the_next_step_ready(text
     assert event.steps["upper"].outputs == UPPER
     assert event.steps["upper"].ended_at == 102
     assert statuses(event) == {"upper": "completed", "reverse": "ready", "space-counter": "pending"}
-    assert decider.ready_steps(event) == ["reverse"]
+    assert decider.ready_units(event) == ["reverse"]
 
 
 def test_the_next_step_takes_its_inputs_from_the_previous_steps_outputs(text_chain):
@@ -126,7 +123,7 @@ def test_the_event_completes_with_the_workflow_outputs_read_from_the_final_conte
     assert event.status is EventStatus.COMPLETED
     assert event.outputs == {"message": "B A", "space_count": 1}
     assert event.error is None
-    assert decider.ready_steps(event) == []
+    assert decider.ready_units(event) == []
     assert decider.context(text_chain.plan, event) == {"message": "B A", "space_count": 1}
 
 
@@ -214,7 +211,7 @@ def test_a_wrong_output_type_fails_the_step_and_the_event_naming_service_field_a
     [problem] = event.error["problems"]
     assert (problem["field"], problem["expected"], problem["found"]) == ("message", "string", "int")
     assert event.steps["upper"].error["kind"] == "type"
-    assert decider.ready_steps(event) == []
+    assert decider.ready_units(event) == []
     assert event.due_at is None
 
 
@@ -277,7 +274,8 @@ def test_a_transient_error_puts_the_step_in_retrying_until_now_plus_the_backoff(
     assert [h["error"]["message"] for h in state.history] == ["connection refused"]
     assert (state.history[0]["attempt"], state.history[0]["started_at"], state.history[0]["ended_at"]) == (1, 101, 102)
     assert event.status is EventStatus.RUNNING
-    assert decider.ready_steps(event) == ["upper"]
+    assert decider.ready_units(event) == []
+    assert decider.timers(event) == [("upper", 103.0)]
 
 
 def test_each_retry_waits_longer_by_the_policys_multiplier(text_chain):
@@ -444,7 +442,7 @@ def test_cancel_marks_the_unfinished_steps_cancelled_and_keeps_the_completed_one
     assert event.steps["reverse"].token is None
     assert event.steps["reverse"].ended_at == 104
     assert event.due_at is None
-    assert decider.ready_steps(event) == []
+    assert decider.ready_units(event) == []
 
 
 def test_a_late_finish_after_cancel_changes_nothing(text_chain):
@@ -482,7 +480,7 @@ def test_resume_makes_the_failed_step_ready_again_and_keeps_the_completed_steps_
     assert event.steps["upper"].outputs == UPPER
     assert event.steps["reverse"].error is None
     assert event.steps["reverse"].run_at == 200
-    assert decider.ready_steps(event) == ["reverse"]
+    assert decider.ready_units(event) == ["reverse"]
     event, call = text_chain.call(event, "reverse", now=201)
     assert call.inputs == {"message": "A B"}
     assert call.attempt == 2
@@ -530,8 +528,8 @@ def test_resume_of_an_event_that_has_not_failed_raises_invalid_state(text_chain,
 def test_a_ready_step_becomes_overdue_after_stale_after(text_chain):
     event = text_chain.accept({"message": "a b"}, now=100)
     assert event.due_at == 130
-    assert decider.overdue_steps(event, 129.9, SETTINGS) == []
-    assert decider.overdue_steps(event, 130, SETTINGS) == ["upper"]
+    assert decider.overdue_units(event, 129.9, SETTINGS) == []
+    assert decider.overdue_units(event, 130, SETTINGS) == ["upper"]
 
 
 def test_a_nudged_step_is_not_overdue_again_before_stale_after(text_chain):
@@ -540,33 +538,33 @@ def test_a_nudged_step_is_not_overdue_again_before_stale_after(text_chain):
     assert event.steps["upper"].nudged_at == 130
     assert event.due_at == 160
     assert event.updated_at == 100
-    assert decider.overdue_steps(event, 159, SETTINGS) == []
-    assert decider.overdue_steps(event, 160, SETTINGS) == ["upper"]
+    assert decider.overdue_units(event, 159, SETTINGS) == []
+    assert decider.overdue_units(event, 160, SETTINGS) == ["upper"]
 
 
 def test_a_running_step_is_due_when_its_lease_runs_out(text_chain):
     event, _ = text_chain.call(text_chain.accept({"message": "a b"}), "upper", now=101)
     assert event.due_at == 116
-    assert decider.overdue_steps(event, 115.9, SETTINGS) == []
-    assert decider.overdue_steps(event, 116, SETTINGS) == ["upper"]
+    assert decider.overdue_units(event, 115.9, SETTINGS) == []
+    assert decider.overdue_units(event, 116, SETTINGS) == ["upper"]
 
 
 def test_a_retrying_step_is_due_stale_after_seconds_after_its_run_at(text_chain):
     event = failed(text_chain, error=TRANSIENT)  # retrying from 103
     assert event.due_at == 133
-    assert decider.overdue_steps(event, 133, SETTINGS) == ["upper"]
+    assert decider.overdue_units(event, 133, SETTINGS) == ["upper"]
 
 
 def test_pending_and_completed_steps_are_never_overdue(text_chain):
     event = text_chain.run(text_chain.accept({"message": "a b"}), "upper", UPPER, now=101)
-    assert decider.overdue_steps(event, 10_000, SETTINGS) == ["reverse"]
+    assert decider.overdue_units(event, 10_000, SETTINGS) == ["reverse"]
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_an_event_that_is_over_has_no_due_at_and_nothing_overdue(text_chain, status):
     event = in_status(text_chain, status)
     assert event.due_at is None
-    assert decider.overdue_steps(event, 10_000, SETTINGS) == []
+    assert decider.overdue_units(event, 10_000, SETTINGS) == []
 
 
 # Stored form
@@ -606,9 +604,9 @@ def test_a_step_state_survives_to_doc_and_from_doc_unchanged():
 
 def test_two_steps_after_one_root_become_ready_together(diamond):
     event = diamond.accept({"message": "a b"})
-    assert decider.ready_steps(event) == ["upper"]
+    assert decider.ready_units(event) == ["upper"]
     event = diamond.run(event, "upper", UPPER, now=101)
-    assert sorted(decider.ready_steps(event)) == ["reverse", "space-counter"]
+    assert sorted(decider.ready_units(event)) == ["reverse", "space-counter"]
     assert statuses(event)["join"] == "pending"
 
 
@@ -661,7 +659,7 @@ def test_a_failing_branch_fails_the_event_and_the_other_branchs_late_result_is_s
         "join": "pending",
     }
     event = decider.resume(diamond.plan, event, 200, SETTINGS)
-    assert decider.ready_steps(event) == ["space-counter"]
+    assert decider.ready_units(event) == ["space-counter"]
 
 
 def test_a_transient_error_of_a_branch_after_the_event_failed_does_not_claim_the_attempts_ran_out(diamond):
