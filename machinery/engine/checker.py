@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from machinery.engine.errors import Problem
 from machinery.engine.expressions import NAMES, Expressions
-from machinery.engine.graph import Graph, build
+from machinery.engine.graph import Graph, Run, build
 from machinery.engine.model import (
     DELAY,
     MAP,
@@ -28,7 +28,7 @@ from machinery.engine.model import (
     Step,
     Workflow,
 )
-from machinery.engine.types import ANY, FieldType, accepts, conforms, describe_mismatch, type_of
+from machinery.engine.types import ANY, FieldType, accepts, conforms, describe_mismatch, epoch_seconds, type_of
 
 MAP_RESULTS = Field("results", FieldType("array", FieldType("object")), "The answers, in the order of the items")
 
@@ -50,9 +50,11 @@ class _Scope:
     sources: Mapping[str, list[_Source]]
     certain: Mapping[str, bool]
     inputs: Mapping[str, _Source]
+    present_inputs: frozenset[str]
     outputs: Mapping[str, Mapping[str, Field]]
     upstream: frozenset[str]
     certain_steps: frozenset[str]
+    """Upstream steps that have produced their outputs whenever the step runs."""
 
 
 def check_fields(fields: Iterable[Field], what: str) -> list[Problem]:
@@ -114,10 +116,12 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
     present = {f.name for f in workflow.inputs if f.always_present}
     outputs = {s.id: {f.name: f for f in writes(s, services)} for s in graph.order}
     for step in graph.order:
+        if step.id in graph.unreachable:
+            continue
         scope = _scope(graph, graph.runs_with(step.id), graph.upstream[step.id], inputs, present, outputs)
         problems += _check_step(step, services, scope, expressions)
         if step.kind == SUCCEED:
-            problems += _check_outputs(workflow, _scope_with(scope, graph, step.id), f"at step '{step.id}', ")
+            problems += _check_outputs(workflow, scope, f"at step '{step.id}', ")
     problems += _parallel_writes(graph, outputs)
     end = _scope(graph, graph.runs_with(None), frozenset(graph.steps), inputs, present, outputs)
     problems += _check_outputs(workflow, end, "")
@@ -126,40 +130,53 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
 
 def _scope(
     graph: Graph,
-    runs: list[frozenset[str]],
+    runs: list[Run],
     upstream: frozenset[str],
     inputs: Mapping[str, _Source],
     present: set[str],
     outputs: Mapping[str, Mapping[str, Field]],
 ) -> _Scope:
-    """What a step reads, given the ``runs`` in which it runs and the steps ``upstream`` of it."""
-    sources: dict[str, list[_Source]] = {name: [source] for name, source in inputs.items()}
-    sure_writers: dict[str, set[str]] = {}
+    """What a step reads, given the ``runs`` in which it runs and the steps ``upstream`` of it.
+
+    In each run, a name holds what its last writer wrote; an earlier writer
+    (or the event's data) shows through only where later ones may leave it out.
+    """
+    writers: dict[str, list[tuple[str, Field]]] = {}
     for prior in graph.order:
-        if prior.id not in upstream:
+        if prior.id in upstream:
+            for f in outputs[prior.id].values():
+                writers.setdefault(prior.context_name(f.name), []).append((prior.id, f))
+    sources: dict[str, list[_Source]] = {}
+    always: dict[str, bool] = {}
+    for name in set(inputs) | set(writers):
+        found: dict[str, _Source] = {}
+        certain = bool(runs)
+        # When no run reaches the step, every writer may have written the name, and none surely did.
+        candidates: list[Run | None] = list(runs) or [None]
+        for run in candidates:
+            shown, covered = _final_writers(writers.get(name, []), run)
+            for step_id, f in shown:
+                found.setdefault(step_id, _Source(f.type, f"output '{f.name}' of step '{step_id}'", step_id))
+            if not covered and name in inputs:
+                found.setdefault("", inputs[name])
+            certain = certain and run is not None and (covered or name in present)
+        sources[name] = list(found.values())
+        always[name] = certain
+    produced = [frozenset(s for s in upstream if run.produced(s)) for run in runs]
+    certain_steps = frozenset.intersection(*produced) if produced else frozenset()
+    return _Scope(sources, always, inputs, frozenset(present), outputs, upstream, certain_steps)
+
+
+def _final_writers(writers: list[tuple[str, Field]], run: Run | None) -> tuple[list[tuple[str, Field]], bool]:
+    """The writers whose value a name may end up with in ``run``, latest first, and whether one always writes it."""
+    shown = []
+    for step_id, f in reversed(writers):
+        if run is not None and not run.produced(step_id):
             continue
-        for f in outputs[prior.id].values():
-            name = prior.context_name(f.name)
-            sources.setdefault(name, []).append(_Source(f.type, f"output '{f.name}' of step '{prior.id}'", prior.id))
-            if f.always_present:
-                sure_writers.setdefault(name, set()).add(prior.id)
-    always = {
-        name: name in present or bool(runs) and all(sure_writers.get(name, set()) & run for run in runs)
-        for name in sources
-    }
-    certain_steps = frozenset.intersection(*runs) & upstream if runs else frozenset()
-    return _Scope(sources, always, inputs, outputs, upstream, certain_steps)
-
-
-def _scope_with(scope: _Scope, graph: Graph, step: str) -> _Scope:
-    """The scope after ``step`` itself has completed."""
-    sources = {k: list(v) for k, v in scope.sources.items()}
-    certain = dict(scope.certain)
-    for f in scope.outputs[step].values():
-        name = graph.steps[step].context_name(f.name)
-        sources.setdefault(name, []).append(_Source(f.type, f"output '{f.name}' of step '{step}'", step))
-        certain[name] = certain.get(name, False) or f.always_present
-    return _Scope(sources, certain, scope.inputs, scope.outputs, scope.upstream | {step}, scope.certain_steps | {step})
+        shown.append((step_id, f))
+        if f.always_present:
+            return shown, True
+    return shown, False
 
 
 def _check_step(step: Step, services: Mapping[str, Service], scope: _Scope, expressions: Expressions) -> list[Problem]:
@@ -169,7 +186,13 @@ def _check_step(step: Step, services: Mapping[str, Service], scope: _Scope, expr
         return _check_transform(step, expressions)
     if step.kind == DELAY and step.until is not None:
         until = Field("until", ANY)
-        return _check_flow(until, step.until, scope, f"delay '{step.id}' until", step.id, {"string", "int", "float"})
+        what = f"delay '{step.id}' until"
+        problems = _check_flow(until, step.until, scope, what, step.id, {"string", "int", "float"})
+        if not problems and step.until.source == "const" and epoch_seconds(step.until.value) is None:
+            problems.append(
+                Problem(f"{what} {step.until} is no time: write ISO 8601 or epoch seconds", step=step.id, field="until")
+            )
+        return problems
     if not step.calls_service or step.service not in services:
         return []
     service = services[step.service or ""]
@@ -273,15 +296,17 @@ def _check_flow(
     f: Field, ref: Ref, scope: _Scope, what: str, step: str | None, allowed: set[str] | None = None
 ) -> list[Problem]:
     """Whether ``ref`` always gives a value of ``f``'s type at the step whose ``scope`` this is."""
+    expected = " or ".join(sorted(allowed)) if allowed else str(f.type)
     if ref.source == "const":
         if conforms(f.type, ref.value) and (allowed is None or type_of(ref.value) in allowed):
             return []
         return [
             Problem(
-                f"{what} expects {f.type}, but the constant {ref} does not fit: {describe_mismatch(f.type, ref.value)}",
+                f"{what} expects {expected}, but the constant {ref} does not fit: "
+                + describe_mismatch(f.type if allowed is None else ANY, ref.value),
                 step=step,
                 field=f.name,
-                expected=str(f.type),
+                expected=expected,
                 found=type_of(ref.value),
             )
         ]
@@ -292,7 +317,6 @@ def _check_flow(
     for source in sources:
         fits = accepts(f.type, source.type) and (allowed is None or source.type.name in allowed | {"any"})
         if not fits:
-            expected = " or ".join(sorted(allowed)) if allowed else str(f.type)
             problems.append(
                 Problem(
                     f"{what} expects {expected}, but {source.origin} is {source.type}",
@@ -331,7 +355,7 @@ def _resolve(ref: Ref, scope: _Scope) -> tuple[list[_Source], bool, str]:
         source = scope.inputs.get(head)
         if source is None:
             return [], False, f"{ref} is no workflow input"
-        sources, certain = [source], True
+        sources, certain = [source], head in scope.present_inputs
     else:
         sources, certain = scope.sources.get(head, []), scope.certain.get(head, False)
         if not sources:

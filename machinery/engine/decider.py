@@ -13,7 +13,6 @@ other kind of step itself, inside the transition that makes it ready.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from machinery.engine.model import (
     Workflow,
 )
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
-from machinery.engine.types import conforms, describe_mismatch, type_of
+from machinery.engine.types import conforms, describe_mismatch, epoch_seconds, type_of
 
 _CLAIMABLE = (StepStatus.READY, StepStatus.RETRYING, StepStatus.RUNNING, StepStatus.WAITING)
 _ACTIVE = (StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRYING)
@@ -291,6 +290,7 @@ def finish(
             if call.item is not None:
                 _map_progress(plan, event, event.steps[call.step_id], now)
             _advance(plan, event, now)
+            _settle(event)
             return _touch(event, now, settings)
         error = StepError(
             f"service '{call.service.name}' answered outside its contract: " + "; ".join(p.message for p in problems),
@@ -387,9 +387,14 @@ def cancel(event: Event, now: float, settings: Settings) -> Event:
 
 
 def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
-    """Retry a failed event from its failed steps; the completed ones keep their results."""
+    """Retry a failed event from its failed steps; the completed ones keep their results.
+
+    Steps the engine runs itself run again at once; calls go back to the workers.
+    """
     if event.status is not EventStatus.FAILED:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only a failed event can be retried")
+    if event.error and event.error.get("kind") == "fail":
+        raise InvalidState(f"event '{event.id}' was failed on purpose by its step '{event.error['step']}'")
     event = event.copy()
     event.status = EventStatus.RUNNING
     event.error = None
@@ -397,16 +402,17 @@ def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
         state = event.steps[step.id]
         if state.status is not StepStatus.FAILED:
             continue
-        if step.kind == FAIL:
-            continue
         if state.items is not None:
             state.status = StepStatus.RUNNING
             for item in state.items:
                 if item.status is StepStatus.FAILED:
                     _retry_unit(item, now)
             _map_progress(plan, event, state, now)
-        else:
+        elif step.calls_service:
             _retry_unit(state, now)
+        else:
+            state.status = StepStatus.PENDING
+            state.error = None
     _advance(plan, event, now)
     _settle(event)
     return _touch(event, now, settings)
@@ -497,14 +503,13 @@ def _advance(plan: Plan, event: Event, now: float) -> None:
         deps = graph.deps[step.id]
         if any(steps[d].status not in _OVER for d in deps):
             continue
-        if deps and not any(
-            steps[d].status is StepStatus.COMPLETED and graph.leads_to(d, steps[d].route, step.id) for d in deps
-        ):
+        completed = {d: steps[d].route for d in deps if steps[d].status is StepStatus.COMPLETED}
+        if graph.runs_after(step.id, completed):
+            _start(plan, event, step, state, now)
+        else:
             state.status = StepStatus.SKIPPED
             state.ended_at = now
-            continue
-        _start(plan, event, step, state, now)
-    if all(s.status in _OVER for s in steps.values()):
+    if not event.status.terminal and all(s.status in _OVER for s in steps.values()):
         _end(plan, event, EventStatus.COMPLETED)
 
 
@@ -549,9 +554,15 @@ def _end(plan: Plan, event: Event, status: EventStatus, error: dict[str, Any] | 
             event.outputs = outputs
     event.status = status
     event.error = error
-    for _, state in _units(event, containers=True):
-        if state.status in (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING, StepStatus.RETRYING):
-            state.status = StepStatus.SKIPPED if status is EventStatus.COMPLETED else state.status
+    if status is EventStatus.COMPLETED:
+        # A succeed step ends the event early: what has not run will not, and calls under way are abandoned.
+        for _, state in _units(event, containers=True):
+            if state.status is StepStatus.RUNNING:
+                state.status = StepStatus.CANCELLED
+                state.token = None
+                state.lease_until = None
+            elif not state.status.terminal:
+                state.status = StepStatus.SKIPPED
 
 
 def _complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> None:
@@ -617,6 +628,8 @@ def _run_switch(plan: Plan, event: Event, step: Step, state: StepState, now: flo
     ok, value = _evaluate(plan, event, step, "expression", now)
     if not ok:
         return
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     key = value if isinstance(value, str) else json.dumps(value)
     route = key if key in step.cases else "default" if step.default else None
     if route is None:
@@ -651,7 +664,7 @@ def _start_delay(plan: Plan, event: Event, step: Step, state: StepState, now: fl
         wake = now + (step.seconds or 0.0)
     else:
         present, value = _lookup(step.until, event, context(plan, event, plan.graph.upstream[step.id]))
-        wake_at = _time(value) if present else None
+        wake_at = epoch_seconds(value) if present else None
         if wake_at is None:
             error = StepError(f"delay '{step.id}' cannot wait until {value!r}: not a time", False, "input")
             _fail_step(plan, event, step.id, error, now)
@@ -755,23 +768,6 @@ def _signal_outputs(step: Step, payload: Any) -> tuple[dict[str, Any], list[Prob
 
 def _writes_context(step: Step) -> bool:
     return step.kind in (MAP, WAIT, TRANSFORM) or step.calls_service
-
-
-def _time(value: Any) -> float | None:
-    """Epoch seconds from a number of them, or from an ISO 8601 time (UTC unless it says otherwise)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)
-        return moment.timestamp()
-    return None
 
 
 def _fill(

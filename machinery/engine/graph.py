@@ -1,17 +1,17 @@
 """The structure of a workflow graph: who runs after whom, on which route, and what is certain.
 
 A step depends on the steps in its ``after`` and on every ``switch`` or
-``wait`` step that names it on a route. It runs once each dependency has
-completed (on a route that leads to it) or has been skipped, provided at
-least one led to it; when none does, it is skipped too. So a join after
-branches waits only for what can still run.
+``wait`` step that names it on a route. Once every dependency is over, it is
+skipped if a routing dependency took a route without it, or if all its
+dependencies were skipped; otherwise it runs. So a join after branches waits
+only for what can still run, and runs after whichever branch did.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from machinery.engine.errors import Problem
@@ -37,25 +37,38 @@ class Graph:
     """Steps that are skipped on some choice of routes."""
     unreachable: frozenset[str]
     """Steps that run on no choice of routes."""
-    runs: tuple[frozenset[str], ...]
-    """For each choice of routes, the steps that run."""
+    runs: tuple[Run, ...]
+    """For each choice of routes, what runs."""
 
-    def runs_with(self, step: str | None) -> list[frozenset[str]]:
+    def runs_with(self, step: str | None) -> list[Run]:
         """The runs in which ``step`` runs; for None, those that complete the event (no ``fail`` step runs)."""
         if step is None:
-            return [r for r in self.runs if not any(self.steps[s].kind == FAIL for s in r)]
-        return [r for r in self.runs if step in r]
+            return [r for r in self.runs if not any(self.steps[s].kind == FAIL for s in r.steps)]
+        return [r for r in self.runs if step in r.steps]
 
     def together(self, a: str, b: str) -> bool:
         """Whether some choice of routes runs both steps."""
-        return any(a in run and b in run for run in self.runs)
+        return any(a in run.steps and b in run.steps for run in self.runs)
 
-    def leads_to(self, dep: str, route: str | None, step: str) -> bool:
-        """Whether ``dep``, completed on ``route``, lets ``step`` run (rather than cutting it off)."""
-        routes = self.routes.get(dep)
-        if not routes:
-            return True
-        return route is not None and step in routes.get(route, ())
+    def runs_after(self, step: str, completed: Mapping[str, str | None]) -> bool:
+        """Whether ``step`` runs once its dependencies are over.
+
+        ``completed`` maps each completed step to the route it took; a dependency
+        over but absent from it was skipped.
+        """
+        return _runs_after(step, self.deps[step], self.routes, completed)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What runs for one choice of routes: the steps, and the route each routing step takes."""
+
+    steps: frozenset[str]
+    routes: Mapping[str, str]
+
+    def produced(self, step: str) -> bool:
+        """Whether ``step`` ran and produced its outputs (a wait that timed out produced none)."""
+        return step in self.steps and self.routes.get(step) != TIMEOUT_ROUTE
 
 
 def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
@@ -104,8 +117,8 @@ def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
         dependents={k: tuple(v) for k, v in dependents.items()},
         routes=routes,
         upstream=upstream,
-        skippable=every - frozenset.intersection(*runs),
-        unreachable=every - frozenset().union(*runs),
+        skippable=every - frozenset.intersection(*(r.steps for r in runs)),
+        unreachable=every - frozenset().union(*(r.steps for r in runs)),
         runs=tuple(runs),
     )
     return graph, problems
@@ -113,23 +126,34 @@ def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
 
 def _runs(
     order: list[Step], deps: Mapping[str, list[str]], routes: Mapping[str, Mapping[str, frozenset[str]]]
-) -> list[frozenset[str]] | None:
-    """For each choice of a route at every routing step, the steps that run; None if there are too many."""
+) -> list[Run] | None:
+    """For each choice of a route at every routing step, what runs; None if there are too many choices."""
     routing = [s.id for s in order if s.id in routes]
     if math.prod(len(routes[r]) for r in routing) > MAX_SCENARIOS:
         return None
     runs = []
     for choice in itertools.product(*(sorted(routes[r]) for r in routing)):
         chosen = dict(zip(routing, choice, strict=True))
-        ran: set[str] = set()
+        ran: dict[str, str | None] = {}
         for step in order:
-            step_deps = deps[step.id]
-            if not step_deps or any(
-                d in ran and (d not in chosen or step.id in routes[d][chosen[d]]) for d in step_deps
-            ):
-                ran.add(step.id)
-        runs.append(frozenset(ran))
+            if _runs_after(step.id, deps[step.id], routes, ran):
+                ran[step.id] = chosen.get(step.id)
+        runs.append(Run(frozenset(ran), {k: v for k, v in ran.items() if v is not None}))
     return runs
+
+
+def _runs_after(
+    step: str,
+    deps: Sequence[str],
+    routes: Mapping[str, Mapping[str, frozenset[str]]],
+    completed: Mapping[str, str | None],
+) -> bool:
+    """The rule of the module's docstring, for the planner and the decider alike."""
+    if not deps:
+        return True
+    if any(d in completed and d in routes and step not in routes[d].get(completed[d] or "", ()) for d in deps):
+        return False
+    return any(d in completed for d in deps)
 
 
 def _edge(steps: Mapping[str, Step], source: str, target: str, what: str) -> list[Problem]:

@@ -8,6 +8,7 @@ expected, never the other way round, and ``bool`` is not an ``int``.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +101,20 @@ def describe_mismatch(expected: FieldType, value: Any) -> str:
 def _preview(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """A moment as epoch seconds, from a number of them or an ISO 8601 time (UTC unless it says otherwise)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    return None

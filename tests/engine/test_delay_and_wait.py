@@ -228,12 +228,6 @@ def test_an_event_that_starts_with_a_wait_is_waiting_at_once():
     assert event.status is EventStatus.WAITING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decider.finish does not settle the event's status: once a service step completes and only a wait "
-    "(or a delay) is left, the event stays 'running' instead of 'waiting'",
-)
 @pytest.mark.parametrize("kind", ["wait", "delay"])
 def test_the_event_is_waiting_once_only_waits_and_delays_are_left(kind):
     if kind == "wait":
@@ -432,12 +426,6 @@ def test_a_signal_after_the_timeout_raises_invalid_state():
         driver.signal(event, "approval", {"approved": True}, now=163)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decider._advance starts a step once ANY dependency led to it: a step on a wait's timeout route that "
-    "also runs after another completed step runs although the signal came",
-)
 def test_a_step_on_the_timeout_route_is_skipped_when_the_signal_came_even_if_it_runs_after_another_step():
     workflow = graph(
         [

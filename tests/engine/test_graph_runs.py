@@ -322,15 +322,6 @@ def test_resume_of_a_map_retries_only_its_failed_items():
     assert event.steps["m"].items[0].outputs == {"square": 1}
 
 
-RESUME_ENGINE_STEP = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decider.resume makes a failed switch/transform/delay READY for a worker instead of running it again in "
-    "the engine: the next claim fails it with \"service 'None' is no longer registered\"",
-)
-
-
-@RESUME_ENGINE_STEP
 def test_resume_runs_a_failed_switch_again_in_the_engine():
     workflow = graph(
         [step("count"), switch("route", "steps.count.n > 1", {"true": ["upper"]}, after=["count"]), step("upper")],
@@ -345,7 +336,6 @@ def test_resume_runs_a_failed_switch_again_in_the_engine():
     assert "no longer registered" not in str(event.error)
 
 
-@RESUME_ENGINE_STEP
 def test_resume_runs_a_failed_transform_again_in_the_engine():
     workflow = graph([transform("t", {"n": "input.message"}, ["n:int"])], inputs=["message:string"])
     driver = Driver(workflow, SERVICES)

@@ -119,12 +119,6 @@ def test_a_switch_whose_expression_fails_fails_the_event_naming_the_expression()
     assert event.error["message"].startswith("step 'pick' failed: the expression for 'expression' failed: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="decider._run_switch json.dumps the value for its route key: a CEL value that is not JSON "
-    "(duration, timestamp, bytes) raises TypeError out of accept instead of failing the step",
-)
 def test_a_switch_whose_value_is_not_json_data_fails_the_step():
     driver = Driver(graph([switch("pick", "duration('1s')", {"1s": ["left"]}), step("left")]), SERVICES)
     event = driver.accept({})
@@ -255,12 +249,6 @@ def test_a_step_named_on_several_routes_runs_on_any_of_them():
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decider._advance (and graph._runs) start a step once ANY dependency led to it: a step named only on "
-    "route 'l' of a switch that took route 'r' still runs when another step it runs after completed",
-)
 def test_a_step_on_a_route_not_taken_is_skipped_even_when_another_step_it_runs_after_completed():
     workflow = graph(
         [
