@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 
 from examples.services import DEFINITIONS
 from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
+from tests.support import free_port, reachable, wait_for
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
 Invoke = Callable[..., Result]
@@ -82,3 +87,35 @@ def test_import_converts_an_orchy_workflow_and_warns_about_javascript(run: Invok
     workflow = json.loads(result.stdout)
     assert [s["id"] for s in workflow["steps"]] == ["1", "6", "7", "2", "3", "4"]
     assert "JavaScript" in result.stderr
+
+
+def test_serve_answers_on_its_port_and_runs_events_in_its_own_process(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "MACHINERY_DATA_DIR": str(tmp_path)}
+    env.pop("MACHINERY_BROKER_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "machinery", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: reachable("127.0.0.1", port), timeout=30, what="machinery serve to listen")
+        assert requests.get(f"{base}/healthcheck", timeout=5).status_code == 204
+        workflow = {
+            "name": "later",
+            "steps": [{"id": "pause", "kind": "delay", "seconds": 0.2}],
+        }
+        assert requests.post(f"{base}/workflows", json=workflow, timeout=5).status_code == 201
+        event_id = requests.post(f"{base}/e/later", json={"data": {}}, timeout=5).json()["event_id"]
+
+        done = wait_for(
+            lambda: (e := requests.get(f"{base}/events/{event_id}", timeout=5).json())["status"] == "completed" and e,
+            timeout=30,
+            what="the event to complete",
+        )
+        assert done["steps"][0]["status"] == "completed"
+    finally:
+        server.terminate()
+        server.wait(10)
