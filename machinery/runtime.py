@@ -37,17 +37,16 @@ class Plans:
         self._plans: dict[tuple[str, int], Plan] = {}
 
     def of(self, workflow: Workflow) -> Plan:
-        key = (workflow.id or workflow.name, workflow.version)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = Plan.of(workflow, self.expressions)
-        return plan
+        return self._plan((workflow.id or workflow.name, workflow.version), lambda: workflow)
 
     def for_event(self, event: Event) -> Plan:
         key = (event.workflow_id, event.workflow_version)
+        return self._plan(key, lambda: self.store.get_workflow_version(*key))
+
+    def _plan(self, key: tuple[str, int], load: Callable[[], Workflow]) -> Plan:
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan.of(self.store.get_workflow_version(*key), self.expressions)
+            plan = self._plans[key] = Plan.of(load(), self.expressions)
         return plan
 
 
