@@ -15,6 +15,7 @@ from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import MachineryError, NotFound
 from machinery.importers import ConversionError, convert
 from machinery.registry import Registry
+from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
 from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
 
 EXIT_INVALID = 2
@@ -136,6 +137,33 @@ def import_workflow(source: Path, source_format: str | None, out: Path | None) -
         click.echo(text, nl=False)
     else:
         out.write_text(text)
+        click.echo(f"wrote {out}", err=True)
+
+
+@main.command("render")
+@click.argument("key", metavar="WORKFLOW_OR_EVENT")
+@click.option("--event", "of_event", is_flag=True, help="The argument is an event's id, not a workflow's id or name.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="svg",
+    show_default=True,
+    help="dot is Graphviz's source: it needs no Graphviz binary.",
+)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
+    """Draw a workflow (by id or name), or with --event how far an event has gone."""
+    machinery = _machinery()
+    try:
+        graph = graph_of_event(machinery, key) if of_event else graph_of_workflow(machinery, key)
+        picture = render(graph, fmt)
+    except (NotFound, GraphvizMissing) as e:
+        _fail(str(e), EXIT_REFUSED)
+    if out is None:
+        click.get_binary_stream("stdout").write(picture)
+    else:
+        out.write_bytes(picture)
         click.echo(f"wrote {out}", err=True)
 
 

@@ -38,7 +38,7 @@ def make_celery(broker_url: str, run_step: Callable[[str, str], None]) -> Celery
         broker_transport_options={"polling_interval": 0.005} if broker_url.startswith("memory") else {},
     )
 
-    @app.task(name=STEP_TASK, ignore_result=True)
+    @app.task(name=STEP_TASK, ignore_result=True, shared=False)
     def step(event_id: str, step_id: str) -> None:
         run_step(event_id, step_id)
 
@@ -73,6 +73,8 @@ class InProcessWorker:
         self.thread = threading.Thread(target=self.controller.start, name="machinery-worker", daemon=True)
 
     def start(self) -> None:
+        # Celery's thread pool runs each task with the default app, not the worker's.
+        self.controller.app.set_default()
         self.thread.start()
 
     def stop(self) -> None:

@@ -119,3 +119,15 @@ def test_serve_answers_on_its_port_and_runs_events_in_its_own_process(tmp_path: 
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_render_draws_a_registered_workflow_and_names_an_unknown_one(run: Invoke) -> None:
+    assert run("apply", str(DEFINITIONS)).exit_code == 0
+
+    dot = run("render", "process-text", "--format", "dot")
+    svg = run("render", "process-text")
+    unknown = run("render", "nope")
+
+    assert dot.exit_code == 0 and "digraph" in dot.stdout and "space-counter" in dot.stdout
+    assert svg.exit_code == 0 and "<svg" in svg.stdout
+    assert unknown.exit_code == EXIT_REFUSED and "nope" in unknown.output

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from machinery.api import events, health, services, workflows
+from machinery.api import dashboard, events, graphs, health, services, workflows
 from machinery.api.blueprint import EXTENSION
 from machinery.api.errors import Api, handle_machinery_error
 from machinery.bootstrap import Config, Machinery
@@ -42,7 +42,8 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
 
     api = Api(app)
     app.register_error_handler(MachineryError, handle_machinery_error)
-    for module in (health, services, workflows, events):
+    for module in (health, services, workflows, events, graphs):
         api.register_blueprint(module.blp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "machinery"}))
     return app

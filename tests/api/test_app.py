@@ -66,6 +66,10 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events/{event_id}/cancel",
         "/events/{event_id}/retry",
         "/events/{event_id}/signals/{name}",
+        "/workflows/{key}/graph",
+        "/workflows/{key}/graph.{suffix}",
+        "/events/{event_id}/graph",
+        "/events/{event_id}/graph.{suffix}",
     }
     schemathesis.openapi.from_dict(document).validate()
 

@@ -1,0 +1,67 @@
+"""Workflows and events drawn as graphs: SVG, PNG, or Graphviz DOT source.
+
+The format is asked for with ``?format=`` or with a suffix, ``/graph.svg``;
+the suffix wins. Drawing SVG and PNG needs Graphviz's ``dot`` binary: without
+it they answer 503, and the DOT source is still served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import graphviz
+from flask import Response
+from marshmallow import Schema, fields, validate
+
+from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.api.errors import ErrorResponse, error_response
+from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
+
+blp = Blueprint("graphs", __name__, description="Workflows and events drawn as graphs")
+
+_SUFFIX = f"<any({', '.join(FORMATS)}):suffix>"
+_PICTURE = {
+    "200": {
+        "description": "The graph, in the format asked for",
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS.values()},
+    }
+}
+
+
+class GraphQuerySchema(Schema):
+    format = fields.String(
+        load_default="svg",
+        validate=validate.OneOf(list(FORMATS)),
+        metadata={"description": "svg (the default), png, or dot: Graphviz's source, which needs no Graphviz binary"},
+    )
+
+
+@blp.route("/workflows/<key>/graph", methods=["GET"], endpoint="workflow_graph")
+@blp.route(f"/workflows/<key>/graph.{_SUFFIX}", methods=["GET"], endpoint="workflow_graph_file")
+@blp.arguments(GraphQuerySchema, location="query")
+@blp.doc(responses=_PICTURE)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -> Response:
+    """Draw a workflow, by id or name: its steps, their typed inputs and outputs, and what flows between them"""
+    return _picture(graph_of_workflow(current_machinery(), key), suffix or query["format"])
+
+
+@blp.route("/events/<event_id>/graph", methods=["GET"], endpoint="event_graph")
+@blp.route(f"/events/<event_id>/graph.{_SUFFIX}", methods=["GET"], endpoint="event_graph_file")
+@blp.arguments(GraphQuerySchema, location="query")
+@blp.doc(responses=_PICTURE)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
+    """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
+    return _picture(graph_of_event(current_machinery(), event_id), suffix or query["format"])
+
+
+@blp.errorhandler(GraphvizMissing)
+def graphviz_missing(error: GraphvizMissing) -> ErrorResponse:
+    return error_response(503, str(error))
+
+
+def _picture(graph: graphviz.Digraph, fmt: str) -> Response:
+    return Response(render(graph, fmt), mimetype=FORMATS[fmt])

@@ -1,0 +1,1 @@
+"""Tests of the dashboard in a real browser: headless Chromium, driven by Playwright."""

@@ -1,0 +1,290 @@
+"""The dashboard in headless Chromium, against a running machinery: its API, its embedded worker, and the
+example services on loopback.
+
+Debian's Chromium is used, as Playwright cannot download its own here. Each page's screenshot is written to
+docs/images/ for the README. Every wait is one of Playwright's assertions, which poll at short intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from examples.services import DEFINITIONS, EXAMPLES, JsonService
+from machinery.api import create_app
+from machinery.bootstrap import Config, Machinery
+from machinery.engine.model import HttpEndpoint, Service
+from machinery.engine.state import StepStatus
+from machinery.render import STATE_LOOKS
+from machinery.schemas import ServiceSchema, WorkflowSchema
+from tests.support import ScriptedService, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+IMAGES = Path(__file__).parents[2] / "docs" / "images"
+MESSAGE = "The Sun will rise in the morning !"
+
+# Workflows that only some tests use, so that the screenshots show the examples alone.
+FORM = {
+    "name": "typed-form",
+    "description": "Takes one input of each kind of form control",
+    "services": ["upper"],
+    "inputs": [
+        {"name": "message", "type": "string", "description": "The text to shout"},
+        {"name": "times", "type": "int", "description": "How many times"},
+        {"name": "loud", "type": "bool", "required": False, "default": True},
+        {"name": "tags", "type": "array", "items": "string", "required": False},
+    ],
+    "outputs": [{"name": "message", "type": "string"}],
+}
+APPROVAL = {
+    "name": "approval",
+    "description": "Waits for a reviewer's verdict on a document",
+    "inputs": [{"name": "document", "type": "string"}],
+    "outputs": [{"name": "verdict", "type": "string"}],
+    "steps": [
+        {"id": "review", "kind": "wait", "signal": "reviewed", "outputs": [{"name": "approved", "type": "bool"}]},
+        {
+            "id": "verdict",
+            "kind": "transform",
+            "after": ["review"],
+            "compute": {"verdict": "input.document + (steps.review.approved ? ' approved' : ' rejected')"},
+            "outputs": [{"name": "verdict", "type": "string"}],
+        },
+    ],
+}
+FLAKY = {
+    "name": "flaky",
+    "description": "Refuses its first call, then answers",
+    "services": ["refuses-once"],
+    "inputs": [{"name": "message", "type": "string"}],
+    "outputs": [{"name": "message", "type": "string"}],
+}
+
+
+def definition(name: str) -> dict[str, Any]:
+    return dict(json.loads((DEFINITIONS / name).read_text()))
+
+
+def service_at(name: str, url: str) -> Service:
+    service: Service = ServiceSchema().load(definition(f"service-{name}.json"))
+    return replace(service, endpoint=HttpEndpoint(url))
+
+
+@pytest.fixture(scope="module")
+def machinery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machinery]:
+    """A machinery with its workers in this process, and the example services (on loopback) and workflow."""
+    servers = [JsonService("127.0.0.1", free_port(), handle).start() for _, handle in EXAMPLES.values()]
+    machinery = Machinery(Config(data_dir=tmp_path_factory.mktemp("data")))
+    for name, server in zip(EXAMPLES, servers, strict=True):
+        machinery.registry.add_service(service_at(name, server.url))
+    machinery.registry.add_workflow(WorkflowSchema().load(definition("workflow-process-text.json")))
+    machinery.start_embedded_worker()
+    yield machinery
+    machinery.stop()
+    machinery.store.close()
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def base_url(machinery: Machinery) -> Iterator[str]:
+    """Where ``machinery`` serves its API and the dashboard."""
+    server = make_server("127.0.0.1", free_port(), create_app(machinery), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def more_workflows(machinery: Machinery) -> Iterator[None]:
+    """The workflows above, and the service refusing its first call, for one test; removed afterwards."""
+    refuses_once = ScriptedService([(400, {"message": "not now"}), (200, {"message": "now"})]).start()
+    registry = machinery.registry
+    registry.add_service(replace(service_at("upper", refuses_once.url), name="refuses-once"))
+    for workflow in (FORM, APPROVAL, FLAKY):
+        registry.add_workflow(WorkflowSchema().load(workflow))
+    yield
+    for workflow in (FORM, APPROVAL, FLAKY):
+        registry.delete_workflow(workflow["name"])
+    registry.delete_service("refuses-once")
+    refuses_once.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM}: install it with scripts/install --dev"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must run the browser tests")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, base_url: str) -> Iterator[Page]:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # else the sticky top bar is drawn where the page was scrolled to
+    page.screenshot(path=IMAGES / name, full_page=True)
+
+
+def send_from_form(page: Page, **values: str) -> None:
+    """On a workflow's page, fill the form with ``values`` and send the event; the event's page opens."""
+    for name, value in values.items():
+        page.fill(f"#input-{name}", value)
+    page.get_by_role("button", name="Send event").click()
+    expect(page).to_have_url(re.compile(r"#/events/[0-9a-f]{32}$"))
+
+
+def graph_node(page: Page, step: str) -> Locator:
+    return page.locator(f"#event-graph svg g#step-{step}")
+
+
+def expect_painted(page: Page, step: str, status: StepStatus) -> None:
+    """The step's node on the event's graph says ``status`` and has its colour."""
+    node = graph_node(page, step)
+    expect(node).to_have_class(re.compile(rf"\b{status}\b"))
+    expect(node.locator("path, polygon").first).to_have_attribute("fill", STATE_LOOKS[status].fill)
+
+
+def test_the_services_page_shows_each_service_with_its_typed_contract(page: Page) -> None:
+    page.goto("/#/services")
+    expect(page.locator(".service h2")).to_have_text(["reverse", "space-counter", "upper"])
+    counter = page.locator("#service-space-counter")
+    expect(counter).to_contain_text("Counts the spaces in a text")
+    expect(counter.locator("code").filter(has_text="message")).to_be_visible()
+    expect(counter.locator(".badge.type")).to_have_text(["string", "int"])
+    expect(page.locator("nav a[aria-current=page]")).to_have_text("Services")
+    screenshot(page, "dashboard-services.png")
+
+
+def test_an_event_sent_from_the_workflow_page_runs_to_completion_on_its_live_graph(page: Page) -> None:
+    page.goto("/")
+    page.get_by_role("link", name="process-text").click()
+    expect(page.locator("#workflow-graph svg g#step-upper")).to_contain_text("message: string")
+
+    send_from_form(page, message=MESSAGE)
+    expect(page.locator("#event-status")).to_have_text("completed")
+    for step in ("upper", "reverse", "space-counter"):
+        expect_painted(page, step, StepStatus.COMPLETED)
+    expect(page.locator(".timeline .badge.status")).to_have_text(["completed"] * 3)
+    expect(page.locator("#event-outputs")).to_contain_text('"space_count": 7')
+    expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+    upper = page.locator("#timeline-upper")
+    upper.locator("summary", has_text="outputs").click()
+    expect(upper.locator("details[open] pre")).to_have_text(json.dumps({"message": MESSAGE.upper()}, indent=2))
+    screenshot(page, "dashboard-event.png")
+
+    page.go_back()
+    expect(page.locator(".card").filter(has_text="Recent events").locator(".badge.status").first).to_have_text(
+        "completed"
+    )
+    screenshot(page, "dashboard-workflow.png")
+
+
+@pytest.mark.usefixtures("more_workflows")
+def test_the_form_has_a_control_for_each_type_and_shows_why_an_event_is_refused(page: Page) -> None:
+    page.goto("/#/workflows/typed-form")
+    expect(page.locator("#input-message")).to_have_attribute("type", "text")
+    expect(page.locator("#input-times")).to_have_attribute("type", "number")
+    expect(page.locator("#input-loud")).to_be_checked()
+    expect(page.locator("#input-tags")).to_have_attribute("placeholder", "JSON")
+
+    page.fill("#input-tags", "[not json")
+    page.get_by_role("button", name="Send event").click()
+    expect(page.locator("#input-tags-error")).to_have_text("not JSON: write [1, 2]")
+
+    page.fill("#input-tags", '["a", "b"]')
+    page.get_by_role("button", name="Send event").click()
+    expect(page.get_by_role("alert")).to_contain_text("the data does not match the inputs of workflow 'typed-form'")
+    expect(page.locator("#input-times-error")).to_have_text("'times' is required")
+    expect(page.locator("#input-times")).to_have_attribute("aria-invalid", "true")
+
+    page.fill("#input-times", "3")
+    page.get_by_role("button", name="Send event").click()
+    expect(page.locator("#event-status")).to_have_text("completed")
+
+
+@pytest.mark.usefixtures("more_workflows")
+def test_a_waiting_event_goes_on_once_its_signal_is_sent_from_its_page(page: Page) -> None:
+    page.goto("/#/workflows/approval")
+    send_from_form(page, document="plan")
+    expect(page.locator("#event-status")).to_have_text("waiting")
+    expect_painted(page, "review", StepStatus.WAITING)
+
+    page.fill("#signal-name", "reviewed")
+    page.fill("#signal-body", '{"approved": true}')
+    page.get_by_role("button", name="Send signal").click()
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect_painted(page, "verdict", StepStatus.COMPLETED)
+    expect(page.locator("#event-outputs")).to_contain_text('"verdict": "plan approved"')
+
+
+@pytest.mark.usefixtures("more_workflows")
+def test_an_unfinished_event_can_be_cancelled_from_its_page(page: Page) -> None:
+    page.goto("/#/workflows/approval")
+    send_from_form(page, document="draft")
+    expect(page.locator("#event-status")).to_have_text("waiting")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#event-status")).to_have_text("cancelled")
+    expect_painted(page, "review", StepStatus.CANCELLED)
+    expect(page.get_by_role("button", name="Retry")).to_be_disabled()
+
+
+@pytest.mark.usefixtures("more_workflows")
+def test_a_failed_event_shows_why_and_can_be_retried_from_its_page(page: Page) -> None:
+    page.goto("/#/workflows/flaky")
+    send_from_form(page, message="hello")
+    expect(page.locator("#event-status")).to_have_text("failed")
+    expect_painted(page, "refuses-once", StepStatus.FAILED)
+    expect(page.get_by_role("alert").first).to_contain_text("step 'refuses-once' failed")
+    expect(graph_node(page, "refuses-once")).to_contain_text("answered 400")
+
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect_painted(page, "refuses-once", StepStatus.COMPLETED)
+    expect(page.locator("#timeline-refuses-once")).to_contain_text("2 attempts")
+
+
+def test_the_events_page_filters_by_workflow_and_status(page: Page) -> None:
+    assert page.request.post("/e/process-text", data={"data": {"message": "a b"}}).status == 202
+    page.goto("/#/events")
+    page.select_option("#filter-workflow", "process-text")
+    expect(page).to_have_url(re.compile(r"#/events\?workflow=process-text$"))
+    page.select_option("#filter-status", "completed")
+    expect(page).to_have_url(re.compile(r"#/events\?workflow=process-text&status=completed$"))
+    rows = page.locator("table.list tbody tr")
+    expect(rows).not_to_have_count(0)
+    expect(rows.filter(has_not_text="process-text")).to_have_count(0)
+    expect(rows.filter(has_not=page.locator(".status-completed"))).to_have_count(0)

@@ -1,0 +1,1 @@
+"""Tests of the pictures: workflow and event graphs, and the endpoints and dashboard that show them."""
