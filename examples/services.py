@@ -49,6 +49,8 @@ class JsonService(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: JsonService
 
     def do_GET(self) -> None:
