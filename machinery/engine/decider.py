@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +37,14 @@ from machinery.engine.model import (
     Step,
     Workflow,
 )
-from machinery.engine.state import Event, EventStatus, StepState, StepStatus
+from machinery.engine.state import TERMINAL_EVENT, TERMINAL_STEP, Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import conforms, describe_mismatch, epoch_seconds, type_of
 
 _CLAIMABLE = (StepStatus.READY, StepStatus.RETRYING, StepStatus.RUNNING, StepStatus.WAITING)
 _ACTIVE = (StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRYING)
 _OVER = (StepStatus.COMPLETED, StepStatus.SKIPPED)
+_TIMED = frozenset(_CLAIMABLE)
+"""The statuses of units the sweeper may have to look at one day."""
 _UNIT = re.compile(r"^(?P<step>.+)\[(?P<item>\d+)\]$")
 
 
@@ -167,14 +169,21 @@ def accept(
 
 def ready_units(event: Event) -> list[str]:
     """Units a worker may claim now."""
-    if event.status.terminal:
+    if event.status in TERMINAL_EVENT:
         return []
-    return [unit for unit, state in _units(event) if state.status is StepStatus.READY]
+    units = []
+    for step_id, state in event.steps.items():
+        if state.items is None:
+            if state.status is StepStatus.READY:
+                units.append(step_id)
+        else:
+            units += [unit_key(step_id, i) for i, item in enumerate(state.items) if item.status is StepStatus.READY]
+    return units
 
 
 def timers(event: Event) -> list[tuple[str, float]]:
     """Units that are due at a time: retries, delays, and waits with a timeout."""
-    if event.status.terminal:
+    if event.status in TERMINAL_EVENT:
         return []
     return [
         (unit, state.run_at)
@@ -202,15 +211,14 @@ def claim(
     """
     step_id, item = parse_unit(unit)
     state = _unit_state(event, step_id, item)
-    if event.status.terminal or state is None or state.status not in _CLAIMABLE:
+    if event.status in TERMINAL_EVENT or state is None or state.status not in _CLAIMABLE:
         return None
     if state.status in (StepStatus.RETRYING, StepStatus.WAITING) and (state.run_at is None or now < state.run_at):
         return None
     if state.status is StepStatus.RUNNING and state.lease_until is not None and now <= state.lease_until:
         return None
     event = event.copy()
-    state = _unit_state(event, step_id, item)
-    assert state is not None
+    state = _own_unit(event, step_id, item)
     step = plan.graph.steps[step_id]
     if state.status is StepStatus.WAITING:
         _wake(plan, event, step, state, now)
@@ -281,15 +289,15 @@ def finish(
     if state is None or state.status is not StepStatus.RUNNING or state.token != call.token:
         return None
     event = event.copy()
-    state = _unit_state(event, call.step_id, call.item)
-    assert state is not None
+    state = _own_unit(event, call.step_id, call.item)
     if error is None:
         checked, problems = check_outputs(call.service, outputs)
         if not problems:
             _complete(state, checked, now)
             if call.item is not None:
-                _map_progress(plan, event, event.steps[call.step_id], now)
-            _advance(plan, event, now)
+                _map_progress(plan, event, call.step_id, now)
+            if event.steps[call.step_id].status is StepStatus.COMPLETED:
+                _advance(plan, event, now, ended=call.step_id)
             _settle(event)
             return _touch(event, now, settings)
         error = StepError(
@@ -302,7 +310,7 @@ def finish(
         {"attempt": state.attempts, "started_at": state.started_at, "ended_at": now, "error": error.to_doc()}
     )
     budget_left = state.budget_used - state.lost < call.service.retry.attempts
-    if error.transient and budget_left and not event.status.terminal:
+    if error.transient and budget_left and event.status not in TERMINAL_EVENT:
         state.status = StepStatus.RETRYING
         state.error = error.to_doc()
         state.ended_at = now
@@ -324,7 +332,7 @@ def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, set
     InvalidData when ``payload`` does not fit the waiting step's outputs;
     InvalidState when the event is over or no step of it waits for ``name``.
     """
-    if event.status.terminal:
+    if event.status in TERMINAL_EVENT:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; it takes no more signals")
     waits = [s for s in plan.order if s.kind == WAIT and s.signal == name]
     waiting = [s for s in waits if event.steps[s.id].status is StepStatus.WAITING]
@@ -337,7 +345,7 @@ def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, set
         raise InvalidData(f"signal '{name}' does not match the outputs of step '{target.id}'", problems)
     event = event.copy()
     if waiting:
-        state = event.steps[target.id]
+        state = event.own(target.id)
         _complete(state, outputs, now)
         state.route = SIGNAL_ROUTE
         _advance(plan, event, now)
@@ -357,7 +365,7 @@ def check_outputs(service: Service, outputs: Any) -> tuple[dict[str, Any], list[
 
 def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
     """Units the sweeper should send to the workers again: their message is late or their worker gone."""
-    if event.status.terminal:
+    if event.status in TERMINAL_EVENT:
         return []
     return [unit for unit, state in _units(event) if (due := _unit_due(state, settings)) is not None and due <= now]
 
@@ -366,23 +374,22 @@ def nudged(event: Event, units: list[str], now: float, settings: Settings) -> Ev
     """The event after the sweeper has sent ``units`` again; they are not due again before long."""
     event = event.copy()
     for unit in units:
-        state = _unit_state(event, *parse_unit(unit))
-        if state is not None:
-            state.nudged_at = now
+        step_id, item = parse_unit(unit)
+        if _unit_state(event, step_id, item) is not None:
+            _own_unit(event, step_id, item).nudged_at = now
     return _touch(event, event.updated_at, settings)
 
 
 def cancel(event: Event, now: float, settings: Settings) -> Event:
-    if event.status.terminal:
+    if event.status in TERMINAL_EVENT:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only an unfinished event can be cancelled")
     event = event.copy()
     event.status = EventStatus.CANCELLED
-    for _, state in _units(event, containers=True):
-        if not state.status.terminal:
-            state.status = StepStatus.CANCELLED
-            state.ended_at = now
-            state.token = None
-            state.lease_until = None
+    for state in _owned_units(event, lambda s: s.status not in TERMINAL_STEP):
+        state.status = StepStatus.CANCELLED
+        state.ended_at = now
+        state.token = None
+        state.lease_until = None
     return _touch(event, now, settings)
 
 
@@ -399,15 +406,15 @@ def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event.status = EventStatus.RUNNING
     event.error = None
     for step in plan.order:
-        state = event.steps[step.id]
-        if state.status is not StepStatus.FAILED:
+        if event.steps[step.id].status is not StepStatus.FAILED:
             continue
+        state = event.own(step.id)
         if state.items is not None:
             state.status = StepStatus.RUNNING
-            for item in state.items:
+            for i, item in enumerate(state.items):
                 if item.status is StepStatus.FAILED:
-                    _retry_unit(item, now)
-            _map_progress(plan, event, state, now)
+                    _retry_unit(event.own_item(step.id, i), now)
+            _map_progress(plan, event, step.id, now)
         elif step.calls_service:
             _retry_unit(state, now)
         else:
@@ -448,6 +455,22 @@ def _units(event: Event, containers: bool = False) -> list[tuple[str, StepState]
     return units
 
 
+def _own_unit(event: Event, step_id: str, item: int | None) -> StepState:
+    return event.own(step_id) if item is None else event.own_item(step_id, item)
+
+
+def _owned_units(event: Event, keep: Callable[[StepState], bool]) -> list[StepState]:
+    """Every unit (map steps and their items alike) that ``keep`` keeps, taken to be changed."""
+    found = []
+    for step_id, state in list(event.steps.items()):
+        if keep(state):
+            found.append(event.own(step_id))
+        for i, item in enumerate(state.items or ()):
+            if keep(item):
+                found.append(event.own_item(step_id, i))
+    return found
+
+
 def _unit_state(event: Event, step_id: str, item: int | None) -> StepState | None:
     state = event.steps.get(step_id)
     if state is None or item is None:
@@ -459,8 +482,15 @@ def _unit_state(event: Event, step_id: str, item: int | None) -> StepState | Non
 
 def _touch(event: Event, now: float, settings: Settings) -> Event:
     event.updated_at = now
-    dues = [d for _, s in _units(event) if (d := _unit_due(s, settings)) is not None]
-    event.due_at = min(dues) if dues and not event.status.terminal else None
+    due = None
+    if event.status not in TERMINAL_EVENT:
+        for state in event.steps.values():
+            for unit in state.items if state.items is not None else (state,):
+                if unit.status in _TIMED:
+                    unit_due = _unit_due(unit, settings)
+                    if unit_due is not None and (due is None or unit_due < due):
+                        due = unit_due
+    event.due_at = due
     return event
 
 
@@ -476,40 +506,48 @@ def _unit_due(state: StepState, settings: Settings) -> float | None:
 
 
 def _waiting_only(event: Event) -> bool:
-    units = [s.status for _, s in _units(event)]
-    return StepStatus.WAITING in units and not any(s in _ACTIVE for s in units)
+    waiting = False
+    for _, state in _units(event):
+        if state.status in _ACTIVE:
+            return False
+        waiting = waiting or state.status is StepStatus.WAITING
+    return waiting
 
 
 def _settle(event: Event) -> None:
     """An unfinished event is waiting when nothing but waits and delays is left to do."""
-    if not event.status.terminal:
+    if event.status not in TERMINAL_EVENT:
         event.status = EventStatus.WAITING if _waiting_only(event) else EventStatus.RUNNING
 
 
-def _advance(plan: Plan, event: Event, now: float) -> None:
+def _advance(plan: Plan, event: Event, now: float, ended: str | None = None) -> None:
     """Start every pending step whose dependencies are over, skip those cut off, end the event when all are.
 
     Steps the engine runs itself (switch, transform, fail, succeed) run here;
     delays and waits start waiting; service and map steps become ready for a worker.
+    With ``ended``, only what follows that step (and what that sets off) is looked at.
     """
     graph = plan.graph
     steps = event.steps
+    wanted = set(graph.dependents[ended]) if ended is not None else None
     for step in plan.order:
-        if event.status.terminal:
+        if event.status in TERMINAL_EVENT:
             return
-        state = steps[step.id]
-        if state.status is not StepStatus.PENDING:
+        if (wanted is not None and step.id not in wanted) or steps[step.id].status is not StepStatus.PENDING:
             continue
         deps = graph.deps[step.id]
         if any(steps[d].status not in _OVER for d in deps):
             continue
         completed = {d: steps[d].route for d in deps if steps[d].status is StepStatus.COMPLETED}
+        state = event.own(step.id)
         if graph.runs_after(step.id, completed):
             _start(plan, event, step, state, now)
         else:
             state.status = StepStatus.SKIPPED
             state.ended_at = now
-    if not event.status.terminal and all(s.status in _OVER for s in steps.values()):
+        if wanted is not None and state.status in _OVER:
+            wanted.update(graph.dependents[step.id])
+    if event.status not in TERMINAL_EVENT and all(s.status in _OVER for s in steps.values()):
         _end(plan, event, EventStatus.COMPLETED)
 
 
@@ -556,7 +594,7 @@ def _end(plan: Plan, event: Event, status: EventStatus, error: dict[str, Any] | 
     event.error = error
     if status is EventStatus.COMPLETED:
         # A succeed step ends the event early: what has not run will not, and calls under way are abandoned.
-        for _, state in _units(event, containers=True):
+        for state in _owned_units(event, lambda s: s.status not in TERMINAL_STEP):
             if state.status is StepStatus.RUNNING:
                 state.status = StepStatus.CANCELLED
                 state.token = None
@@ -576,13 +614,13 @@ def _complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> N
 
 
 def _fail_step(plan: Plan, event: Event, step_id: str, error: StepError, now: float) -> None:
-    state = event.steps[step_id]
+    state = event.own(step_id)
     state.status = StepStatus.FAILED
     state.error = error.to_doc()
     state.ended_at = now
     state.lease_until = None
     state.token = None
-    if not event.status.terminal:
+    if event.status not in TERMINAL_EVENT:
         event.status = EventStatus.FAILED
         event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
 
@@ -591,8 +629,7 @@ def _fail_unit(plan: Plan, event: Event, step_id: str, item: int | None, error: 
     if item is None:
         _fail_step(plan, event, step_id, error, now)
         return
-    state = _unit_state(event, step_id, item)
-    assert state is not None
+    state = event.own_item(step_id, item)
     state.status = StepStatus.FAILED
     state.error = error.to_doc()
     state.ended_at = now
@@ -708,30 +745,33 @@ def _start_map(plan: Plan, event: Event, step: Step, state: StepState, now: floa
         return
     state.status = StepStatus.RUNNING
     state.items = [StepState() for _ in items]
-    _map_progress(plan, event, state, now)
+    _map_progress(plan, event, step.id, now)
 
 
-def _map_progress(plan: Plan, event: Event, state: StepState, now: float) -> None:
+def _map_progress(plan: Plan, event: Event, step_id: str, now: float) -> None:
     """Keep up to the step's concurrency of items going; complete the map once every item has."""
+    state = event.own(step_id)
     assert state.items is not None
-    step_id = next(k for k, v in event.steps.items() if v is state)
-    step = plan.graph.steps[step_id]
     if all(item.status is StepStatus.COMPLETED for item in state.items):
         _complete(state, {MAP_RESULTS.name: [item.outputs for item in state.items]}, now)
         return
     active = sum(item.status in _ACTIVE for item in state.items)
-    for item in state.items:
-        if active >= step.concurrency:
+    limit = plan.graph.steps[step_id].concurrency
+    for i, item in enumerate(state.items):
+        if active >= limit:
             break
         if item.status is StepStatus.PENDING:
-            item.status = StepStatus.READY
-            item.run_at = now
+            promoted = event.own_item(step_id, i)
+            promoted.status = StepStatus.READY
+            promoted.run_at = now
             active += 1
 
 
 def _inputs(
     plan: Plan, event: Event, step: Step, service: Service, item: int | None
 ) -> tuple[dict[str, Any], list[Problem]]:
+    if not service.inputs:
+        return {}, []
     ctx = context(plan, event, plan.graph.upstream[step.id])
     found: dict[str, Any] = {}
     for f in service.inputs:

@@ -6,7 +6,7 @@ Stores keep this state; each change to it is one conditional write on
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -21,7 +21,7 @@ class EventStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED)
+        return self in TERMINAL_EVENT
 
 
 class StepStatus(StrEnum):
@@ -43,7 +43,11 @@ class StepStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED)
+        return self in TERMINAL_STEP
+
+
+TERMINAL_EVENT = frozenset({EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED})
+TERMINAL_STEP = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED})
 
 
 @dataclass
@@ -75,11 +79,12 @@ class StepState:
     # and every transition reads and copies them all.
 
     def copy(self) -> StepState:
+        """A copy to change; a map step's items stay shared until :meth:`Event.own_item` takes one."""
         copied = object.__new__(StepState)
         copied.__dict__.update(self.__dict__)
         copied.history = list(self.history)
         if self.items is not None:
-            copied.items = [item.copy() for item in self.items]
+            copied.items = list(self.items)
         return copied
 
     def to_doc(self) -> dict[str, Any]:
@@ -126,11 +131,38 @@ class Event:
     """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
 
     def copy(self) -> Event:
-        """A copy whose step states may be changed without touching this one."""
-        return replace(self, steps={k: v.copy() for k, v in self.steps.items()}, signals=list(self.signals))
+        """A copy to change: its step states are shared with this event until :meth:`own` takes one."""
+        copied = object.__new__(Event)
+        copied.__dict__.update(self.__dict__)
+        copied.steps = dict(self.steps)
+        copied.signals = list(self.signals)
+        copied.__dict__["_owned"] = set()
+        return copied
+
+    def own(self, step_id: str) -> StepState:
+        """The state of ``step_id``, to change: copied the first time, in a copy, so the original stays as it was."""
+        state = self.steps[step_id]
+        owned: set[int] | None = self.__dict__.get("_owned")
+        if owned is None or id(state) in owned:
+            return state
+        state = self.steps[step_id] = state.copy()
+        owned.add(id(state))
+        return state
+
+    def own_item(self, step_id: str, item: int) -> StepState:
+        """Item ``item`` of map step ``step_id``, to change, as :meth:`own` gives steps."""
+        items = self.own(step_id).items
+        assert items is not None
+        state = items[item]
+        owned: set[int] | None = self.__dict__.get("_owned")
+        if owned is None or id(state) in owned:
+            return state
+        state = items[item] = state.copy()
+        owned.add(id(state))
+        return state
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != []}
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k != "_owned"}
         doc["status"] = self.status.value
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
         return doc
