@@ -8,7 +8,7 @@ persist definitions in the same shape, so what one accepts the others read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -392,11 +392,51 @@ def workflow_to_dict(w: Workflow) -> dict[str, Any]:
 
 def load_service(doc: dict[str, Any]) -> Service:
     """A stored service document back into the model, with its id and revision."""
-    service: Service = ServiceSchema().load({k: v for k, v in doc.items() if k not in ("id", "revision")})
-    return replace(service, id=doc.get("id"), revision=doc.get("revision", 0))
+    return _STORED.get(
+        ("service", doc.get("id"), doc.get("revision", 0)),
+        lambda: replace(
+            _SERVICE.load({k: v for k, v in doc.items() if k not in ("id", "revision")}),
+            id=doc.get("id"),
+            revision=doc.get("revision", 0),
+        ),
+    )
 
 
 def load_workflow(doc: dict[str, Any]) -> Workflow:
     """A stored workflow document back into the model, with its id and version."""
-    workflow: Workflow = WorkflowSchema().load({k: v for k, v in doc.items() if k not in ("id", "version")})
-    return replace(workflow, id=doc.get("id"), version=doc.get("version", 1))
+    return _STORED.get(
+        ("workflow", doc.get("id"), doc.get("version", 1)),
+        lambda: replace(
+            _WORKFLOW.load({k: v for k, v in doc.items() if k not in ("id", "version")}),
+            id=doc.get("id"),
+            version=doc.get("version", 1),
+        ),
+    )
+
+
+class _Loaded:
+    """Stored definitions already loaded, by (kind, id, revision or version).
+
+    Ids are never reused and a revision or version never changes once written,
+    so a key always means the same definition; loading one through marshmallow
+    costs far more than reading it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._loaded: dict[tuple[str, Any, Any], Any] = {}
+
+    def get(self, key: tuple[str, Any, Any], load: Callable[[], Any]) -> Any:
+        if key[1] is None:
+            return load()
+        found = self._loaded.get(key)
+        if found is None:
+            if len(self._loaded) >= self.size:
+                self._loaded.clear()
+            found = self._loaded[key] = load()
+        return found
+
+
+_SERVICE = ServiceSchema()
+_WORKFLOW = WorkflowSchema()
+_STORED = _Loaded(size=4096)
