@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
+from examples.services import DEFINITIONS
 from tests.api import error
 
-APPROVAL = {
-    "name": "approval",
-    "inputs": [{"name": "document", "type": "string"}],
-    "outputs": [{"name": "verdict", "type": "string"}],
-    "steps": [
-        {"id": "review", "kind": "wait", "signal": "reviewed", "outputs": [{"name": "approved", "type": "bool"}]},
-        {
-            "id": "verdict",
-            "kind": "transform",
-            "after": ["review"],
-            "compute": {"verdict": "input.document + (steps.review.approved ? ' approved' : ' rejected')"},
-            "outputs": [{"name": "verdict", "type": "string"}],
-        },
-    ],
-}
+APPROVAL = json.loads((DEFINITIONS / "workflow-approval.json").read_text())
 
 
 @pytest.fixture

@@ -57,22 +57,7 @@ FORM = {
     ],
     "outputs": [{"name": "message", "type": "string"}],
 }
-APPROVAL = {
-    "name": "approval",
-    "description": "Waits for a reviewer's verdict on a document",
-    "inputs": [{"name": "document", "type": "string"}],
-    "outputs": [{"name": "verdict", "type": "string"}],
-    "steps": [
-        {"id": "review", "kind": "wait", "signal": "reviewed", "outputs": [{"name": "approved", "type": "bool"}]},
-        {
-            "id": "verdict",
-            "kind": "transform",
-            "after": ["review"],
-            "compute": {"verdict": "input.document + (steps.review.approved ? ' approved' : ' rejected')"},
-            "outputs": [{"name": "verdict", "type": "string"}],
-        },
-    ],
-}
+APPROVAL = json.loads((DEFINITIONS / "workflow-approval.json").read_text())
 FLAKY = {
     "name": "flaky",
     "description": "Refuses its first call, then answers",
