@@ -2,7 +2,8 @@
 example services on loopback.
 
 Debian's Chromium is used, as Playwright cannot download its own here. Each page's screenshot is written to
-docs/images/ for the README. Every wait is one of Playwright's assertions, which poll at short intervals.
+a temporary folder, or with MACHINERY_SCREENSHOTS=1 to docs/images/ for the README. Every wait is one of
+Playwright's assertions, which poll at short intervals.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -41,7 +43,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-IMAGES = Path(__file__).parents[2] / "docs" / "images"
+IMAGES = (
+    Path(__file__).parents[2] / "docs" / "images"
+    if os.environ.get("MACHINERY_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "machinery-screenshots"
+)
 MESSAGE = "The Sun will rise in the morning !"
 
 # Workflows that only some tests use, so that the screenshots show the examples alone.
