@@ -444,13 +444,13 @@ def context(plan: Plan, event: Event, upto: frozenset[str] | None = None) -> dic
 # Internal transitions, applied to a copy the caller owns.
 
 
-def _units(event: Event, containers: bool = False) -> list[tuple[str, StepState]]:
+def _units(event: Event) -> list[tuple[str, StepState]]:
     """Every unit with its state: steps, and each item of a map step (in place of the step itself)."""
     units = []
     for step_id, state in event.steps.items():
-        if state.items is None or containers:
+        if state.items is None:
             units.append((step_id, state))
-        if state.items is not None:
+        else:
             units += [(unit_key(step_id, i), item) for i, item in enumerate(state.items)]
     return units
 
