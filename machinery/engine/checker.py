@@ -244,7 +244,7 @@ def _check_mappings(step: Step, service: Service) -> list[Problem]:
 def _check_items(step: Step, f: Field, scope: _Scope) -> list[Problem]:
     """The array a map step iterates over, and its items against the service input they feed."""
     array = Field("items", FieldType("array", f.type))
-    return _check_flow(array, step.items or Ref("context", ("items",)), scope, f"map step '{step.id}' items", step.id)
+    return _check_flow(array, step.items_ref, scope, f"map step '{step.id}' items", step.id)
 
 
 def _check_transform(step: Step, expressions: Expressions) -> list[Problem]:

@@ -237,12 +237,12 @@ def claim(
             error = StepError(
                 f"the worker running this step was lost {state.lost} times; giving up", transient=False, kind="lost"
             )
-            _fail_unit(plan, event, step_id, item, error, now)
+            _fail_unit(event, step_id, item, error, now)
             return _touch(event, now, settings), None
     service = services.get(step.service or "")
     if service is None:
         error = StepError(f"service '{step.service}' is no longer registered", transient=False, kind="config")
-        _fail_unit(plan, event, step_id, item, error, now)
+        _fail_unit(event, step_id, item, error, now)
         return _touch(event, now, settings), None
     inputs, problems = _inputs(plan, event, step, service, item)
     if problems:
@@ -252,7 +252,7 @@ def claim(
             kind="input",
             details={"problems": [p.to_dict() for p in problems]},
         )
-        _fail_unit(plan, event, step_id, item, error, now)
+        _fail_unit(event, step_id, item, error, now)
         return _touch(event, now, settings), None
     state.status = StepStatus.RUNNING
     state.attempts += 1
@@ -322,7 +322,7 @@ def finish(
         error = StepError(
             f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
         )
-    _fail_unit(plan, event, call.step_id, call.item, error, now)
+    _fail_unit(event, call.step_id, call.item, error, now)
     return _touch(event, now, settings)
 
 
@@ -613,29 +613,27 @@ def _complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> N
     state.token = None
 
 
-def _fail_step(plan: Plan, event: Event, step_id: str, error: StepError, now: float) -> None:
-    state = event.own(step_id)
-    state.status = StepStatus.FAILED
-    state.error = error.to_doc()
-    state.ended_at = now
-    state.lease_until = None
-    state.token = None
+def _fail_step(event: Event, step_id: str, error: StepError, now: float) -> None:
+    _fail_state(event.own(step_id), error, now)
     if event.status not in TERMINAL_EVENT:
         event.status = EventStatus.FAILED
         event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
 
 
-def _fail_unit(plan: Plan, event: Event, step_id: str, item: int | None, error: StepError, now: float) -> None:
+def _fail_unit(event: Event, step_id: str, item: int | None, error: StepError, now: float) -> None:
     if item is None:
-        _fail_step(plan, event, step_id, error, now)
+        _fail_step(event, step_id, error, now)
         return
-    state = event.own_item(step_id, item)
+    _fail_state(event.own_item(step_id, item), error, now)
+    _fail_step(event, step_id, StepError(f"item {item}: {error.message}", False, error.kind), now)
+
+
+def _fail_state(state: StepState, error: StepError, now: float) -> None:
     state.status = StepStatus.FAILED
     state.error = error.to_doc()
     state.ended_at = now
     state.lease_until = None
     state.token = None
-    _fail_step(plan, event, step_id, StepError(f"item {item}: {error.message}", False, error.kind), now)
 
 
 def _retry_unit(state: StepState, now: float) -> None:
@@ -657,7 +655,7 @@ def _evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> t
         return True, plan.expressions[(step.id, field)](_activation(plan, event, step))
     except ValueError as e:
         error = StepError(f"the expression for '{field}' failed: {e}", transient=False, kind="expression")
-        _fail_step(plan, event, step.id, error, now)
+        _fail_step(event, step.id, error, now)
         return False, None
 
 
@@ -674,7 +672,7 @@ def _run_switch(plan: Plan, event: Event, step: Step, state: StepState, now: flo
         error = StepError(
             f"the value {key!r} matches none of the cases ({cases}) and there is no default", False, "route"
         )
-        _fail_step(plan, event, step.id, error, now)
+        _fail_step(event, step.id, error, now)
         return
     _complete(state, {"value": value}, now)
     state.route = route
@@ -691,7 +689,7 @@ def _run_transform(plan: Plan, event: Event, step: Step, state: StepState, now: 
         error = StepError(
             "; ".join(p.message for p in problems), False, "type", {"problems": [p.to_dict() for p in problems]}
         )
-        _fail_step(plan, event, step.id, error, now)
+        _fail_step(event, step.id, error, now)
         return
     _complete(state, outputs, now)
 
@@ -704,7 +702,7 @@ def _start_delay(plan: Plan, event: Event, step: Step, state: StepState, now: fl
         wake_at = epoch_seconds(value) if present else None
         if wake_at is None:
             error = StepError(f"delay '{step.id}' cannot wait until {value!r}: not a time", False, "input")
-            _fail_step(plan, event, step.id, error, now)
+            _fail_step(event, step.id, error, now)
             return
         wake = wake_at
     state.status = StepStatus.WAITING
@@ -726,7 +724,7 @@ def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) ->
     """A delay's time, or a wait's timeout, has come: a wait with no route for it fails."""
     if step.kind == WAIT and not step.on_timeout:
         error = StepError(f"no signal '{step.signal}' arrived within {step.timeout:g} s", False, "timeout")
-        _fail_step(plan, event, step.id, error, now)
+        _fail_step(event, step.id, error, now)
         return
     _complete(state, None, now)
     if step.kind == WAIT:
@@ -736,12 +734,10 @@ def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) ->
 
 
 def _start_map(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
-    present, items = _lookup(
-        step.items or Ref("context", ("items",)), event, context(plan, event, plan.graph.upstream[step.id])
-    )
+    present, items = _lookup(step.items_ref, event, context(plan, event, plan.graph.upstream[step.id]))
     if not present or not isinstance(items, list):
         error = StepError(f"map '{step.id}' needs an array of items, got {type_of(items)}", False, "input")
-        _fail_step(plan, event, step.id, error, now)
+        _fail_step(event, step.id, error, now)
         return
     state.status = StepStatus.RUNNING
     state.items = [StepState() for _ in items]
@@ -776,7 +772,7 @@ def _inputs(
     found: dict[str, Any] = {}
     for f in service.inputs:
         if item is not None and f.name == step.item:
-            present, items = _lookup(step.items or Ref("context", ("items",)), event, ctx)
+            present, items = _lookup(step.items_ref, event, ctx)
             found[f.name] = items[item]
             continue
         present, value = _lookup(step.input_ref(f.name), event, ctx)

@@ -151,6 +151,11 @@ class Step:
         return self.output.get(output, output)
 
     @property
+    def items_ref(self) -> Ref:
+        """Where a map step's array comes from: ``items``, else the context's ``items``."""
+        return self.items or Ref("context", ("items",))
+
+    @property
     def calls_service(self) -> bool:
         return self.kind in CALLING_KINDS
 
