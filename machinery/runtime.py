@@ -199,21 +199,18 @@ class Runner:
         while True:
             event = self.store.get_event(event_id)
             plan = self.plans.for_event(event)
-            claimed = decider.claim(
-                plan,
-                self.services.of(plan),
-                event,
-                unit,
-                now=self.clock(),
-                token=uuid.uuid4().hex,
-                settings=self.settings,
-            )
+            claimed = self._try_claim(plan, event, unit, self.clock())
             if claimed is None:
                 return event, None
             changed, call = claimed
             if self.store.save_event(changed):
                 follow_up(self.dispatcher, event, changed, call)
                 return changed, call
+
+    def _try_claim(self, plan: Plan, event: Event, unit: str, now: float) -> tuple[Event, Call | None] | None:
+        return decider.claim(
+            plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
+        )
 
     def _call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
         caller = self.callers.get(call.service.kind)
@@ -234,15 +231,7 @@ class Runner:
                 return event, None
             changed, next_call = finished, None
             for unit in decider.ready_units(finished):
-                claimed = decider.claim(
-                    plan,
-                    self.services.of(plan),
-                    changed,
-                    unit,
-                    now=now,
-                    token=uuid.uuid4().hex,
-                    settings=self.settings,
-                )
+                claimed = self._try_claim(plan, changed, unit, now)
                 if claimed is not None:
                     changed, next_call = claimed
                     break
