@@ -27,6 +27,8 @@ class Graph:
     steps: Mapping[str, Step]
     order: tuple[Step, ...]
     """Every step after those it depends on; ties keep the definition's order."""
+    position: Mapping[str, int]
+    """Each step's index in ``order``."""
     deps: Mapping[str, tuple[str, ...]]
     dependents: Mapping[str, tuple[str, ...]]
     routes: Mapping[str, Mapping[str, frozenset[str]]]
@@ -113,6 +115,7 @@ def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
     graph = Graph(
         steps=steps,
         order=tuple(order),
+        position={step.id: i for i, step in enumerate(order)},
         deps={k: tuple(v) for k, v in deps.items()},
         dependents={k: tuple(v) for k, v in dependents.items()},
         routes=routes,

@@ -69,7 +69,9 @@ class StepState:
     nudged_at: float | None = None
     token: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    """One entry per failed or lost attempt: attempt, started_at, ended_at, error."""
+    """One entry per failed or lost attempt: attempt, started_at, ended_at, error.
+
+    Replaced by a longer list, never appended to, so that copies may share it."""
     route: str | None = None
     """The route a switch or wait step took."""
     items: list[StepState] | None = None
@@ -82,7 +84,6 @@ class StepState:
         """A copy to change; a map step's items stay shared until :meth:`Event.own_item` takes one."""
         copied = object.__new__(StepState)
         copied.__dict__.update(self.__dict__)
-        copied.history = list(self.history)
         if self.items is not None:
             copied.items = list(self.items)
         return copied

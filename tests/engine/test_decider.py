@@ -356,13 +356,13 @@ def test_a_second_finish_of_the_same_call_returns_none_and_changes_nothing(text_
 def test_a_finish_with_a_token_that_is_not_the_claims_returns_none_and_changes_nothing(text_chain):
     event, call = text_chain.call(text_chain.accept({"message": "a b"}), "upper", now=101)
     before = event.to_doc()
-    assert text_chain.finish(event, replace(call, token="someone-else"), now=102, outputs=UPPER) is None
+    assert text_chain.finish(event, call._replace(token="someone-else"), now=102, outputs=UPPER) is None
     assert event.to_doc() == before
 
 
 def test_a_finish_of_a_step_that_was_never_claimed_returns_none(text_chain):
     event, call = text_chain.call(text_chain.accept({"message": "a b"}), "upper", now=101)
-    assert text_chain.finish(event, replace(call, step_id="reverse"), now=102, outputs=REVERSE) is None
+    assert text_chain.finish(event, call._replace(step_id="reverse"), now=102, outputs=REVERSE) is None
 
 
 @pytest.mark.parametrize("now", [101, 110, 116])
