@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from typing import Any, NamedTuple
 
 from machinery.engine.checker import MAP_RESULTS
@@ -28,7 +28,7 @@ from machinery.engine.model import (
     DELAY,
     FAIL,
     MAP,
-    SUCCEED,
+    SERVICE,
     SWITCH,
     TRANSFORM,
     WAIT,
@@ -133,6 +133,8 @@ def unit_key(step_id: str, item: int | None) -> str:
 
 
 def parse_unit(unit: str) -> tuple[str, int | None]:
+    if not unit.endswith("]"):
+        return unit, None
     match = _UNIT.match(unit)
     return (match["step"], int(match["item"])) if match else (unit, None)
 
@@ -347,7 +349,7 @@ def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, set
         state.route = SIGNAL_ROUTE
         _advance(plan, event, now, ended=target.id)
     else:
-        event.signals.append({"name": name, "payload": outputs, "at": now})
+        event.signals = [*event.signals, {"name": name, "payload": outputs, "at": now}]
     return _close(plan, event, now, settings)
 
 
@@ -504,15 +506,18 @@ def _scan(event: Event, settings: Settings) -> tuple[bool, bool, bool, float | N
     """In one pass: whether every step is over, whether a unit is active, whether one waits, and the earliest due."""
     over, active, waiting, due = True, False, False, None
     for state in event.steps.values():
-        if state.status in _OVER:
+        status = state.status
+        if status is _PENDING:
+            over = False
+            continue
+        if status in _OVER:
             continue
         over = False
-        if state.status is _PENDING:
-            continue
         for unit in (state,) if state.items is None else state.items:
-            if unit.status in _ACTIVE:
+            status = unit.status
+            if status in _ACTIVE:
                 active = True
-            elif unit.status is _WAITING:
+            elif status is _WAITING:
                 waiting = True
             else:
                 continue
@@ -524,8 +529,8 @@ def _scan(event: Event, settings: Settings) -> tuple[bool, bool, bool, float | N
 
 def _unit_due(state: StepState, settings: Settings) -> float | None:
     nudged = state.nudged_at or 0.0
-    if state.status in (_READY, _RETRYING):
-        return max(state.run_at or 0.0, nudged) + settings.stale_after
+    if state.status is _READY or state.status is _RETRYING:
+        return (state.run_at if state.run_at is not None and state.run_at > nudged else nudged) + settings.stale_after
     if state.status is _RUNNING:
         return max(state.lease_until or 0.0, nudged + settings.stale_after)
     if state.status is _WAITING and state.run_at is not None:
@@ -543,14 +548,15 @@ def _advance(plan: Plan, event: Event, now: float, ended: str | None = None) -> 
     """
     graph = plan.graph
     steps = event.steps
-    queue = [graph.position[d] for d in graph.dependents[ended]] if ended is not None else [*graph.position.values()]
-    heapify(queue)
+    # Ascending positions are a heap already.
+    queue = [*graph.dependent_positions[ended]] if ended is not None else [*range(len(graph.order))]
     while queue and event.status not in TERMINAL_EVENT:
         step = graph.order[heappop(queue)]
-        deps = graph.deps[step.id]
-        if steps[step.id].status is not _PENDING or any(steps[d].status not in _OVER for d in deps):
+        if steps[step.id].status is not _PENDING:
             continue
-        completed = {d: steps[d].route for d in deps if steps[d].status is _COMPLETED}
+        completed = _routes_taken(graph.deps[step.id], steps)
+        if completed is None:
+            continue
         state = event.own(step.id)
         if graph.runs_after(step.id, completed):
             _start(plan, event, step, state, now)
@@ -558,13 +564,28 @@ def _advance(plan: Plan, event: Event, now: float, ended: str | None = None) -> 
             state.status = _SKIPPED
             state.ended_at = now
         if state.status in _OVER:
-            for d in graph.dependents[step.id]:
-                heappush(queue, graph.position[d])
+            for position in graph.dependent_positions[step.id]:
+                heappush(queue, position)
+
+
+def _routes_taken(deps: tuple[str, ...], steps: Mapping[str, StepState]) -> dict[str, str | None] | None:
+    """The route each completed dependency took, once every dependency is over; None before."""
+    completed = {}
+    for dep in deps:
+        state = steps[dep]
+        if state.status is _COMPLETED:
+            completed[dep] = state.route
+        elif state.status is not _SKIPPED:
+            return None
+    return completed
 
 
 def _start(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
-    if not step.calls_service:
-        state.started_at = now
+    if step.kind == SERVICE:
+        state.status = _READY
+        state.run_at = now
+        return
+    state.started_at = now
     if step.kind == SWITCH:
         _run_switch(plan, event, step, state, now)
     elif step.kind == TRANSFORM:
@@ -574,18 +595,14 @@ def _start(plan: Plan, event: Event, step: Step, state: StepState, now: float) -
     elif step.kind == WAIT:
         _start_wait(event, step, state, now)
     elif step.kind == MAP:
-        state.started_at = now
         _start_map(plan, event, step, state, now)
-    elif step.kind in (FAIL, SUCCEED):
+    else:
         _complete(state, None, now)
         if step.kind == FAIL:
             message = step.message or f"step '{step.id}' failed the event"
             _end(plan, event, _EVENT_FAILED, {"kind": "fail", "step": step.id, "message": message})
         else:
             _end(plan, event, _EVENT_COMPLETED)
-    else:
-        state.status = _READY
-        state.run_at = now
 
 
 def _end(plan: Plan, event: Event, status: EventStatus, error: dict[str, Any] | None = None) -> None:
@@ -729,7 +746,7 @@ def _start_delay(plan: Plan, event: Event, step: Step, state: StepState, now: fl
 def _start_wait(event: Event, step: Step, state: StepState, now: float) -> None:
     for i, received in enumerate(event.signals):
         if received["name"] == step.signal:
-            del event.signals[i]
+            event.signals = event.signals[:i] + event.signals[i + 1 :]
             _complete(state, received["payload"], now)
             state.route = SIGNAL_ROUTE
             return

@@ -27,10 +27,10 @@ class Graph:
     steps: Mapping[str, Step]
     order: tuple[Step, ...]
     """Every step after those it depends on; ties keep the definition's order."""
-    position: Mapping[str, int]
-    """Each step's index in ``order``."""
     deps: Mapping[str, tuple[str, ...]]
     dependents: Mapping[str, tuple[str, ...]]
+    dependent_positions: Mapping[str, tuple[int, ...]]
+    """Where each step's dependents are in ``order``, in ascending order."""
     routes: Mapping[str, Mapping[str, frozenset[str]]]
     """For each routing step, its routes and the steps on each."""
     upstream: Mapping[str, frozenset[str]]
@@ -112,12 +112,13 @@ def build(workflow: Workflow) -> tuple[Graph | None, list[Problem]]:
             Problem(f"the routes of this workflow combine in more than {MAX_SCENARIOS} ways; split it in two")
         ]
     every = frozenset(steps)
+    position = {step.id: i for i, step in enumerate(order)}
     graph = Graph(
         steps=steps,
         order=tuple(order),
-        position={step.id: i for i, step in enumerate(order)},
         deps={k: tuple(v) for k, v in deps.items()},
         dependents={k: tuple(v) for k, v in dependents.items()},
+        dependent_positions={k: tuple(sorted(position[d] for d in v)) for k, v in dependents.items()},
         routes=routes,
         upstream=upstream,
         skippable=every - frozenset.intersection(*(r.steps for r in runs)),
@@ -154,9 +155,13 @@ def _runs_after(
     """The rule of the module's docstring, for the planner and the decider alike."""
     if not deps:
         return True
-    if any(d in completed and d in routes and step not in routes[d].get(completed[d] or "", ()) for d in deps):
-        return False
-    return any(d in completed for d in deps)
+    ran = False
+    for dep in deps:
+        if dep in completed:
+            if dep in routes and step not in routes[dep].get(completed[dep] or "", ()):
+                return False
+            ran = True
+    return ran
 
 
 def _edge(steps: Mapping[str, Step], source: str, target: str, what: str) -> list[Problem]:

@@ -83,7 +83,7 @@ class StepState:
     def copy(self) -> StepState:
         """A copy to change; a map step's items stay shared until :meth:`Event.own_item` takes one."""
         copied = object.__new__(StepState)
-        copied.__dict__.update(self.__dict__)
+        copied.__dict__ = self.__dict__.copy()
         if self.items is not None:
             copied.items = list(self.items)
         return copied
@@ -127,16 +127,17 @@ class Event:
     due_at: float | None = None
     """When the sweeper should look at this event if nothing else moves it; None once it is over."""
     signals: list[dict[str, Any]] = field(default_factory=list)
-    """Signals received before the step waiting for them was reached: name, payload, at."""
+    """Signals received before the step waiting for them was reached: name, payload, at.
+
+    Replaced, never changed in place, so that copies may share it."""
     version: int = 0
     """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
 
     def copy(self) -> Event:
         """A copy to change: its step states are shared with this event until :meth:`own` takes one."""
         copied = object.__new__(Event)
-        copied.__dict__.update(self.__dict__)
+        copied.__dict__ = self.__dict__.copy()
         copied.steps = dict(self.steps)
-        copied.signals = list(self.signals)
         copied.__dict__["_owned"] = set()
         return copied
 
