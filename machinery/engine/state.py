@@ -48,6 +48,9 @@ class StepStatus(StrEnum):
 
 TERMINAL_EVENT = frozenset({EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED})
 TERMINAL_STEP = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED})
+# By value: from_doc reads thousands of statuses per event of a large map step, and calling the enum is slow.
+_STEP_STATUSES = {status.value: status for status in StepStatus}
+_EVENT_STATUSES = {status.value: status for status in EventStatus}
 
 
 @dataclass
@@ -100,7 +103,7 @@ class StepState:
         state = object.__new__(cls)
         state.__dict__.update(_STEP_DEFAULTS)
         state.__dict__.update(doc)
-        state.status = StepStatus(doc["status"])
+        state.status = _STEP_STATUSES[doc["status"]]
         state.history = list(doc.get("history", ()))
         if "items" in doc:
             state.items = [cls.from_doc(item) for item in doc["items"]]
@@ -174,7 +177,7 @@ class Event:
         return cls(
             **{
                 **doc,
-                "status": EventStatus(doc["status"]),
+                "status": _EVENT_STATUSES[doc["status"]],
                 "steps": {k: StepState.from_doc(v) for k, v in doc["steps"].items()},
                 "signals": list(doc.get("signals", [])),
             }
