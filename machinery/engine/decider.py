@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import Any, NamedTuple
@@ -194,9 +194,9 @@ def timers(event: Event) -> list[tuple[str, float]]:
     if event.status in TERMINAL_EVENT:
         return []
     return [
-        (unit, state.run_at)
-        for unit, state in _units(event)
-        if state.status in (_RETRYING, _WAITING) and state.run_at is not None
+        (unit_key(step_id, item), state.run_at)
+        for step_id, item, state in _units(event)
+        if (state.status is _RETRYING or state.status is _WAITING) and state.run_at is not None
     ]
 
 
@@ -365,7 +365,11 @@ def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
     """Units the sweeper should send to the workers again: their message is late or their worker gone."""
     if event.status in TERMINAL_EVENT:
         return []
-    return [unit for unit, state in _units(event) if (due := _unit_due(state, settings)) is not None and due <= now]
+    return [
+        unit_key(step_id, item)
+        for step_id, item, state in _units(event)
+        if (due := _unit_due(state, settings)) is not None and due <= now
+    ]
 
 
 def nudged(event: Event, units: list[str], now: float, settings: Settings) -> Event:
@@ -445,15 +449,14 @@ def context(plan: Plan, event: Event, upto: frozenset[str] | None = None) -> dic
 # Internal transitions, applied to a copy the caller owns.
 
 
-def _units(event: Event) -> list[tuple[str, StepState]]:
-    """Every unit with its state: steps, and each item of a map step (in place of the step itself)."""
-    units = []
+def _units(event: Event) -> Iterator[tuple[str, int | None, StepState]]:
+    """Every unit as step id, item and state: steps, and each item of a map step (in place of the step itself)."""
     for step_id, state in event.steps.items():
         if state.items is None:
-            units.append((step_id, state))
+            yield step_id, None, state
         else:
-            units += [(unit_key(step_id, i), item) for i, item in enumerate(state.items)]
-    return units
+            for i, item in enumerate(state.items):
+                yield step_id, i, item
 
 
 def _own_unit(event: Event, step_id: str, item: int | None) -> StepState:

@@ -92,8 +92,9 @@ class StepState:
         return copied
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None}
-        doc["status"] = self.status.value
+        """Without the fields that hold their defaults: a map step's items are most of a large event's document."""
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != _STEP_DEFAULTS[k]}
+        doc["status"] = self.status._value_
         if self.items is not None:
             doc["items"] = [item.to_doc() for item in self.items]
         return doc
@@ -101,16 +102,15 @@ class StepState:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepState:
         state = object.__new__(cls)
-        state.__dict__.update(_STEP_DEFAULTS)
-        state.__dict__.update(doc)
-        state.status = _STEP_STATUSES[doc["status"]]
-        state.history = list(doc.get("history", ()))
+        state.__dict__ = {**_STEP_DEFAULTS, **doc, "status": _STEP_STATUSES[doc["status"]]}
+        state.history = list(state.history)
         if "items" in doc:
             state.items = [cls.from_doc(item) for item in doc["items"]]
         return state
 
 
-_STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is not MISSING}
+_STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is not MISSING} | {"history": []}
+"""Every field's default; ``from_doc`` copies ``history``, so that the default list is never shared."""
 
 
 @dataclass
