@@ -80,7 +80,7 @@ class ServiceCache:
 
 
 class Events:
-    """What users do with events: send, read, list, cancel, retry."""
+    """What users do with events: send, read, list, cancel, pause, resume, retry, signal."""
 
     def __init__(
         self,
@@ -126,9 +126,17 @@ class Events:
     def cancel(self, event_id: str) -> Event:
         return self._update(event_id, lambda e: decider.cancel(e, self.clock(), self.settings))
 
-    def retry(self, event_id: str) -> Event:
-        """Resume a failed event from its failed steps."""
+    def pause(self, event_id: str) -> Event:
+        """Start nothing more of an event; the calls under way finish."""
+        return self._update(event_id, lambda e: decider.pause(e, self.clock()))
+
+    def resume(self, event_id: str) -> Event:
+        """Go on with a paused event."""
         return self._update(event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings))
+
+    def retry(self, event_id: str) -> Event:
+        """Run a failed event again from its failed steps."""
+        return self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
 
     def signal(self, event_id: str, name: str, payload: Any) -> Event:
         """Deliver a signal to the step waiting for it, or keep it for the step that will wait for it."""

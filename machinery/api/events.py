@@ -1,4 +1,4 @@
-"""The consumer API: send events to workflows, follow them, cancel or retry them."""
+"""The consumer API: send events to workflows, follow them, cancel, pause, resume or retry them."""
 
 from __future__ import annotations
 
@@ -76,6 +76,24 @@ def get_event(event_id: str) -> dict[str, Any]:
 def cancel(event_id: str) -> dict[str, Any]:
     """Cancel an unfinished event"""
     return _to_dict(current_machinery().events.cancel(event_id))
+
+
+@blp.route("/events/<event_id>/pause", methods=["POST"])
+@blp.response(200, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def pause(event_id: str) -> dict[str, Any]:
+    """Pause an unfinished event: the calls under way finish, and nothing more starts until it is resumed"""
+    return _to_dict(current_machinery().events.pause(event_id))
+
+
+@blp.route("/events/<event_id>/resume", methods=["POST"])
+@blp.response(202, EventSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def resume(event_id: str) -> dict[str, Any]:
+    """Resume a paused event: its ready steps go to the workers again"""
+    return _to_dict(current_machinery().events.resume(event_id))
 
 
 @blp.route("/events/<event_id>/retry", methods=["POST"])

@@ -47,7 +47,9 @@ _PENDING, _READY, _RUNNING = StepStatus.PENDING, StepStatus.READY, StepStatus.RU
 _RETRYING, _WAITING, _COMPLETED = StepStatus.RETRYING, StepStatus.WAITING, StepStatus.COMPLETED
 _SKIPPED, _FAILED, _CANCELLED = StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED
 _EVENT_RUNNING, _EVENT_WAITING, _EVENT_COMPLETED = EventStatus.RUNNING, EventStatus.WAITING, EventStatus.COMPLETED
-_EVENT_FAILED, _EVENT_CANCELLED = EventStatus.FAILED, EventStatus.CANCELLED
+_EVENT_FAILED, _EVENT_CANCELLED, _EVENT_PAUSED = EventStatus.FAILED, EventStatus.CANCELLED, EventStatus.PAUSED
+_IDLE = TERMINAL_EVENT | {_EVENT_PAUSED}
+"""Event statuses in which no unit is claimed, nor sent, nor due."""
 _CLAIMABLE = (_READY, _RETRYING, _RUNNING, _WAITING)
 _ACTIVE = (_READY, _RUNNING, _RETRYING)
 _OVER = (_COMPLETED, _SKIPPED)
@@ -177,7 +179,7 @@ def accept(
 
 def ready_units(event: Event) -> list[str]:
     """Units a worker may claim now."""
-    if event.status in TERMINAL_EVENT:
+    if event.status in _IDLE:
         return []
     units = []
     for step_id, state in event.steps.items():
@@ -191,7 +193,7 @@ def ready_units(event: Event) -> list[str]:
 
 def timers(event: Event) -> list[tuple[str, float]]:
     """Units that are due at a time: retries, delays, and waits with a timeout."""
-    if event.status in TERMINAL_EVENT:
+    if event.status in _IDLE:
         return []
     return [
         (unit_key(step_id, item), state.run_at)
@@ -219,7 +221,7 @@ def claim(
     """
     step_id, item = parse_unit(unit)
     state = _unit_state(event, step_id, item)
-    if event.status in TERMINAL_EVENT or state is None or state.status not in _CLAIMABLE:
+    if event.status in _IDLE or state is None or state.status not in _CLAIMABLE:
         return None
     if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
         return None
@@ -343,7 +345,8 @@ def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, set
         raise InvalidData(f"signal '{name}' does not match the outputs of step '{target.id}'", problems)
     event = event.copy()
     if waiting:
-        event.status = _EVENT_RUNNING
+        if event.status is not _EVENT_PAUSED:
+            event.status = _EVENT_RUNNING
         state = event.own(target.id)
         _complete(state, outputs, now)
         state.route = SIGNAL_ROUTE
@@ -363,7 +366,7 @@ def check_outputs(service: Service, outputs: Any) -> tuple[dict[str, Any], list[
 
 def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
     """Units the sweeper should send to the workers again: their message is late or their worker gone."""
-    if event.status in TERMINAL_EVENT:
+    if event.status in _IDLE:
         return []
     return [
         unit_key(step_id, item)
@@ -399,7 +402,34 @@ def cancel(event: Event, now: float, settings: Settings) -> Event:
     return event
 
 
+def pause(event: Event, now: float) -> Event:
+    """Start nothing more until :func:`resume`: calls under way finish and are recorded, steps they make ready wait.
+
+    A paused event has no due time, so the sweeper leaves it alone; a signal is still delivered.
+    """
+    if event.status in _IDLE:
+        raise InvalidState(f"event '{event.id}' is {event.status.value}; only an event under way can be paused")
+    event = event.copy()
+    event.status = _EVENT_PAUSED
+    event.updated_at = now
+    event.due_at = None
+    return event
+
+
 def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
+    """Go on with a paused event: its ready steps go to the workers, its timers run again."""
+    if event.status is not _EVENT_PAUSED:
+        raise InvalidState(f"event '{event.id}' is {event.status.value}; only a paused event can be resumed")
+    event = event.copy()
+    event.status = _EVENT_RUNNING
+    for step_id, item, state in list(_units(event)):
+        # What fell due during the pause is sent at once, as by the sweeper; a lease that ran out stays overdue.
+        if state.status is not _RUNNING and (due := _unit_due(state, settings)) is not None and due <= now:
+            _own_unit(event, step_id, item).nudged_at = now
+    return _close(plan, event, now, settings)
+
+
+def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     """Retry a failed event from its failed steps; the completed ones keep their results.
 
     Steps the engine runs itself run again at once; calls go back to the workers.
@@ -488,7 +518,8 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     """The end of a transition: the event's status follows from its steps', and ``due_at`` from its units'.
 
     An event whose steps are all over completes. One with nothing left but waits and delays is waiting, and a
-    waiting one with work again is running; an accepted one stays so until a worker claims a step.
+    waiting one with work again is running; an accepted one stays so until a worker claims a step, and a paused
+    one until it is resumed, with no due time meanwhile.
     """
     event.updated_at = now
     event.due_at = None
@@ -496,6 +527,8 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
         over, active, waiting, due = _scan(event, settings)
         if over:
             _end(plan, event, _EVENT_COMPLETED)
+            return event
+        if event.status is _EVENT_PAUSED:
             return event
         if waiting and not active:
             event.status = _EVENT_WAITING

@@ -15,6 +15,8 @@ class EventStatus(StrEnum):
     ACCEPTED = "accepted"
     RUNNING = "running"
     WAITING = "waiting"
+    PAUSED = "paused"
+    """Calls under way finish and are recorded, but nothing new starts until the event is resumed."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -64,6 +64,8 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events",
         "/events/{event_id}",
         "/events/{event_id}/cancel",
+        "/events/{event_id}/pause",
+        "/events/{event_id}/resume",
         "/events/{event_id}/retry",
         "/events/{event_id}/signals/{name}",
         "/workflows/{key}/graph",

@@ -1,4 +1,4 @@
-"""The consumer API: sending events, reading them, listing, cancelling and retrying them.
+"""The consumer API: sending events, reading them, listing, cancelling, pausing, resuming and retrying them.
 
 No worker runs: an event stays as the API left it unless a test runs its
 first step with ``machinery.runner.run``, which carries it as far as it goes.
@@ -272,6 +272,38 @@ def test_retrying_an_event_that_has_not_failed_answers_409(client: FlaskClient, 
     assert "accepted" in body["message"]
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
-def test_cancelling_or_retrying_an_unknown_event_answers_404(client: FlaskClient, action: str) -> None:
+def test_pausing_an_event_answers_200_and_no_worker_takes_a_step_of_it_until_it_is_resumed(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    event_id = send(client)["event_id"]
+    response = client.post(f"/events/{event_id}/pause")
+    assert response.status_code == 200
+    assert response.json["status"] == "paused"
+    assert [e["id"] for e in client.get("/events?status=paused").json] == [event_id]
+
+    machinery.runner.run(event_id, "upper")
+    assert [s["status"] for s in client.get(f"/events/{event_id}").json["steps"]] == ["ready", "pending", "pending"]
+
+    response = client.post(f"/events/{event_id}/resume")
+    assert response.status_code == 202
+    assert response.json["status"] == "running"
+    machinery.runner.run(event_id, "upper")
+    assert client.get(f"/events/{event_id}").json["status"] == "completed"
+
+
+def test_pausing_a_finished_or_paused_event_and_resuming_one_not_paused_answer_409(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    completed = send(client)["event_id"]
+    machinery.runner.run(completed, "upper")
+    paused = send(client)["event_id"]
+    client.post(f"/events/{paused}/pause")
+
+    assert "completed" in error(client.post(f"/events/{completed}/pause"), 409)["message"]
+    assert "paused" in error(client.post(f"/events/{paused}/pause"), 409)["message"]
+    assert "completed" in error(client.post(f"/events/{completed}/resume"), 409)["message"]
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry", "pause", "resume"])
+def test_acting_on_an_unknown_event_answers_404(client: FlaskClient, action: str) -> None:
     error(client.post(f"/events/nothing/{action}"), 404)

@@ -254,6 +254,22 @@ def test_an_unfinished_event_can_be_cancelled_from_its_page(page: Page) -> None:
 
 
 @pytest.mark.usefixtures("more_workflows")
+def test_an_event_can_be_paused_and_resumed_from_its_page(page: Page) -> None:
+    page.goto("/#/workflows/approval")
+    send_from_form(page, document="memo")
+    expect(page.locator("#event-status")).to_have_text("waiting")
+    expect(page.get_by_role("button", name="Resume")).to_be_disabled()
+
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#event-status")).to_have_text("paused")
+    expect(page.get_by_role("button", name="Pause")).to_be_disabled()
+
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#event-status")).to_have_text("waiting")
+    expect(page.get_by_role("button", name="Resume")).to_be_disabled()
+
+
+@pytest.mark.usefixtures("more_workflows")
 def test_a_failed_event_shows_why_and_can_be_retried_from_its_page(page: Page) -> None:
     page.goto("/#/workflows/flaky")
     send_from_form(page, message="hello")

@@ -358,6 +358,12 @@ class Driver:
     def cancel(self, event: Event, now: float) -> Event:
         return decider.cancel(event, now, self.settings)
 
+    def retry(self, event: Event, now: float) -> Event:
+        return decider.retry(self.plan, event, now, self.settings)
+
+    def pause(self, event: Event, now: float) -> Event:
+        return decider.pause(event, now)
+
     def resume(self, event: Event, now: float) -> Event:
         return decider.resume(self.plan, event, now, self.settings)
 

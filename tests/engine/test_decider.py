@@ -1,4 +1,4 @@
-"""The decider: pure transitions of an event, from acceptance to completion, failure, cancellation and resumption.
+"""The decider: pure transitions of an event, from acceptance to completion, failure, cancellation and retries.
 
 Times are plain numbers; the event is accepted at 100 unless a test says otherwise. A claim lasts the service's
 timeout (10 s) plus the lease grace (5 s); a ready step is stale after 30 s (see ``SETTINGS`` in builders.py).
@@ -469,11 +469,11 @@ def test_cancelling_an_event_that_is_over_raises_invalid_state(text_chain, statu
 # Resuming a failed event
 
 
-def test_resume_makes_the_failed_step_ready_again_and_keeps_the_completed_steps_outputs(text_chain):
+def test_retry_makes_the_failed_step_ready_again_and_keeps_the_completed_steps_outputs(text_chain):
     event = text_chain.run(text_chain.accept({"message": "a b"}), "upper", UPPER, now=101)
     event, call = text_chain.call(event, "reverse", now=103)
     event = text_chain.done(event, call, now=104, error=PERMANENT)
-    event = decider.resume(text_chain.plan, event, 200, SETTINGS)
+    event = decider.retry(text_chain.plan, event, 200, SETTINGS)
     assert event.status is EventStatus.RUNNING
     assert event.error is None
     assert statuses(event) == {"upper": "completed", "reverse": "ready", "space-counter": "pending"}
@@ -490,36 +490,36 @@ def test_resume_makes_the_failed_step_ready_again_and_keeps_the_completed_steps_
     assert event.outputs == {"message": "B A", "space_count": 1}
 
 
-def test_resume_gives_the_failed_step_a_fresh_retry_budget(text_chain):
+def test_retry_gives_the_failed_step_a_fresh_retry_budget(text_chain):
     event = failed(text_chain, error=TRANSIENT)
     for now in (110, 120):
         event, call = text_chain.call(event, "upper", now=now)
         event = text_chain.done(event, call, now=now + 1, error=TRANSIENT)
     assert event.status is EventStatus.FAILED
-    event = decider.resume(text_chain.plan, event, 200, SETTINGS)
+    event = decider.retry(text_chain.plan, event, 200, SETTINGS)
     event, call = text_chain.call(event, "upper", now=201)
     event = text_chain.done(event, call, now=202, error=TRANSIENT)
     assert event.steps["upper"].status is StepStatus.RETRYING
     assert event.steps["upper"].run_at == 202 + 1.0
 
 
-def test_resume_after_too_many_lost_workers_gives_the_step_a_fresh_start(text_chain):
+def test_retry_after_too_many_lost_workers_gives_the_step_a_fresh_start(text_chain):
     event = text_chain.accept({"message": "a b"})
     for now in (101, 200, 300):
         event, _ = text_chain.call(event, "upper", now=now)
     event, _ = text_chain.claim(event, "upper", now=400)
     assert event.status is EventStatus.FAILED
-    event = decider.resume(text_chain.plan, event, 500, SETTINGS)
+    event = decider.retry(text_chain.plan, event, 500, SETTINGS)
     event, call = text_chain.call(event, "upper", now=501)
     assert event.steps["upper"].lost == 0
     assert text_chain.done(event, call, now=502, outputs=UPPER).steps["upper"].status is StepStatus.COMPLETED
 
 
 @pytest.mark.parametrize("status", ["accepted", "running", "completed", "cancelled"])
-def test_resume_of_an_event_that_has_not_failed_raises_invalid_state(text_chain, status):
+def test_retry_of_an_event_that_has_not_failed_raises_invalid_state(text_chain, status):
     event = in_status(text_chain, status)
     with pytest.raises(InvalidState, match=f"event 'ev-1' is {status}; only a failed event can be retried"):
-        decider.resume(text_chain.plan, event, 200, SETTINGS)
+        decider.retry(text_chain.plan, event, 200, SETTINGS)
 
 
 # The sweeper: overdue steps, nudges and due_at
@@ -658,7 +658,7 @@ def test_a_failing_branch_fails_the_event_and_the_other_branchs_late_result_is_s
         "space-counter": "failed",
         "join": "pending",
     }
-    event = decider.resume(diamond.plan, event, 200, SETTINGS)
+    event = decider.retry(diamond.plan, event, 200, SETTINGS)
     assert decider.ready_units(event) == ["space-counter"]
 
 

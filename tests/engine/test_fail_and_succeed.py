@@ -94,15 +94,11 @@ def test_a_fail_step_ends_the_event_while_a_parallel_step_is_still_running():
     assert decider.ready_units(event) == []
 
 
-def test_resuming_an_event_a_fail_step_ended_does_not_complete_it():
+def test_an_event_a_fail_step_ended_cannot_be_retried():
     driver = gate(fail("reject", "the score is too low"))
     event = driver.run(driver.accept({"message": "m"}), "check", {"score": 0}, now=101)
-    try:
-        resumed = driver.resume(event, 200)
-    except InvalidState:
-        return
-    assert resumed.status is EventStatus.FAILED
-    assert resumed.error["kind"] == "fail"
+    with pytest.raises(InvalidState, match="failed on purpose by its step 'reject'"):
+        driver.retry(event, 200)
 
 
 # Succeed

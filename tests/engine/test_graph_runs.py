@@ -1,5 +1,5 @@
 """Graph workflows at run time: parallel branches and joins, explicit data mapping, the context, and cancelling or
-resuming events whose steps are of every kind.
+retrying events whose steps are of every kind.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def test_a_field_is_copied_into_a_services_input_by_an_input_mapping():
     assert event.outputs == {"message": "AB", "text": "ab"}
 
 
-# Cancelling and resuming events with control steps
+# Cancelling and retrying events with control steps
 
 
 def test_cancel_cancels_a_waiting_wait_and_its_timer():
@@ -287,7 +287,7 @@ def test_cancel_of_a_waiting_event_is_allowed():
     assert driver.cancel(event, 101).status is EventStatus.CANCELLED
 
 
-def test_resume_keeps_a_wait_waiting_with_its_timer_and_the_signal_then_completes_it():
+def test_retry_keeps_a_wait_waiting_with_its_timer_and_the_signal_then_completes_it():
     workflow = graph(
         [
             wait("w", "go", ["ok:bool"], timeout=600, on_timeout=["late"]),
@@ -302,7 +302,7 @@ def test_resume_keeps_a_wait_waiting_with_its_timer_and_the_signal_then_complete
     event = driver.done(event, call, now=102, error=PERMANENT)
     assert event.status is EventStatus.FAILED
     assert decider.timers(event) == []
-    event = driver.resume(event, 200)
+    event = driver.retry(event, 200)
     assert statuses(event) == {"w": "waiting", "upper": "ready", "count": "pending", "late": "pending"}
     assert decider.timers(event) == [("w", 700)]
     event = driver.signal(event, "go", {"ok": True}, now=201)
@@ -310,19 +310,19 @@ def test_resume_keeps_a_wait_waiting_with_its_timer_and_the_signal_then_complete
     assert statuses(event) == {"w": "completed", "upper": "completed", "count": "ready", "late": "skipped"}
 
 
-def test_resume_of_a_map_retries_only_its_failed_items():
+def test_retry_of_a_map_retries_only_its_failed_items():
     workflow = graph([map_step("m", "square", from_input("ns"), "n")], inputs=["ns:array<int>"])
     driver = Driver(workflow, SERVICES)
     event = driver.accept({"ns": [1, 2, 3]})
     event = driver.run(event, "m[0]", {"square": 1}, now=101)
     event, call = driver.call(event, "m[1]", now=101)
     event = driver.done(event, call, now=102, error=PERMANENT)
-    event = driver.resume(event, 200)
+    event = driver.retry(event, 200)
     assert item_statuses(event, "m") == ["completed", "ready", "ready"]
     assert event.steps["m"].items[0].outputs == {"square": 1}
 
 
-def test_resume_runs_a_failed_switch_again_in_the_engine():
+def test_retry_runs_a_failed_switch_again_in_the_engine():
     workflow = graph(
         [step("count"), switch("route", "steps.count.n > 1", {"true": ["upper"]}, after=["count"]), step("upper")],
         inputs=["message:string"],
@@ -330,16 +330,16 @@ def test_resume_runs_a_failed_switch_again_in_the_engine():
     driver = Driver(workflow, SERVICES)
     event = driver.run(driver.accept({"message": "m"}), "count", {"n": 0}, now=101)
     assert event.status is EventStatus.FAILED
-    event = driver.resume(event, 200)
+    event = driver.retry(event, 200)
     assert decider.ready_units(event) == []
     assert event.steps["route"].status is not StepStatus.READY
     assert "no longer registered" not in str(event.error)
 
 
-def test_resume_runs_a_failed_transform_again_in_the_engine():
+def test_retry_runs_a_failed_transform_again_in_the_engine():
     workflow = graph([transform("t", {"n": "input.message"}, ["n:int"])], inputs=["message:string"])
     driver = Driver(workflow, SERVICES)
-    event = driver.resume(driver.accept({"message": "m"}), 200)
+    event = driver.retry(driver.accept({"message": "m"}), 200)
     assert decider.ready_units(event) == []
     assert event.steps["t"].status is not StepStatus.READY
 

@@ -179,7 +179,7 @@ def test_a_map_over_a_value_that_is_not_an_array_fails_the_step():
     assert event.error["message"] == "step 'squares' failed: map 'squares' needs an array of items, got int"
 
 
-def test_the_late_result_of_another_item_after_a_failure_is_still_recorded_and_resume_retries_the_failed_item():
+def test_the_late_result_of_another_item_after_a_failure_is_still_recorded_and_a_retry_runs_the_failed_item_again():
     driver = mapping()
     event = accepted(driver, [1, 2])
     event, first = driver.call(event, "squares[0]", now=101)
@@ -187,7 +187,7 @@ def test_the_late_result_of_another_item_after_a_failure_is_still_recorded_and_r
     event = driver.done(event, first, now=102, error=PERMANENT)
     event = driver.done(event, second, now=103, outputs={"square": 14})
     assert item_statuses(event, "squares") == ["failed", "completed"]
-    event = driver.resume(event, 200)
+    event = driver.retry(event, 200)
     assert event.status is EventStatus.RUNNING
     assert event.steps["squares"].status is StepStatus.RUNNING
     assert item_statuses(event, "squares") == ["ready", "completed"]
@@ -199,10 +199,10 @@ def test_the_late_result_of_another_item_after_a_failure_is_still_recorded_and_r
     assert statuses(event) == {"squares": "completed", "report": "ready"}
 
 
-def test_resume_keeps_the_concurrency_limit_of_a_map():
+def test_retry_keeps_the_concurrency_limit_of_a_map():
     driver = mapping(concurrency=1)
     event, call = driver.call(accepted(driver, [1, 2, 3]), "squares[0]", now=101)
-    event = driver.resume(driver.done(event, call, now=102, error=PERMANENT), 200)
+    event = driver.retry(driver.done(event, call, now=102, error=PERMANENT), 200)
     assert item_statuses(event, "squares") == ["ready", "pending", "pending"]
 
 

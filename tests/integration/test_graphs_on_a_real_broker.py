@@ -15,7 +15,7 @@ from machinery.engine.errors import InvalidState
 from machinery.engine.state import EventStatus, StepStatus
 from machinery.schemas import ServiceSchema, WorkflowSchema
 from tests.integration.conftest import WorkerProcess
-from tests.support import ScriptedService, finished, slow
+from tests.support import ScriptedService, finished, slow, wait_for
 
 pytestmark = pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
 
@@ -230,3 +230,33 @@ def test_a_map_of_1000_items_completes_in_order_within_its_concurrency_limit(
     assert len(service.calls) == 1000
     assert 1 < in_flight["max"] <= limit
     service.stop()
+
+
+def test_a_paused_event_finishes_the_call_under_way_and_starts_nothing_more_until_it_is_resumed(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    first, second = ScriptedService([slow(0.5, echo)]).start(), ScriptedService([echo]).start()
+    register(
+        machinery,
+        {"first": first.url, "second": second.url},
+        {"name": "two", "inputs": TEXT, "outputs": TEXT, "services": ["first", "second"]},
+    )
+    start_worker(concurrency=2)
+    event_id = machinery.events.submit("two", {"message": "hi"})[0].id
+    wait_for(lambda: first.calls, what="the first call to start")
+
+    machinery.events.pause(event_id)
+    paused = wait_for(
+        lambda: (e := machinery.events.get(event_id)).steps["first"].status is StepStatus.COMPLETED and e,
+        what="the first call to be recorded",
+    )
+
+    # The worker that recorded the first call would have claimed the second in the same write.
+    assert paused.status is EventStatus.PAUSED
+    assert paused.steps["second"].status is StepStatus.READY
+    machinery.events.resume(event_id)
+    done = finished(machinery.events, event_id)
+    assert (done.status, done.outputs) == (EventStatus.COMPLETED, {"message": "hi"})
+    assert (len(first.calls), len(second.calls)) == (1, 1)
+    first.stop()
+    second.stop()

@@ -1,7 +1,7 @@
 // The machinery dashboard: one page over the REST API, routed by the URL's fragment (#/workflows/x).
 // Every element is built with h(), so no text that comes from the API is ever parsed as HTML.
 
-const EVENT_STATUSES = ["accepted", "running", "waiting", "completed", "failed", "cancelled"];
+const EVENT_STATUSES = ["accepted", "running", "waiting", "paused", "completed", "failed", "cancelled"];
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const EVENT_POLL_MS = 1000;
 const LIST_POLL_MS = 3000;
@@ -609,6 +609,8 @@ async function eventPage(page, _query, id) {
       label,
     );
   const cancel = button("Cancel", "cancel");
+  const pause = button("Pause", "pause");
+  const resume = button("Resume", "resume");
   const retry = button("Retry", "retry");
   const signal = signalCard((name, body) => act(`signals/${enc(name)}`, body));
 
@@ -617,7 +619,7 @@ async function eventPage(page, _query, id) {
     pageHeader(
       h("span", {}, "Event ", h("code", { class: "event-id" }, id), " ", status),
       meta,
-      h("div", { class: "actions" }, cancel, retry),
+      h("div", { class: "actions" }, cancel, pause, resume, retry),
     ),
     unreachable,
     feedback,
@@ -657,6 +659,8 @@ async function eventPage(page, _query, id) {
       keepOpen(steps, () => steps.replaceChildren(...event.steps.map(stepItem)));
       data.replaceChildren(json(event.data));
       cancel.disabled = FINISHED.has(event.status);
+      pause.disabled = FINISHED.has(event.status) || event.status === "paused";
+      resume.disabled = event.status !== "paused";
       retry.disabled = event.status !== "failed";
       signal.hidden = FINISHED.has(event.status);
     }
