@@ -14,10 +14,12 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from machinery.engine import decider
 from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.errors import InvalidState
 from machinery.engine.expressions import Expressions
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller
@@ -138,6 +140,31 @@ class Events:
         """Run a failed event again from its failed steps."""
         return self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
 
+    def retry_failed(self, workflow_key: str, *, step: str | None = None, limit: int = 1000) -> BulkRetry:
+        """Retry the failed events of a workflow (those that failed at ``step``, with one), newest first.
+
+        The events to retry are listed first, then retried one by one: an event that cannot be retried
+        (failed by a ``fail`` step, or retried by somebody else meanwhile) is skipped, with the reason.
+        """
+        workflow_id = self.registry.get_workflow(workflow_key).id
+        failed: list[str] = []
+        offset = 0
+        while len(failed) < limit:
+            page = self.store.list_events(workflow_id=workflow_id, status="failed", offset=offset, limit=100)
+            failed += [e.id for e in page.items if step is None or (e.error or {}).get("step") == step]
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+        report = BulkRetry()
+        for event_id in failed[:limit]:
+            try:
+                self.retry(event_id)
+            except InvalidState as e:
+                report.skipped.append((event_id, str(e)))
+            else:
+                report.retried.append(event_id)
+        return report
+
     def signal(self, event_id: str, name: str, payload: Any) -> Event:
         """Deliver a signal to the step waiting for it, or keep it for the step that will wait for it."""
         return self._update(
@@ -154,6 +181,15 @@ class Events:
             if self.store.save_event(changed):
                 follow_up(self.dispatcher, event, changed)
                 return changed
+
+
+@dataclass
+class BulkRetry:
+    """What :meth:`Events.retry_failed` did."""
+
+    retried: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Event id and the reason it was not retried."""
 
 
 class Runner:

@@ -10,6 +10,8 @@ from flask_smorest.pagination import PaginationParameters
 from machinery.api.blueprint import Blueprint, current_machinery, window
 from machinery.api.schemas import (
     AckSchema,
+    BulkRetryReportSchema,
+    BulkRetrySchema,
     EventQuerySchema,
     EventSchema,
     SignalSchema,
@@ -59,6 +61,19 @@ def list_events(query: dict[str, str], pagination_parameters: PaginationParamete
     )
     pagination_parameters.item_count = page.total
     return [_to_dict(event) for event in page.items]
+
+
+@blp.route("/events/retry", methods=["POST"])
+@blp.arguments(BulkRetrySchema)
+@blp.response(202, BulkRetryReportSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def retry_failed(body: dict[str, Any]) -> dict[str, Any]:
+    """Retry the failed events of a workflow, after a fix, from the steps that failed"""
+    report = current_machinery().events.retry_failed(body["workflow"], step=body.get("step"), limit=body["limit"])
+    return {
+        "retried": report.retried,
+        "skipped": [{"event_id": event_id, "reason": reason} for event_id, reason in report.skipped],
+    }
 
 
 @blp.route("/events/<event_id>", methods=["GET"])

@@ -96,6 +96,26 @@ class EventQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
 
 
+class BulkRetrySchema(Schema):
+    workflow = fields.String(required=True, metadata={"description": "A workflow's id or name"})
+    step = fields.String(metadata={"description": "Only the events that failed at this step"})
+    limit = fields.Integer(
+        load_default=1000,
+        validate=validate.Range(1, 10_000),
+        metadata={"description": "At most this many, newest first"},
+    )
+
+
+class SkippedSchema(Schema):
+    event_id = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class BulkRetryReportSchema(Schema):
+    retried = fields.List(fields.String(), required=True, metadata={"description": "The ids of the events retried"})
+    skipped = fields.List(fields.Nested(SkippedSchema), required=True, metadata={"description": "And of those not"})
+
+
 def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
     """An event as :class:`EventSchema` dumps it, its steps in the order of the workflow it runs."""
     return {

@@ -62,6 +62,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/workflows/{key}",
         "/e/{workflow}",
         "/events",
+        "/events/retry",
         "/events/{event_id}",
         "/events/{event_id}/cancel",
         "/events/{event_id}/pause",

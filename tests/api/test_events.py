@@ -307,3 +307,73 @@ def test_pausing_a_finished_or_paused_event_and_resuming_one_not_paused_answer_4
 @pytest.mark.parametrize("action", ["cancel", "retry", "pause", "resume"])
 def test_acting_on_an_unknown_event_answers_404(client: FlaskClient, action: str) -> None:
     error(client.post(f"/events/nothing/{action}"), 404)
+
+
+def test_retrying_the_failed_events_of_a_workflow_answers_202_with_the_newest_first_up_to_the_limit(
+    client: FlaskClient, machinery: Machinery, one_step: Callable[..., str], workflow: dict[str, Any]
+) -> None:
+    one_step("refuse", (400, {"message": "no"}))
+    failed = [send(client, "refuse")["event_id"] for _ in range(3)]
+    for event_id in failed:
+        machinery.runner.run(event_id, "refuse")
+    completed = send(client)["event_id"]
+    machinery.runner.run(completed, "upper")
+
+    response = client.post("/events/retry", json={"workflow": "refuse", "limit": 2})
+
+    assert response.status_code == 202
+    assert response.json == {"retried": failed[:0:-1], "skipped": []}
+    statuses = {event_id: client.get(f"/events/{event_id}").json["status"] for event_id in failed + [completed]}
+    assert statuses == {failed[0]: "failed", failed[1]: "running", failed[2]: "running", completed: "completed"}
+
+
+def test_retrying_the_events_that_failed_at_one_step_leaves_the_others_failed(
+    client: FlaskClient, machinery: Machinery, serve: Callable[[list[Any]], str]
+) -> None:
+    addresses = {"first": serve([(400, {"message": "no"}), (200, TEXT)]), "second": serve([(400, {"message": "no"})])}
+    for name, address in addresses.items():
+        service = {
+            "name": name,
+            "address": address,
+            "inputs": [MESSAGE],
+            "outputs": [MESSAGE],
+            "retry": {"attempts": 1},
+        }
+        assert client.post("/services", json=service).status_code == 201
+    definition = {"name": "pair", "services": ["first", "second"], "inputs": [MESSAGE], "outputs": [MESSAGE]}
+    assert client.post("/workflows", json=definition).status_code == 201
+    at_first, at_second = send(client, "pair")["event_id"], send(client, "pair")["event_id"]
+    for event_id in (at_first, at_second):
+        machinery.runner.run(event_id, "first")
+
+    response = client.post("/events/retry", json={"workflow": "pair", "step": "second"})
+
+    assert response.json == {"retried": [at_second], "skipped": []}
+    assert client.get(f"/events/{at_first}").json["error"]["step"] == "first"
+
+
+def test_retrying_failed_events_skips_one_a_fail_step_ended_and_says_why(client: FlaskClient) -> None:
+    definition = {"name": "refused", "steps": [{"id": "stop", "kind": "fail", "message": "not today"}]}
+    assert client.post("/workflows", json=definition).status_code == 201
+    event_id = client.post("/e/refused", json={"data": {}}).json["event_id"]
+
+    response = client.post("/events/retry", json={"workflow": "refused"})
+
+    assert response.status_code == 202
+    assert response.json["retried"] == []
+    [skipped] = response.json["skipped"]
+    assert skipped["event_id"] == event_id
+    assert "failed on purpose by its step 'stop'" in skipped["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), [({}, "workflow"), ({"workflow": "x", "limit": 0}, "limit"), ({"workflow": 3}, "workflow")]
+)
+def test_a_bulk_retry_with_a_bad_field_answers_422_naming_it(
+    client: FlaskClient, body: dict[str, Any], field: str
+) -> None:
+    assert list(error(client.post("/events/retry", json=body), 422)["errors"]) == [field]
+
+
+def test_retrying_the_failed_events_of_an_unknown_workflow_answers_404(client: FlaskClient) -> None:
+    error(client.post("/events/retry", json={"workflow": "nothing"}), 404)

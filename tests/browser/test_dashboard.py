@@ -295,3 +295,17 @@ def test_the_events_page_filters_by_workflow_and_status(page: Page) -> None:
     expect(rows).not_to_have_count(0)
     expect(rows.filter(has_not_text="process-text")).to_have_count(0)
     expect(rows.filter(has_not=page.locator(".status-completed"))).to_have_count(0)
+
+
+@pytest.mark.usefixtures("more_workflows")
+def test_the_failed_events_of_a_workflow_can_be_retried_at_once_from_the_events_page(page: Page) -> None:
+    event_id = page.request.post("/e/flaky", data={"data": {"message": "hi"}}).json()["event_id"]
+    page.goto("/#/events?workflow=flaky&status=failed")
+    expect(page.locator("table.list tbody tr").filter(has_text=event_id[:8])).to_have_count(1)
+
+    page.get_by_role("button", name="Retry them all").click()
+
+    expect(page.locator("#events-feedback")).to_have_text("Retried 1 event.")
+    expect(page.locator("table.list tbody tr").filter(has_text=event_id[:8])).to_have_count(0)
+    page.goto(f"/#/events/{event_id}")
+    expect(page.locator("#event-status")).to_have_text("completed")

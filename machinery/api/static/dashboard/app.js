@@ -539,9 +539,32 @@ async function eventsPage(page, query) {
   );
   const list = h("div", {}, loading());
   const pager = h("div", { class: "pager" });
+  const feedback = h("div", { id: "events-feedback" });
+  // After a fix, the failed events of one workflow are retried at once.
+  const retryAll = h(
+    "button",
+    {
+      hidden: !(filters.workflow && filters.status === "failed"),
+      onclick: async () => {
+        const { ok, data } = await api("POST", "/events/retry", { workflow: filters.workflow });
+        if (!ok) {
+          feedback.replaceChildren(alertBox(data));
+          return;
+        }
+        const [first] = data.skipped;
+        const skipped = first ? `; not ${plural(data.skipped.length, "other")}, as ${first.reason}` : "";
+        feedback.replaceChildren(
+          h("p", { class: "success small" }, `Retried ${plural(data.retried.length, "event")}${skipped}.`),
+        );
+        poller.kick();
+      },
+    },
+    "Retry them all",
+  );
   page.show(
     pageHeader("Events", "What was sent to the workflows, and how far each has gone"),
-    h("div", { class: "filters" }, workflowSelect, statusSelect),
+    h("div", { class: "filters" }, workflowSelect, statusSelect, retryAll),
+    feedback,
     card(null, list, pager),
   );
 
@@ -552,7 +575,7 @@ async function eventsPage(page, query) {
       ...names.map((name) => h("option", { value: name, selected: name === filters.workflow }, name)),
     );
   });
-  page.poll(LIST_POLL_MS, async () => {
+  const poller = page.poll(LIST_POLL_MS, async () => {
     const params = new URLSearchParams({
       page: number,
       page_size: 20,
