@@ -224,7 +224,10 @@ class Runner:
         """Handle the message "look at ``unit`` of ``event_id``"."""
         event, call = self._claim(event_id, unit)
         while call is not None:
-            outputs, error = self._call(call, event.id)
+            try:
+                outputs, error = self._call(call, event.id)
+            finally:
+                self._release(call)
             event, call = self._finish(event.id, call, outputs, error)
 
     def sweep(self, limit: int = 500) -> int:
@@ -250,11 +253,32 @@ class Runner:
             if self.store.save_event(changed):
                 follow_up(self.dispatcher, event, changed, call)
                 return changed, call
+            self._release(call)
 
     def _try_claim(self, plan: Plan, event: Event, unit: str, now: float) -> tuple[Event, Call | None] | None:
-        return decider.claim(
+        """The claim of ``unit``; None when there is nothing to do, or when its service has no slot free for it.
+
+        In that last case the unit is noted as waiting for a slot, and sent again when one is given back.
+        """
+        claimed = decider.claim(
             plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
         )
+        call = claimed[1] if claimed is not None else None
+        limit = call.service.concurrency if call is not None else None
+        if call is None or limit is None:
+            return claimed
+        taken = self.store.acquire_slot(
+            call.service.name, limit, call.token, until=call.lease_until, now=now, waiter=(event.id, unit)
+        )
+        return claimed if taken else None
+
+    def _release(self, call: Call | None) -> None:
+        """Give back the slot ``call`` held, if its service limits its calls, and wake the unit waiting longest."""
+        if call is None or call.service.concurrency is None:
+            return
+        waiter = self.store.release_slot(call.service.name, call.token)
+        if waiter is not None:
+            _send(self.dispatcher, *waiter)
 
     def _call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
         caller = self.callers.get(call.service.kind)
@@ -282,6 +306,7 @@ class Runner:
             if self.store.save_event(changed):
                 follow_up(self.dispatcher, event, changed, next_call)
                 return changed, next_call
+            self._release(next_call)
 
 
 def follow_up(dispatcher: Dispatcher, before: Event | None, after: Event, claimed: Call | None = None) -> None:

@@ -103,6 +103,12 @@ class ServiceSchema(StrictSchema):
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     timeout = fields.Float(load_default=10.0, validate=validate.Range(0.001, 3600))
     retry = fields.Nested(RetrySchema, load_default=RetryPolicy)
+    concurrency = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(1, 10_000),
+        metadata={"description": "At most this many calls at once, over every event and worker; none: no limit"},
+    )
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
 
@@ -121,6 +127,7 @@ class ServiceSchema(StrictSchema):
             description=data["description"],
             timeout=data["timeout"],
             retry=data["retry"],
+            concurrency=data["concurrency"],
         )
 
 
@@ -341,6 +348,7 @@ def service_to_dict(s: Service) -> dict[str, Any]:
         "headers": dict(s.endpoint.headers),
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
+        "concurrency": s.concurrency,
         "inputs": [field_to_dict(f) for f in s.inputs],
         "outputs": [field_to_dict(f) for f in s.outputs],
     }

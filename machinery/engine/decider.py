@@ -108,6 +108,8 @@ class Call(NamedTuple):
     token: str
     idempotency_key: str
     item: int | None = None
+    lease_until: float = 0.0
+    """When the claim lapses, and the unit counts as lost if no result came."""
 
     @property
     def unit(self) -> str:
@@ -267,7 +269,7 @@ def claim(
     state.lease_until = now + service.timeout + settings.lease_grace
     state.nudged_at = None
     state.inputs = inputs
-    call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{unit}", item)
+    call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{unit}", item, state.lease_until)
     return _close(plan, event, now, settings), call
 
 

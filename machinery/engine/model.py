@@ -59,6 +59,8 @@ class Service:
     description: str = ""
     timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int | None = None
+    """At most this many calls at once, over every event and worker; None for no limit."""
     id: str | None = None
     revision: int = 0
 

@@ -101,6 +101,23 @@ class EventStore(Protocol):
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Unfinished events whose ``due_at`` has come, earliest first."""
 
+    def acquire_slot(
+        self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
+    ) -> bool:
+        """Take one of the ``limit`` slots of ``service`` for ``holder`` until ``until``.
+
+        When every one is held past ``now``, note ``waiter`` (an event id and a unit) as
+        waiting for a slot, once however often it is noted, and answer False. A slot whose
+        holder never gave it back (a worker that died) is free again once its time is over.
+        """
+
+    def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
+        """Give back ``holder``'s slot of ``service``; then the waiter noted first, taken off the list, to wake up.
+
+        None when ``holder`` held no slot, or nobody waits. A slot given back while a
+        waiter is being noted is either taken by it or wakes it: no waiter is forgotten.
+        """
+
 
 class Store(RegistryStore, EventStore, Protocol):
     """One database holding both definitions and event state."""

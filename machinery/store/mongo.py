@@ -51,6 +51,8 @@ class MongoStore:
         self._workflows: Collection[Doc] = database.workflows
         self._versions: Collection[Doc] = database.workflow_versions
         self._events: Collection[Doc] = database.events
+        self._slots: Collection[Doc] = database.slots
+        self._slot_waiters: Collection[Doc] = database.slot_waiters
         self._create_indexes()
 
     # Services
@@ -227,6 +229,25 @@ class MongoStore:
         docs = self._events.find({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}).sort("due_at").limit(limit)
         return [_load_event(doc) for doc in docs]
 
+    def acquire_slot(
+        self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
+    ) -> bool:
+        # Without a transaction: the waiter is noted, then the slots are tried once more, so that a slot given
+        # back in between (which found no waiter to wake) is not missed.
+        noted = {"_id": {"service": service, "event_id": waiter[0], "unit": waiter[1]}}
+        if not self._take_slot(service, limit, holder, until, now):
+            self._slot_waiters.update_one(noted, {"$setOnInsert": {"service": service, "since": now}}, upsert=True)
+            if not self._take_slot(service, limit, holder, until, now):
+                return False
+        self._slot_waiters.delete_one(noted)
+        return True
+
+    def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
+        if not self._slots.delete_one({"_id.service": service, "holder": holder}).deleted_count:
+            return None
+        first = self._slot_waiters.find_one_and_delete({"service": service}, sort=[("since", ASCENDING)])
+        return (first["_id"]["event_id"], first["_id"]["unit"]) if first else None
+
     # Helpers
 
     def _create_indexes(self) -> None:
@@ -243,6 +264,22 @@ class MongoStore:
         self._events.create_index([("workflow_id", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)])
         self._events.create_index([("created_at", DESCENDING)])
         self._events.create_index("due_at")
+        self._slot_waiters.create_index([("service", ASCENDING), ("since", ASCENDING)])
+
+    def _take_slot(self, service: str, limit: int, holder: str, until: float, now: float) -> bool:
+        """One of the slots numbered 0 to ``limit`` - 1, each one document changed atomically."""
+        for slot in range(limit):
+            try:
+                # A slot whose time is over is taken over; while it is held, the upsert's insert fails on the _id.
+                self._slots.update_one(
+                    {"_id": {"service": service, "slot": slot}, "until": {"$lte": now}},
+                    {"$set": {"holder": holder, "until": until}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                continue
+            return True
+        return False
 
     def _find_service(self, name: str, projection: Mapping[str, bool]) -> Doc:
         doc = self._services.find_one({"name": name}, projection)

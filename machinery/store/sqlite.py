@@ -71,6 +71,20 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id, status, created_at DESC);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at DESC);
 CREATE INDEX IF NOT EXISTS events_due ON events (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS slots (
+    service TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (service, holder)
+);
+CREATE TABLE IF NOT EXISTS slot_waiters (
+    service TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (service, event_id, unit)
+);
+CREATE INDEX IF NOT EXISTS slot_waiters_in_order ON slot_waiters (service, since);
 """
 
 _INSERT_EVENT = """
@@ -288,6 +302,32 @@ class SqliteStore:
         """Unfinished events whose ``due_at`` has come, earliest first."""
         rows = self._db().execute(_DUE_EVENTS, (now, *_TERMINAL, limit))
         return [Event.from_doc(_doc(row)) for row in rows]
+
+    def acquire_slot(
+        self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
+    ) -> bool:
+        with self._transaction() as db:
+            db.execute("DELETE FROM slots WHERE service = ? AND until <= ?", (service, now))
+            if db.execute("SELECT COUNT(*) FROM slots WHERE service = ?", (service,)).fetchone()[0] < limit:
+                db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (service, holder, until))
+                db.execute(
+                    "DELETE FROM slot_waiters WHERE service = ? AND event_id = ? AND unit = ?", (service, *waiter)
+                )
+                return True
+            db.execute("INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)", (service, *waiter, now))
+            return False
+
+    def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
+        with self._transaction() as db:
+            if not db.execute("DELETE FROM slots WHERE service = ? AND holder = ?", (service, holder)).rowcount:
+                return None
+            first = db.execute(
+                "DELETE FROM slot_waiters WHERE rowid = "
+                "(SELECT rowid FROM slot_waiters WHERE service = ? ORDER BY since, rowid LIMIT 1) "
+                "RETURNING event_id, unit",
+                (service,),
+            ).fetchall()
+            return (first[0]["event_id"], first[0]["unit"]) if first else None
 
     # Connections
 

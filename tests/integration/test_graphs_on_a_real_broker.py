@@ -35,6 +35,25 @@ def echo(payload: dict[str, Any]) -> tuple[int, Any]:
     return 200, {"message": payload["message"]}
 
 
+class InFlight:
+    """A service's handler that answers with ``answer`` after ``seconds``, counting the calls under way at once."""
+
+    def __init__(self, seconds: float, answer: Callable[[dict[str, Any]], tuple[int, Any]]) -> None:
+        self.seconds = seconds
+        self.answer = answer
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, payload: dict[str, Any]) -> tuple[int, Any]:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.now -= 1
+        return self.answer(payload)
+
+
 def test_parallel_branches_run_at_the_same_time(
     machinery: Machinery, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -194,19 +213,8 @@ def test_a_map_of_1000_items_completes_in_order_within_its_concurrency_limit(
     machinery: Machinery, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     limit = 4
-    in_flight = {"now": 0, "max": 0}
-    lock = threading.Lock()
-
-    def count(payload: dict[str, Any]) -> tuple[int, Any]:
-        with lock:
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
-        time.sleep(0.002)
-        with lock:
-            in_flight["now"] -= 1
-        return 200, {"message": payload["message"].upper()}
-
-    service = ScriptedService([count]).start()
+    in_flight = InFlight(0.002, lambda payload: (200, {"message": payload["message"].upper()}))
+    service = ScriptedService([in_flight]).start()
     register(
         machinery,
         {"upper": service.url},
@@ -228,7 +236,7 @@ def test_a_map_of_1000_items_completes_in_order_within_its_concurrency_limit(
     assert done.status is EventStatus.COMPLETED, done.error
     assert done.outputs == {"results": [{"message": w.upper()} for w in words]}
     assert len(service.calls) == 1000
-    assert 1 < in_flight["max"] <= limit
+    assert 1 < in_flight.most <= limit
     service.stop()
 
 
@@ -260,3 +268,32 @@ def test_a_paused_event_finishes_the_call_under_way_and_starts_nothing_more_unti
     assert (len(first.calls), len(second.calls)) == (1, 1)
     first.stop()
     second.stop()
+
+
+def test_a_service_limited_to_two_calls_at_once_gets_at_most_two_over_every_event_and_worker(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    in_flight = InFlight(0.05, echo)
+    service = ScriptedService([in_flight]).start()
+    machinery.registry.add_service(
+        ServiceSchema().load(
+            {"name": "narrow", "address": service.url, "inputs": TEXT, "outputs": TEXT, "concurrency": 2}
+        )
+    )
+    machinery.registry.add_workflow(WorkflowSchema().load({"name": "one", "inputs": TEXT, "services": ["narrow"]}))
+    machinery.registry.add_workflow(
+        WorkflowSchema().load(
+            {"name": "many", "inputs": [{"name": "words", "type": "array", "items": "string"}],
+             "steps": [{"id": "each", "kind": "map", "service": "narrow", "items": "$.input.words", "item": "message",
+                        "concurrency": 4}]}
+        )
+    )  # fmt: skip
+    start_worker(concurrency=6)
+
+    ids = [machinery.events.submit("one", {"message": f"m{i}"})[0].id for i in range(12)]
+    ids.append(machinery.events.submit("many", {"words": [f"w{i}" for i in range(12)]})[0].id)
+
+    assert {finished(machinery.events, event_id).status for event_id in ids} == {EventStatus.COMPLETED}
+    assert len(service.calls) == 24
+    assert in_flight.most == 2
+    service.stop()

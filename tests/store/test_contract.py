@@ -446,6 +446,51 @@ def test_an_event_saved_without_a_due_time_is_no_longer_due(store: Store) -> Non
     assert store.get_event(new.id).due_at is None
 
 
+# Slots: how many calls of a service may be under way at once
+
+
+def take(store: Store, holder: str, *, limit: int = 1, now: float = 10.0, until: float = 100.0) -> bool:
+    """A slot of ``upper`` for ``holder``, who waits as unit ``holder`` of event ``ev``."""
+    return store.acquire_slot("upper", limit, holder, until=until, now=now, waiter=("ev", holder))
+
+
+def test_a_service_gives_out_as_many_slots_as_its_limit(store: Store) -> None:
+    assert [take(store, holder, limit=2) for holder in ("a", "b", "c")] == [True, True, False]
+    assert store.acquire_slot("reverse", 2, "c", until=100.0, now=10.0, waiter=("ev", "c"))
+
+
+def test_a_slot_given_back_wakes_the_waiters_one_at_a_time_in_the_order_they_came(store: Store) -> None:
+    take(store, "a")
+    take(store, "b", now=11.0)
+    take(store, "c", now=12.0)
+    take(store, "b", now=13.0)
+
+    assert store.release_slot("upper", "a") == ("ev", "b")
+    assert take(store, "b", now=14.0)
+    assert store.release_slot("upper", "b") == ("ev", "c")
+    assert store.release_slot("upper", "b") is None
+
+
+def test_a_waiter_that_gets_a_slot_is_no_longer_woken(store: Store) -> None:
+    take(store, "a", limit=2)
+    take(store, "b", limit=2)
+    assert not take(store, "c", limit=2)
+
+    store.release_slot("upper", "a")
+    assert take(store, "c", limit=2)
+    assert store.release_slot("upper", "b") is None
+
+
+def test_a_slot_whose_holder_never_gave_it_back_is_free_once_its_time_is_over(store: Store) -> None:
+    take(store, "lost")
+
+    assert not take(store, "b", now=99.0, until=200.0)
+    assert take(store, "b", now=100.0, until=200.0)
+    assert store.release_slot("upper", "lost") is None
+    assert not take(store, "c", now=150.0, until=300.0)
+    assert store.release_slot("upper", "b") == ("ev", "c")
+
+
 # SQLite only: a real database on disk, shared by processes
 
 
@@ -495,6 +540,24 @@ def test_sqlite_lets_one_of_two_processes_register_a_name(tmp_path: Path) -> Non
     for racer in racers:
         racer.join(timeout=30)
     assert store.list_services(offset=0, limit=10).total == 1
+
+
+def test_sqlite_gives_a_slot_to_one_process_at_a_time(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "machinery.db")
+    fork = multiprocessing.get_context("fork")
+    start, outcomes = fork.Barrier(4), fork.Queue()
+    racers = [fork.Process(target=_take_slot, args=(store, f"p{i}", start, outcomes)) for i in range(4)]
+    for racer in racers:
+        racer.start()
+
+    assert sorted(outcomes.get(timeout=30) for _ in racers) == [False, False, True, True]
+    for racer in racers:
+        racer.join(timeout=30)
+
+
+def _take_slot(store: SqliteStore, holder: str, start: Any, outcomes: Any) -> None:
+    start.wait(timeout=30)
+    outcomes.put(store.acquire_slot("upper", 2, holder, until=100.0, now=10.0, waiter=("ev", holder)))
 
 
 def _increment(store: SqliteStore, event_id: str, times: int) -> None:
