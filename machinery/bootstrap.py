@@ -39,6 +39,8 @@ class Config:
     concurrency: int = 8
     sweep_interval: float = 5.0
     engine: Settings = Settings()
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
 
     @property
     def embedded_worker(self) -> bool:
@@ -65,6 +67,7 @@ class Config:
                 stale_after=number("STALE_AFTER", defaults.stale_after),
                 max_lost=int(number("MAX_LOST", defaults.max_lost)),
             ),
+            api_tokens=tuple(filter(None, (t.strip() for t in env.get("MACHINERY_API_TOKENS", "").split(",")))),
         )
 
 

@@ -34,7 +34,8 @@ def main() -> None:
     """machinery: chain typed HTTP microservices into workflows, and run events through them.
 
     Configuration comes from the environment: MACHINERY_DATA_DIR (the embedded store),
-    MACHINERY_MONGO_URI (use MongoDB instead), MACHINERY_BROKER_URL (run workers apart).
+    MACHINERY_MONGO_URI (use MongoDB instead), MACHINERY_BROKER_URL (run workers apart),
+    MACHINERY_API_TOKENS (require a bearer token); the README lists them all.
     """
 
 

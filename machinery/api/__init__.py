@@ -2,7 +2,8 @@
 
 ``create_app`` is the app factory; ``flask --app machinery.api run`` finds it.
 The OpenAPI document is served at ``/openapi.json`` and Swagger UI, from
-files shipped with the flask-swagger-ui package, at ``/docs``.
+files shipped with the flask-swagger-ui package, at ``/docs``. With
+``MACHINERY_API_TOKENS`` set, requests need a bearer token (see ``auth``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from machinery.api import dashboard, events, graphs, health, services, workflows
+from machinery.api import auth, dashboard, events, graphs, health, services, workflows
 from machinery.api.blueprint import EXTENSION
 from machinery.api.errors import Api, handle_machinery_error
 from machinery.bootstrap import Config, Machinery
@@ -38,9 +39,12 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("MACHINERY_FLASK")
     app.config.from_mapping(config or {})
-    app.extensions[EXTENSION] = machinery or Machinery(Config.from_env())
+    machinery = machinery or Machinery(Config.from_env())
+    app.extensions[EXTENSION] = machinery
 
-    api = Api(app)
+    tokens = machinery.config.api_tokens
+    api = Api(app, spec_kwargs=auth.spec_options(tokens))
+    auth.protect(app, api, tokens)
     app.register_error_handler(MachineryError, handle_machinery_error)
     for module in (health, services, workflows, events, graphs):
         api.register_blueprint(module.blp)

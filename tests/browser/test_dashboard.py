@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 from werkzeug.serving import make_server
 
 from examples.services import DEFINITIONS, EXAMPLES, JsonService
@@ -33,16 +33,6 @@ from tests.support import ScriptedService, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 IMAGES = (
     Path(__file__).parents[2] / "docs" / "images"
     if os.environ.get("MACHINERY_SCREENSHOTS") == "1"
@@ -120,28 +110,6 @@ def more_workflows(machinery: Machinery) -> Iterator[None]:
         registry.delete_workflow(workflow["name"])
     registry.delete_service("refuses-once")
     refuses_once.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        message = f"no Chromium at {CHROMIUM}: install it with scripts/install --dev"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must run the browser tests")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str) -> Iterator[Page]:
-    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def screenshot(page: Page, name: str) -> None:

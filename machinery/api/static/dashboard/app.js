@@ -29,7 +29,7 @@ async function api(method, path, body) {
     init.body = JSON.stringify(body);
   }
   try {
-    const response = await fetch(path, init);
+    const response = await authorisedFetch(path, init);
     const text = await response.text();
     return { ok: response.ok, status: response.status, headers: response.headers, data: parse(text) };
   } catch {
@@ -45,11 +45,77 @@ function parse(text) {
   }
 }
 
+// The API's bearer token, asked for once the API answers 401 and kept for the browser tab's session.
+
+const TOKEN_KEY = "machinery.api-token";
+const signOutLink = document.getElementById("sign-out");
+
+function storedToken() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function storeToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  signOutLink.hidden = !token;
+}
+
+// fetch(), with the stored token. A 401 forgets it and asks for another, unless one was stored since the call.
+async function authorisedFetch(path, init = {}) {
+  const token = storedToken();
+  const headers = { ...init.headers, ...(token && { Authorization: `Bearer ${token}` }) };
+  const response = await fetch(path, { ...init, headers });
+  if (response.status === 401 && storedToken() === token) {
+    storeToken(null);
+    signIn(token && parse(await response.clone().text()));
+  }
+  return response;
+}
+
+// Leaves the page for a card asking for the token; error is why the last one was refused.
+function signIn(error) {
+  current?.leave();
+  const main = document.getElementById("main");
+  if (main.querySelector("#api-token")) return;
+  document.title = "sign in · machinery";
+  const input = h("input", { type: "password", id: "api-token", required: true, autocomplete: "current-password" });
+  const submit = (submitted) => {
+    submitted.preventDefault();
+    storeToken(input.value.trim());
+    route();
+  };
+  main.replaceChildren(
+    h(
+      "div",
+      { class: "sign-in" },
+      card(
+        "Sign in",
+        h("p", { class: "muted" }, "This API asks for a token: one of those in MACHINERY_API_TOKENS."),
+        error && alertBox(error),
+        h(
+          "form",
+          { onsubmit: submit },
+          h("div", { class: "field" }, h("label", { for: "api-token" }, "API token"), input),
+          h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Sign in")),
+        ),
+      ),
+    ),
+  );
+  input.focus();
+}
+
+signOutLink.hidden = !storedToken();
+signOutLink.addEventListener("click", (clicked) => {
+  clicked.preventDefault();
+  storeToken(null);
+  route();
+});
+
 // A graph from the graph endpoints, as inline SVG that shrinks to its container but never grows.
 async function graphView(url) {
   let response;
   try {
-    response = await fetch(url);
+    response = await authorisedFetch(url);
   } catch {
     return alertBox({ message: "The API cannot be reached." });
   }
