@@ -102,7 +102,7 @@ def more_workflows(machinery: Machinery) -> Iterator[None]:
     """The workflows above, and the service refusing its first call, for one test; removed afterwards."""
     refuses_once = ScriptedService([(400, {"message": "not now"}), (200, {"message": "now"})]).start()
     registry = machinery.registry
-    registry.add_service(replace(service_at("upper", refuses_once.url), name="refuses-once"))
+    registry.add_service(replace(service_at("upper", refuses_once.url), name="refuses-once", concurrency=2))
     for workflow in (FORM, APPROVAL, FLAKY):
         registry.add_workflow(WorkflowSchema().load(workflow))
     yield
@@ -250,6 +250,8 @@ def test_a_failed_event_shows_why_and_can_be_retried_from_its_page(page: Page) -
     expect(page.locator("#event-status")).to_have_text("completed")
     expect_painted(page, "refuses-once", StepStatus.COMPLETED)
     expect(page.locator("#timeline-refuses-once")).to_contain_text("2 attempts")
+    page.goto("/#/services")
+    expect(page.locator("#service-refuses-once footer")).to_contain_text("at most 2 calls at once")
 
 
 def test_the_events_page_filters_by_workflow_and_status(page: Page) -> None:

@@ -397,6 +397,7 @@ function serviceCard(service) {
       { class: "muted" },
       `times out after ${service.timeout} s · ${plural(service.retry.attempts, "attempt")}, `,
       `backoff ${service.retry.backoff} s ×${service.retry.multiplier}`,
+      service.concurrency && ` · at most ${plural(service.concurrency, "call")} at once`,
     ),
   );
 }
