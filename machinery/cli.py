@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import MachineryError, NotFound
+from machinery.engine.ports import every
 from machinery.importers import ConversionError, convert
 from machinery.registry import Registry
 from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
@@ -111,9 +112,9 @@ def export(out: Path) -> None:
     """Write every registered definition as a JSON file that `apply` accepts."""
     registry = _machinery().registry
     out.mkdir(parents=True, exist_ok=True)
-    for service in _all(registry.list_services):
+    for service in every(registry.list_services):
         _write(out / f"service-{service.name}.json", service_to_dict(service))
-    for workflow in _all(registry.list_workflows):
+    for workflow in every(registry.list_workflows):
         _write(out / f"workflow-{workflow.name}.json", workflow_to_dict(workflow))
 
 
@@ -205,16 +206,6 @@ def _documents(paths: Sequence[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
             if not isinstance(doc, dict):
                 _fail(f"{file}: a definition is a JSON object", EXIT_INVALID)
             yield file, doc
-
-
-def _all(list_page: Any) -> Iterator[Any]:
-    offset = 0
-    while True:
-        page = list_page(offset=offset, limit=100)
-        yield from page.items
-        offset += len(page.items)
-        if not page.items or offset >= page.total:
-            return
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:

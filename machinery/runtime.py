@@ -9,6 +9,8 @@ sweeper can always resume.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import random
 import time
@@ -22,7 +24,7 @@ from machinery.engine.decider import Call, Plan, Settings, StepError
 from machinery.engine.errors import InvalidState
 from machinery.engine.expressions import Expressions
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller
+from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
 from machinery.engine.state import Event
 
 log = logging.getLogger(__name__)
@@ -147,16 +149,13 @@ class Events:
         (failed by a ``fail`` step, or retried by somebody else meanwhile) is skipped, with the reason.
         """
         workflow_id = self.registry.get_workflow(workflow_key).id
-        failed: list[str] = []
-        offset = 0
-        while len(failed) < limit:
-            page = self.store.list_events(workflow_id=workflow_id, status="failed", offset=offset, limit=100)
-            failed += [e.id for e in page.items if step is None or (e.error or {}).get("step") == step]
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
-                break
+        listed = every(functools.partial(self.store.list_events, workflow_id=workflow_id, status="failed"))
+        # Listed before any is retried: a retried event leaves the list, which would shift its pages.
+        failed = list(
+            itertools.islice((e.id for e in listed if step is None or (e.error or {}).get("step") == step), limit)
+        )
         report = BulkRetry()
-        for event_id in failed[:limit]:
+        for event_id in failed:
             try:
                 self.retry(event_id)
             except InvalidState as e:

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from machinery.api import auth, dashboard, events, graphs, health, services, workflows
+from machinery.api import auth, dashboard, events, graphs, health, metrics, services, workflows
 from machinery.api.blueprint import EXTENSION
 from machinery.api.errors import Api, handle_machinery_error
 from machinery.bootstrap import Config, Machinery
@@ -49,5 +49,6 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     for module in (health, services, workflows, events, graphs):
         api.register_blueprint(module.blp)
     app.register_blueprint(dashboard.bp)
+    metrics.init_app(app)
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "machinery"}))
     return app

@@ -7,7 +7,7 @@ returns False, for event state) instead of overwriting somebody else's write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,6 +22,29 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     total: int
+
+
+def every(list_page: Callable[..., Page[T]], page_size: int = 100) -> Iterator[T]:
+    """Every item of a listing that ``list_page(offset=..., limit=...)`` gives a page at a time."""
+    offset = 0
+    while True:
+        page = list_page(offset=offset, limit=page_size)
+        yield from page.items
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """How much work there is, as the store sees it now."""
+
+    events: Mapping[tuple[str, str], int]
+    """Events by workflow id and status."""
+    overdue: int
+    """Unfinished events whose due time has passed: the sweeper's backlog."""
+    slots: Mapping[str, tuple[int, int]]
+    """By service whose calls are limited: calls holding a slot, and units waiting for one."""
 
 
 class RegistryStore(Protocol):
@@ -110,6 +133,9 @@ class EventStore(Protocol):
         waiting for a slot, once however often it is noted, and answer False. A slot whose
         holder never gave it back (a worker that died) is free again once its time is over.
         """
+
+    def statistics(self, now: float) -> Statistics:
+        """The counts of :class:`Statistics`, as of ``now``."""
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         """Give back ``holder``'s slot of ``service``; then the waiter noted first, taken off the list, to wake up.

@@ -33,7 +33,7 @@ from pymongo.errors import DuplicateKeyError
 
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page
+from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
 from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
 
@@ -241,6 +241,21 @@ class MongoStore:
                 return False
         self._slot_waiters.delete_one(noted)
         return True
+
+    def statistics(self, now: float) -> Statistics:
+        grouped = self._events.aggregate(
+            [{"$group": {"_id": {"workflow_id": "$workflow_id", "status": "$status"}, "count": {"$sum": 1}}}]
+        )
+        slots: dict[str, list[int]] = {}
+        for doc in self._slots.find({"until": {"$gt": now}}, {"_id": True}):
+            slots.setdefault(doc["_id"]["service"], [0, 0])[0] += 1
+        for doc in self._slot_waiters.find({}, {"service": True}):
+            slots.setdefault(doc["service"], [0, 0])[1] += 1
+        return Statistics(
+            events={(g["_id"]["workflow_id"], g["_id"]["status"]): g["count"] for g in grouped},
+            overdue=self._events.count_documents({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}),
+            slots={service: (held, waiting) for service, (held, waiting) in slots.items()},
+        )
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         if not self._slots.delete_one({"_id.service": service, "holder": holder}).deleted_count:

@@ -23,7 +23,7 @@ import orjson
 
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page
+from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
 from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
 
@@ -97,6 +97,7 @@ _SAVE_EVENT = "UPDATE events SET doc = ?, version = version + 1, status = ?, due
 
 _TERMINAL = tuple(status.value for status in EventStatus if status.terminal)
 
+_OVERDUE_EVENTS = f"SELECT COUNT(*) FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
 _DUE_EVENTS = (
     f"SELECT doc FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
     " ORDER BY due_at LIMIT ?"
@@ -316,6 +317,23 @@ class SqliteStore:
                 return True
             db.execute("INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)", (service, *waiter, now))
             return False
+
+    def statistics(self, now: float) -> Statistics:
+        db = self._db()
+        events = db.execute("SELECT workflow_id, status, COUNT(*) FROM events GROUP BY workflow_id, status")
+        overdue = db.execute(_OVERDUE_EVENTS, (now, *_TERMINAL)).fetchone()[0]
+        slots = db.execute(
+            "SELECT service, SUM(held), SUM(waiting) FROM ("
+            " SELECT service, 1 AS held, 0 AS waiting FROM slots WHERE until > ?"
+            " UNION ALL SELECT service, 0, 1 FROM slot_waiters"
+            ") GROUP BY service",
+            (now,),
+        )
+        return Statistics(
+            events={(row[0], row[1]): row[2] for row in events},
+            overdue=overdue,
+            slots={row[0]: (row[1], row[2]) for row in slots},
+        )
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         with self._transaction() as db:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from machinery.api import create_app
 from machinery.bootstrap import Machinery
@@ -94,3 +96,30 @@ def test_swagger_ui_is_served_at_docs_with_its_assets_from_the_app_itself(client
     for asset in assets:
         assert asset.startswith("/docs/"), f"{asset} would be fetched from elsewhere"
         assert client.get(asset).status_code == 200, asset
+
+
+def test_the_metrics_count_the_events_of_each_workflow_by_status_in_prometheus_text_format(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    completed = client.post("/e/process-text", json={"data": {"message": "a b"}}).json["event_id"]
+    machinery.runner.run(completed, "upper")
+    client.post("/e/process-text", json={"data": {"message": "c d"}})
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    events = {s.labels["status"]: s.value for s in families["machinery_events"].samples}
+    assert {s.labels["workflow"] for s in families["machinery_events"].samples} == {"process-text"}
+    assert events == {
+        "accepted": 1,
+        "completed": 1,
+        "running": 0,
+        "waiting": 0,
+        "paused": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert families["machinery_events_overdue"].samples[0].value == 0
+    assert families["process_resident_memory_bytes"].samples[0].value > 0

@@ -100,9 +100,10 @@ def test_the_healthcheck_documentation_and_dashboard_shell_answer_without_a_toke
         assert secured.get(path).status_code == 200, path
 
 
-def test_the_dashboards_data_is_protected(secured: FlaskClient) -> None:
-    for path in ("/workflows", "/events", "/workflows/process-text/graph.svg"):
+def test_the_dashboards_data_and_the_metrics_are_protected(secured: FlaskClient) -> None:
+    for path in ("/workflows", "/events", "/workflows/process-text/graph.svg", "/metrics"):
         assert secured.get(path).status_code == 401, path
+    assert secured.get("/metrics", headers=bearer(TOKENS[0])).status_code == 200
 
 
 def test_a_refused_request_stores_nothing(secured: FlaskClient) -> None:

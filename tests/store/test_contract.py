@@ -491,6 +491,26 @@ def test_a_slot_whose_holder_never_gave_it_back_is_free_once_its_time_is_over(st
     assert store.release_slot("upper", "b") == ("ev", "c")
 
 
+def test_the_statistics_count_events_by_workflow_and_status_the_overdue_ones_and_the_slots(store: Store) -> None:
+    for workflow_id, status, due_at in [
+        ("wf", EventStatus.RUNNING, 10.0),
+        ("wf", EventStatus.RUNNING, 50.0),
+        ("wf", EventStatus.COMPLETED, None),
+        ("other", EventStatus.FAILED, 5.0),
+    ]:
+        store.create_event(event(workflow_id, status=status, due_at=due_at))
+    take(store, "a", limit=2)
+    take(store, "b", limit=2, until=15.0)
+    take(store, "c", limit=2)
+    take(store, "d", limit=2)
+
+    statistics = store.statistics(now=20.0)
+
+    assert statistics.events == {("wf", "running"): 2, ("wf", "completed"): 1, ("other", "failed"): 1}
+    assert statistics.overdue == 1
+    assert statistics.slots == {"upper": (1, 2)}
+
+
 # SQLite only: a real database on disk, shared by processes
 
 

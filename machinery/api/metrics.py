@@ -1,0 +1,70 @@
+"""Prometheus metrics at ``/metrics``: how much work there is, counted in the store at each scrape.
+
+The counts come from the store, so that every API instance reports the same figures whatever process
+did the work; the API's own process adds its resource use. Like the API, ``/metrics`` needs a bearer
+token when tokens are configured, and it stays out of the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from machinery.api.blueprint import current_machinery
+from machinery.engine.ports import every
+from machinery.engine.state import EventStatus
+
+bp = Blueprint("metrics", __name__)
+_REGISTRY = "machinery.metrics"
+
+
+class StoreCollector(Collector):
+    """Events by workflow and status, overdue events, and the calls of services that limit them."""
+
+    def collect(self) -> Iterator[Metric]:
+        machinery = current_machinery()
+        statistics = machinery.store.statistics(time.time())
+        names = {w.id or w.name: w.name for w in every(machinery.registry.list_workflows)}
+        counts = dict.fromkeys(((workflow_id, s.value) for workflow_id in names for s in EventStatus), 0)
+        counts.update(statistics.events)
+        events = GaugeMetricFamily(
+            "machinery_events", "Events stored, by workflow and status", labels=["workflow", "status"]
+        )
+        for (workflow_id, status), count in sorted(counts.items()):
+            # A deleted workflow's events keep its id.
+            events.add_metric([names.get(workflow_id, workflow_id), status], count)
+        yield events
+        yield GaugeMetricFamily(
+            "machinery_events_overdue",
+            "Unfinished events that the sweeper should have moved on by now; a lasting rise means stuck workers",
+            value=statistics.overdue,
+        )
+        in_flight = GaugeMetricFamily(
+            "machinery_service_calls_in_flight", "Calls under way to a service that limits them", labels=["service"]
+        )
+        waiting = GaugeMetricFamily(
+            "machinery_service_calls_waiting", "Calls waiting for a service that limits them", labels=["service"]
+        )
+        for service, (held, queued) in sorted(statistics.slots.items()):
+            in_flight.add_metric([service], held)
+            waiting.add_metric([service], queued)
+        yield in_flight
+        yield waiting
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(current_app.extensions[_REGISTRY]), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector())
+    ProcessCollector(registry=registry)
+    app.extensions[_REGISTRY] = registry
+    app.register_blueprint(bp)
