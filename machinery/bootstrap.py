@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kombu
+
 from machinery.engine.decider import Settings
 from machinery.engine.ports import Store
 from machinery.expressions import CelExpressions
@@ -22,6 +24,8 @@ from machinery.services.http import HttpCaller
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
+BROKER_PROBE_TIMEOUT = 2.0
+"""Seconds the readiness probe waits for the broker."""
 
 
 def default_data_dir() -> Path:
@@ -103,6 +107,21 @@ class Machinery:
         """Run the workers and the sweeper in this process, on the in-memory transport."""
         self._start(InProcessWorker(self.celery, self.config.concurrency))
         self.start_sweeper()
+
+    def unreachable(self) -> list[str]:
+        """What this process needs but cannot reach now: the store, and the broker if workers run apart."""
+        problems = []
+        try:
+            self.store.ping()
+        except Exception as e:  # whatever the driver raises, the probe reports it
+            problems.append(f"the store cannot be reached: {e}")
+        if self.config.broker_url:
+            try:
+                with kombu.Connection(self.config.broker_url, connect_timeout=BROKER_PROBE_TIMEOUT) as connection:
+                    connection.ensure_connection(max_retries=1)
+            except Exception as e:
+                problems.append(f"the broker cannot be reached: {e}")
+        return problems
 
     def stop(self) -> None:
         """Stop the workers and the sweeper this process runs."""

@@ -25,7 +25,7 @@ CHALLENGE = ("WWW-Authenticate", 'Bearer realm="machinery"')
 OPEN_BLUEPRINTS = frozenset({"api-docs", "swagger_ui", "dashboard"})
 """flask-smorest's (the OpenAPI document), flask-swagger-ui's, and the dashboard's page and static files."""
 
-OPEN_ENDPOINTS = frozenset({"health.healthcheck"})
+OPEN_ENDPOINTS = frozenset({"health.healthcheck", "health.readiness"})
 
 
 def spec_options(tokens: Sequence[str]) -> dict[str, Any]:

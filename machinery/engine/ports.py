@@ -148,6 +148,9 @@ class EventStore(Protocol):
 class Store(RegistryStore, EventStore, Protocol):
     """One database holding both definitions and event state."""
 
+    def ping(self) -> None:
+        """Raise if the database cannot be reached now."""
+
 
 class Dispatcher(Protocol):
     """Sends the nudge "look at step X of event Y" to the workers."""

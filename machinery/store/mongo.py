@@ -53,7 +53,11 @@ class MongoStore:
         self._events: Collection[Doc] = database.events
         self._slots: Collection[Doc] = database.slots
         self._slot_waiters: Collection[Doc] = database.slot_waiters
+        self._database = database
         self._create_indexes()
+
+    def ping(self) -> None:
+        self._database.command("ping")
 
     # Services
 

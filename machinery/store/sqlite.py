@@ -113,6 +113,9 @@ class SqliteStore:
         self._inherited: list[sqlite3.Connection] = []
         self._db().executescript(_SCHEMA)
 
+    def ping(self) -> None:
+        self._db().execute("SELECT 1 FROM events LIMIT 1").fetchall()
+
     def close(self) -> None:
         """Close this thread's connection; the next call opens another."""
         if getattr(self._local, "pid", None) == os.getpid():

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from machinery.api import create_app
-from machinery.bootstrap import Machinery
+from machinery.bootstrap import Config, Machinery
+from tests.support import free_port
 
 
 def test_without_a_machinery_the_app_builds_one_from_the_environment(
@@ -58,6 +59,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
     assert document["info"]["title"] == "machinery"
     assert set(document["paths"]) == {
         "/healthcheck",
+        "/readiness",
         "/services",
         "/services/{name}",
         "/workflows",
@@ -123,3 +125,21 @@ def test_the_metrics_count_the_events_of_each_workflow_by_status_in_prometheus_t
     }
     assert families["machinery_events_overdue"].samples[0].value == 0
     assert families["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def test_readiness_answers_200_when_the_store_is_reachable_and_the_workers_run_in_the_api(client: FlaskClient) -> None:
+    response = client.get("/readiness")
+    assert response.status_code == 200
+    assert response.json == {"store": "ok", "broker": "embedded"}
+
+
+def test_readiness_answers_503_naming_the_broker_it_cannot_reach(tmp_path: Path) -> None:
+    machinery = Machinery(Config(data_dir=tmp_path, broker_url=f"redis://127.0.0.1:{free_port()}/0"))
+    client = create_app(machinery, {"TESTING": True}).test_client()
+
+    response = client.get("/readiness")
+
+    assert response.status_code == 503
+    assert response.json["message"].startswith("not ready: the broker cannot be reached: ")
+    assert "store" not in response.json["message"]
+    machinery.store.close()

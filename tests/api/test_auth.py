@@ -89,8 +89,9 @@ def test_an_unknown_path_is_refused_without_a_token_rather_than_found_missing(se
     assert secured.get("/no-such-thing", headers=bearer(TOKENS[0])).status_code == 404
 
 
-def test_the_healthcheck_documentation_and_dashboard_shell_answer_without_a_token(secured: FlaskClient) -> None:
+def test_the_probes_documentation_and_dashboard_shell_answer_without_a_token(secured: FlaskClient) -> None:
     assert secured.get("/healthcheck").status_code == 204
+    assert secured.get("/readiness").status_code == 200
     assert secured.get("/openapi.json").status_code == 200
     docs = secured.get("/docs", follow_redirects=True)
     assert docs.status_code == 200
@@ -142,13 +143,14 @@ def test_the_tokens_do_not_show_in_the_configs_repr() -> None:
     assert "first-token" not in repr(Config(api_tokens=TOKENS))
 
 
-def test_the_openapi_document_declares_the_bearer_scheme_and_requires_it_but_for_the_healthcheck(
+def test_the_openapi_document_declares_the_bearer_scheme_and_requires_it_but_for_the_probes(
     secured: FlaskClient,
 ) -> None:
     document = secured.get("/openapi.json").json
     assert document["components"]["securitySchemes"] == {"bearerAuth": {"type": "http", "scheme": "bearer"}}
     assert document["security"] == [{"bearerAuth": []}]
     assert document["paths"]["/healthcheck"]["get"]["security"] == []
+    assert document["paths"]["/readiness"]["get"]["security"] == []
     assert "security" not in document["paths"]["/services"]["get"]
     schemathesis.openapi.from_dict(document).validate()
 

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from machinery.api import create_app
 from machinery.bootstrap import Machinery
 from machinery.engine.model import Field, HttpEndpoint, Service, Workflow, linear_steps
 from machinery.engine.retry import RetryPolicy
@@ -209,3 +210,9 @@ def restart_redis() -> None:
         check=True,
     )  # fmt: skip
     wait_for(lambda: subprocess.run(["redis-cli", "ping"], capture_output=True).stdout.strip() == b"PONG", timeout=20)
+
+
+def test_the_api_is_ready_once_it_reaches_the_real_broker(machinery: Machinery) -> None:
+    response = create_app(machinery, {"TESTING": True}).test_client().get("/readiness")
+
+    assert (response.status_code, response.json) == (200, {"store": "ok", "broker": "ok"})
