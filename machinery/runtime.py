@@ -123,9 +123,17 @@ class Events:
     def get(self, event_id: str) -> Event:
         return self.store.get_event(event_id)
 
-    def list_events(self, *, workflow: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+    def list_events(
+        self,
+        *,
+        workflow: str | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> Page[Event]:
         workflow_id = self.registry.get_workflow(workflow).id if workflow else None
-        return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit)
+        return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data)
 
     def cancel(self, event_id: str) -> Event:
         return self._update(event_id, lambda e: decider.cancel(e, self.clock(), self.settings))

@@ -54,10 +54,13 @@ def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tupl
 @blp.response(200, EventSchema(many=True))
 @blp.paginate()
 @blp.alt_response(404, response="NOT_FOUND")
-def list_events(query: dict[str, str], pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
+def list_events(query: dict[str, Any], pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
     """List events, newest first"""
     page = current_machinery().events.list_events(
-        workflow=query.get("workflow"), status=query.get("status"), **window(pagination_parameters)
+        workflow=query.get("workflow"),
+        status=query.get("status"),
+        data=query.get("data"),
+        **window(pagination_parameters),
     )
     pagination_parameters.item_count = page.total
     return [_to_dict(event) for event in page.items]

@@ -6,14 +6,18 @@ shared with the CLI and the stores.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from machinery.engine.decider import Plan
 from machinery.engine.model import STEP_KINDS, Step
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
+from machinery.engine.types import type_of
+from machinery.schemas import FIELD_NAME
 
 
 class WorkflowVersionSchema(Schema):
@@ -91,9 +95,42 @@ class SignalSchema(Schema):
         unknown = INCLUDE
 
 
+class DataQuery(fields.Field):
+    """A JSON object in a query parameter, whose keys are field names at every level."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            parsed = json.loads(value)
+        except (TypeError, ValueError):
+            raise ValidationError("is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValidationError(f"should be a JSON object, not {type_of(parsed)}")
+        for key in _keys(parsed):
+            try:
+                FIELD_NAME(key)
+            except ValidationError as e:
+                raise ValidationError(f"'{key}' is no field name: it {e.messages[0]}") from None
+        return parsed
+
+
+def _keys(value: dict[str, Any]) -> Iterator[str]:
+    for key, inner in value.items():
+        yield key
+        if isinstance(inner, dict):
+            yield from _keys(inner)
+
+
 class EventQuerySchema(Schema):
     workflow = fields.String(metadata={"description": "A workflow's id or name"})
     status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
+    data = DataQuery(
+        metadata={
+            "type": "string",
+            "description": "Only the events whose data holds these values, of the same JSON types: an object "
+            "matches field by field, anything else whole, and null also matches a missing field",
+            "example": '{"customer": {"id": 7}}',
+        }
+    )
 
 
 class BulkRetrySchema(Schema):

@@ -118,8 +118,16 @@ class EventStore(Protocol):
         and True is returned; otherwise nothing is written and False is returned.
         """
 
-    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
-        """Newest first."""
+    def list_events(
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> Page[Event]:
+        """Newest first; with ``data``, only the events whose data holds those values (see ``data_conditions``)."""
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Unfinished events whose ``due_at`` has come, earliest first."""

@@ -36,6 +36,7 @@ from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
 from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
+from machinery.store import data_conditions
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -220,10 +221,20 @@ class MongoStore:
         event.version += 1
         return True
 
-    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+    def list_events(
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> Page[Event]:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
-        query = {field: value for field, value in filters.items() if value is not None}
+        query: Doc = {field: value for field, value in filters.items() if value is not None}
+        for path, value in data_conditions(data or {}):
+            query["data." + ".".join(path)] = _same_json(value)
         return _page(
             self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
         )
@@ -355,6 +366,15 @@ def _to_mongo(doc: Doc) -> Doc:
 
 def _from_mongo(doc: Doc) -> Doc:
     return {("id" if key == "_id" else key): value for key, value in doc.items()}
+
+
+def _same_json(value: Any) -> Any:
+    """A condition that a field is ``value``, of the same JSON type, as the SQLite store compares them."""
+    if value is None or isinstance(value, list):
+        return value
+    kind = "bool" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+    # Without the last two, true would match 1 and "a" an array holding it.
+    return {"$eq": value, "$type": kind, "$not": {"$type": "array"}}
 
 
 def _load_event(doc: Doc) -> Event:

@@ -26,6 +26,7 @@ from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
 from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
+from machinery.store import data_conditions
 
 T = TypeVar("T")
 
@@ -294,12 +295,24 @@ class SqliteStore:
             event.version += 1
         return bool(saved)
 
-    def list_events(self, *, workflow_id: str | None, status: str | None, offset: int, limit: int) -> Page[Event]:
+    def list_events(
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> Page[Event]:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
-        where = " AND ".join(f"{column} = ?" for column, value in filters.items() if value is not None)
-        params = tuple(value for value in filters.values() if value is not None)
-        query = f"FROM events WHERE {where}" if where else "FROM events"
+        clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
+        for path, value in data_conditions(data or {}):
+            clause, values = _data_clause("$.data" + "".join(f'."{key}"' for key in path), value)
+            clauses.append(clause)
+            params += values
+        query = f"FROM events WHERE {' AND '.join(clauses)}" if clauses else "FROM events"
         return self._page(query, params, "created_at DESC, id DESC", offset, limit, Event.from_doc)
 
     def due_events(self, now: float, limit: int) -> list[Event]:
@@ -390,6 +403,19 @@ class SqliteStore:
         total = db.execute(f"SELECT COUNT(*) {query}", params).fetchone()[0]
         rows = db.execute(f"SELECT doc {query} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset))
         return Page([load(_doc(row)) for row in rows], total)
+
+
+def _data_clause(at: str, value: Any) -> tuple[str, list[Any]]:
+    """The condition that the JSON at path ``at`` of an event's document is ``value``, of the same JSON type."""
+    if value is None:
+        return "COALESCE(json_type(doc, ?), 'null') = 'null'", [at]
+    if isinstance(value, bool):
+        return "json_type(doc, ?) = ?", [at, "true" if value else "false"]
+    if isinstance(value, int | float):
+        return "json_type(doc, ?) IN ('integer', 'real') AND json_extract(doc, ?) = ?", [at, at, value]
+    if isinstance(value, str):
+        return "json_type(doc, ?) = 'text' AND json_extract(doc, ?) = ?", [at, at, value]
+    return "json_type(doc, ?) = 'array' AND json_extract(doc, ?) = json(?)", [at, at, _dumps(value)]
 
 
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:

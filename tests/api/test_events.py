@@ -223,6 +223,42 @@ def test_events_are_listed_by_workflow_and_by_status(
     assert ids("status=cancelled") == [cancelled]
 
 
+def test_events_are_found_by_values_in_their_data(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    sent = {}
+    for message in ("hello world", "good night", "hello world"):
+        sent.setdefault(message, []).append(client.post("/e/process-text", json={"data": {"message": message}}).json)
+    machinery.runner.run(sent["hello world"][0]["event_id"], "upper")
+
+    def found(query: dict[str, Any], **filters: str) -> list[str]:
+        response = client.get("/events", query_string={"data": json.dumps(query), **filters})
+        assert response.status_code == 200, response.json
+        return [e["id"] for e in response.json]
+
+    assert found({"message": "hello world"}) == [ack["event_id"] for ack in reversed(sent["hello world"])]
+    assert found({"message": "hello world"}, status="completed") == [sent["hello world"][0]["event_id"]]
+    assert found({"message": "good night"}, workflow="process-text") == [sent["good night"][0]["event_id"]]
+    assert found({"message": "HELLO WORLD"}) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1]", "should be a JSON object, not array"),
+        ('{"a b": 1}', "'a b' is no field name"),
+        ('{"customer": {"$gt": 1}}', "'$gt' is no field name"),
+    ],
+)
+def test_a_data_filter_that_is_not_an_object_of_field_names_answers_422(
+    client: FlaskClient, data: str, reason: str
+) -> None:
+    body = error(client.get("/events", query_string={"data": data}), 422)
+    assert list(body["errors"]) == ["data"]
+    assert body["errors"]["data"][0].startswith(reason)
+
+
 def test_an_invalid_status_filter_answers_422_naming_it(client: FlaskClient) -> None:
     body = error(client.get("/events?status=lost"), 422)
     assert list(body["errors"]) == ["status"]

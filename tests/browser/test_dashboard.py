@@ -267,6 +267,21 @@ def test_the_events_page_filters_by_workflow_and_status(page: Page) -> None:
     expect(rows.filter(has_not=page.locator(".status-completed"))).to_have_count(0)
 
 
+def test_the_events_page_finds_events_by_their_data_and_says_why_a_filter_is_refused(page: Page) -> None:
+    marked = page.request.post("/e/process-text", data={"data": {"message": "find me"}}).json()["event_id"]
+    assert page.request.post("/e/process-text", data={"data": {"message": "not me"}}).status == 202
+    page.goto("/#/events")
+    page.fill("#filter-data", '{"message": "find me"}')
+    page.press("#filter-data", "Enter")
+
+    rows = page.locator("table.list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text(marked[:12])
+    page.fill("#filter-data", "[1]")
+    page.press("#filter-data", "Enter")
+    expect(page.get_by_role("alert")).to_contain_text("should be a JSON object, not array")
+
+
 @pytest.mark.usefixtures("more_workflows")
 def test_the_failed_events_of_a_workflow_can_be_retried_at_once_from_the_events_page(page: Page) -> None:
     event_id = page.request.post("/e/flaky", data={"data": {"message": "hi"}}).json()["event_id"]

@@ -422,6 +422,45 @@ def test_events_are_listed_by_workflow_and_by_status(store: Store) -> None:
     assert listed("c", None) == ([], 0)
 
 
+SEARCHED = {
+    "plain": {"customer": "acme", "total": 12, "paid": True, "tags": ["a", "b"], "address": {"city": "Lyon"}},
+    "other": {"customer": "acme", "total": 12.5, "paid": 1, "tags": "a", "address": {"city": "Nice"}, "note": None},
+    "third": {"customer": ["acme"], "total": "12", "paid": "true", "address": "Lyon"},
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        ({}, {"plain", "other", "third"}),
+        ({"customer": "acme"}, {"plain", "other"}),
+        ({"customer": "acme", "total": 12}, {"plain"}),
+        ({"total": 12.0}, {"plain"}),
+        ({"total": 12.5}, {"other"}),
+        ({"paid": True}, {"plain"}),
+        ({"paid": 1}, {"other"}),
+        ({"tags": ["a", "b"]}, {"plain"}),
+        ({"tags": "a"}, {"other"}),
+        ({"address": {"city": "Lyon"}}, {"plain"}),
+        ({"note": None}, {"plain", "other", "third"}),
+        ({"customer": "nobody"}, set()),
+    ],
+)
+def test_events_are_found_by_the_values_in_their_data_of_the_same_json_type(
+    store: Store, data: dict[str, Any], found: set[str]
+) -> None:
+    ids = {}
+    for name, values in SEARCHED.items():
+        stored = replace(event(), data=values)
+        store.create_event(stored)
+        ids[stored.id] = name
+
+    page = store.list_events(workflow_id="wf", status=None, offset=0, limit=10, data=data)
+
+    assert {ids[e.id] for e in page.items} == found
+    assert page.total == len(found)
+
+
 def test_due_events_are_the_unfinished_ones_whose_time_has_come_earliest_first(store: Store) -> None:
     later = event(status=EventStatus.RUNNING, due_at=20.0)
     sooner = event(status=EventStatus.WAITING, due_at=10.0)

@@ -585,7 +585,11 @@ function readControl(field, control) {
 // Events
 
 async function eventsPage(page, query) {
-  const filters = { workflow: query.get("workflow") ?? "", status: query.get("status") ?? "" };
+  const filters = {
+    workflow: query.get("workflow") ?? "",
+    status: query.get("status") ?? "",
+    data: query.get("data") ?? "",
+  };
   const number = Number(query.get("page") ?? 1);
   const go = (change) => {
     const next = new URLSearchParams(
@@ -604,6 +608,14 @@ async function eventsPage(page, query) {
     h("option", { value: "" }, "Any status"),
     EVENT_STATUSES.map((s) => h("option", { value: s, selected: s === filters.status }, s)),
   );
+  const dataInput = h("input", {
+    type: "text",
+    id: "filter-data",
+    class: "mono",
+    value: filters.data,
+    placeholder: 'data holds {"customer": "acme"}',
+    onchange: (e) => go({ data: e.target.value.trim() }),
+  });
   const list = h("div", {}, loading());
   const pager = h("div", { class: "pager" });
   const feedback = h("div", { id: "events-feedback" });
@@ -630,7 +642,7 @@ async function eventsPage(page, query) {
   );
   page.show(
     pageHeader("Events", "What was sent to the workflows, and how far each has gone"),
-    h("div", { class: "filters" }, workflowSelect, statusSelect, retryAll),
+    h("div", { class: "filters" }, workflowSelect, statusSelect, dataInput, retryAll),
     feedback,
     card(null, list, pager),
   );
