@@ -238,10 +238,14 @@ class Runner:
             event, call = self._finish(event.id, call, outputs, error)
 
     def sweep(self, limit: int = 500) -> int:
-        """Send again every unit whose message is overdue or whose worker was lost; how many were sent."""
+        """Fail the events past their deadline, and send again every unit whose message is overdue or whose
+        worker was lost; how many were sent."""
         sent = 0
         now = self.clock()
         for event in self.store.due_events(now, limit):
+            if decider.past_deadline(event, now):
+                self.store.save_event(decider.expire(self.plans.for_event(event), event, now))
+                continue
             overdue = decider.overdue_units(event, now, self.settings)
             if overdue and self.store.save_event(decider.nudged(event, overdue, now, self.settings)):
                 for unit in overdue:

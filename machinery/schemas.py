@@ -262,6 +262,12 @@ class WorkflowSchema(StrictSchema):
     )
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    timeout = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0.001, 366 * 24 * 3600),
+        metadata={"description": "Seconds an event has to end; past them it fails. None: no limit"},
+    )
     operations = fields.List(
         fields.Raw(),
         validate=validate.Length(max=0, error="copy fields with a step's 'input' and 'output' mappings instead"),
@@ -285,6 +291,7 @@ class WorkflowSchema(StrictSchema):
             outputs=tuple(data["outputs"]),
             description=data["description"],
             linear=linear,
+            timeout=data["timeout"],
         )
 
 
@@ -395,6 +402,8 @@ def workflow_to_dict(w: Workflow) -> dict[str, Any]:
         doc["steps"] = [step_to_dict(step) for step in w.steps]
     doc["inputs"] = [field_to_dict(f) for f in w.inputs]
     doc["outputs"] = [field_to_dict(f) for f in w.outputs]
+    if w.timeout is not None:
+        doc["timeout"] = w.timeout
     return doc
 
 

@@ -71,6 +71,9 @@ class EventSchema(Schema):
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     idempotency_key = fields.String(allow_none=True)
+    deadline = fields.DateTime(
+        allow_none=True, metadata={"description": "When it fails if it has not ended, from its workflow's timeout"}
+    )
     steps = fields.List(fields.Nested(EventStepSchema), metadata={"description": "In the workflow's order"})
 
 
@@ -165,6 +168,7 @@ def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
         "created_at": _time(event.created_at),
         "updated_at": _time(event.updated_at),
         "idempotency_key": event.idempotency_key,
+        "deadline": _time(event.deadline),
         "steps": [_step(step, event.steps[step.id]) for step in plan.order],
     }
 

@@ -174,6 +174,7 @@ def accept(
         updated_at=now,
         idempotency_key=idempotency_key,
         steps={step.id: StepState() for step in plan.order},
+        deadline=_deadline(workflow, now),
     )
     _advance(plan, event, now)
     return _close(plan, event, now, settings)
@@ -225,6 +226,8 @@ def claim(
     state = _unit_state(event, step_id, item)
     if event.status in _IDLE or state is None or state.status not in _CLAIMABLE:
         return None
+    if past_deadline(event, now):
+        return expire(plan, event, now), None
     if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
         return None
     if state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until:
@@ -385,7 +388,7 @@ def nudged(event: Event, units: list[str], now: float, settings: Settings) -> Ev
         if _unit_state(event, step_id, item) is not None:
             _own_unit(event, step_id, item).nudged_at = now
     if event.status not in TERMINAL_EVENT:
-        event.due_at = _scan(event, settings)[3]
+        event.due_at = _until_deadline(event, _scan(event, settings)[3])
     return event
 
 
@@ -404,17 +407,33 @@ def cancel(event: Event, now: float, settings: Settings) -> Event:
     return event
 
 
+def past_deadline(event: Event, now: float) -> bool:
+    """Whether ``event`` is unfinished at its deadline, and should be expired."""
+    return event.deadline is not None and now >= event.deadline and event.status not in TERMINAL_EVENT
+
+
+def expire(plan: Plan, event: Event, now: float) -> Event:
+    """Fail an event past its deadline; its steps stay as they are, so that a retry goes on from them."""
+    event = event.copy()
+    event.status = _EVENT_FAILED
+    message = f"the event did not end within its workflow's timeout of {plan.workflow.timeout:g} s"
+    event.error = {"kind": "timeout", "message": message}
+    event.updated_at = now
+    event.due_at = None
+    return event
+
+
 def pause(event: Event, now: float) -> Event:
     """Start nothing more until :func:`resume`: calls under way finish and are recorded, steps they make ready wait.
 
-    A paused event has no due time, so the sweeper leaves it alone; a signal is still delivered.
+    A paused event is due only at its deadline, if it has one; a signal is still delivered.
     """
     if event.status in _IDLE:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only an event under way can be paused")
     event = event.copy()
     event.status = _EVENT_PAUSED
     event.updated_at = now
-    event.due_at = None
+    event.due_at = event.deadline
     return event
 
 
@@ -443,6 +462,7 @@ def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event = event.copy()
     event.status = _EVENT_RUNNING
     event.error = None
+    event.deadline = _deadline(plan.workflow, now)
     for step in plan.order:
         if event.steps[step.id].status is not _FAILED:
             continue
@@ -521,7 +541,7 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
 
     An event whose steps are all over completes. One with nothing left but waits and delays is waiting, and a
     waiting one with work again is running; an accepted one stays so until a worker claims a step, and a paused
-    one until it is resumed, with no due time meanwhile.
+    one until it is resumed, due only at its deadline meanwhile.
     """
     event.updated_at = now
     event.due_at = None
@@ -531,13 +551,24 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
             _end(plan, event, _EVENT_COMPLETED)
             return event
         if event.status is _EVENT_PAUSED:
-            return event
-        if waiting and not active:
+            due = None
+        elif waiting and not active:
             event.status = _EVENT_WAITING
         elif event.status is _EVENT_WAITING:
             event.status = _EVENT_RUNNING
-        event.due_at = due
+        event.due_at = _until_deadline(event, due)
     return event
+
+
+def _deadline(workflow: Workflow, now: float) -> float | None:
+    return None if workflow.timeout is None else now + workflow.timeout
+
+
+def _until_deadline(event: Event, due: float | None) -> float | None:
+    """The sooner of ``due`` and the event's deadline."""
+    if event.deadline is None or (due is not None and due < event.deadline):
+        return due
+    return event.deadline
 
 
 def _scan(event: Event, settings: Settings) -> tuple[bool, bool, bool, float | None]:

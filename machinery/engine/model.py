@@ -185,6 +185,8 @@ class Workflow:
     outputs: tuple[Field, ...] = ()
     description: str = ""
     linear: bool = False
+    timeout: float | None = None
+    """Seconds an event has from its acceptance to its end; past them no step starts, and the event fails."""
     id: str | None = None
     version: int = 1
 

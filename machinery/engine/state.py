@@ -131,6 +131,8 @@ class Event:
     idempotency_key: str | None = None
     due_at: float | None = None
     """When the sweeper should look at this event if nothing else moves it; None once it is over."""
+    deadline: float | None = None
+    """When the event fails if it has not ended, from its workflow's timeout."""
     signals: list[dict[str, Any]] = field(default_factory=list)
     """Signals received before the step waiting for them was reached: name, payload, at.
 

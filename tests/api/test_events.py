@@ -413,3 +413,31 @@ def test_a_bulk_retry_with_a_bad_field_answers_422_naming_it(
 
 def test_retrying_the_failed_events_of_an_unknown_workflow_answers_404(client: FlaskClient) -> None:
     error(client.post("/events/retry", json={"workflow": "nothing"}), 404)
+
+
+def test_an_event_of_a_workflow_with_a_timeout_shows_its_deadline_and_fails_once_past_it(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    timed = {key: value for key, value in workflow.items() if key not in ("id", "version")} | {"timeout": 0.001}
+    assert client.put("/workflows/process-text", json=timed).status_code == 200
+    ack = send(client)
+    event = client.get(f"/events/{ack['event_id']}").json
+    assert (utc(event["deadline"]) - utc(event["created_at"])).total_seconds() == pytest.approx(0.001, abs=1e-5)
+
+    machinery.runner.run(ack["event_id"], "upper")
+
+    event = client.get(f"/events/{ack['event_id']}").json
+    assert event["status"] == "failed"
+    assert event["error"] == {
+        "kind": "timeout",
+        "message": "the event did not end within its workflow's timeout of 0.001 s",
+    }
+    assert [s["attempts"] for s in event["steps"]] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "soon"])
+def test_a_workflow_timeout_that_is_not_a_positive_number_answers_422(
+    client: FlaskClient, workflow: dict[str, Any], timeout: Any
+) -> None:
+    timed = {key: value for key, value in workflow.items() if key not in ("id", "version")} | {"timeout": timeout}
+    assert list(error(client.put("/workflows/process-text", json=timed), 422)["errors"]) == ["timeout"]

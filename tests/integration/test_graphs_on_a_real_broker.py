@@ -297,3 +297,19 @@ def test_a_service_limited_to_two_calls_at_once_gets_at_most_two_over_every_even
     assert len(service.calls) == 24
     assert in_flight.most == 2
     service.stop()
+
+
+def test_an_event_waiting_past_its_workflows_timeout_is_failed_by_the_sweeper(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    machinery.registry.add_workflow(
+        WorkflowSchema().load({"name": "bounded", "timeout": 1, "steps": [{"id": "w", "kind": "wait", "signal": "go"}]})
+    )
+    start_worker()
+    event = machinery.events.submit("bounded", {})[0]
+    assert event.status is EventStatus.WAITING
+
+    done = finished(machinery.events, event.id, timeout=10)
+
+    assert (done.status, done.error["kind"]) == (EventStatus.FAILED, "timeout")
+    assert done.updated_at >= event.deadline
