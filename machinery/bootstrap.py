@@ -20,6 +20,7 @@ from machinery.engine.ports import Store
 from machinery.expressions import CelExpressions
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.services.health import HealthProber
 from machinery.services.http import HttpCaller
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
@@ -42,6 +43,10 @@ class Config:
     broker_url: str | None = None
     concurrency: int = 8
     sweep_interval: float = 5.0
+    health_interval: float = 10.0
+    """Seconds between two probes of the services that have a health check; 0 probes none."""
+    health_down_after: int = 3
+    """Failed probes in a row after which a service is down, and its calls are held."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -66,6 +71,8 @@ class Config:
             broker_url=env.get("MACHINERY_BROKER_URL") or None,
             concurrency=int(number("CONCURRENCY", 8)),
             sweep_interval=number("SWEEP_INTERVAL", 5.0),
+            health_interval=number("HEALTH_INTERVAL", 10.0),
+            health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -101,7 +108,11 @@ class Machinery:
         self.runner.run(event_id, step_id)
 
     def start_sweeper(self) -> None:
+        """Start the sweeper, and the health prober unless MACHINERY_HEALTH_INTERVAL is 0."""
         self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
+        if self.config.health_interval > 0:
+            prober = HealthProber(self.store, self.dispatcher, self.config.health_down_after)
+            self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 
     def start_embedded_worker(self) -> None:
         """Run the workers and the sweeper in this process, on the in-memory transport."""

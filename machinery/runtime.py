@@ -23,6 +23,7 @@ from machinery.engine import decider
 from machinery.engine.decider import Call, Plan, Settings, StepError
 from machinery.engine.errors import InvalidState
 from machinery.engine.expressions import Expressions
+from machinery.engine.health import DOWN, Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
 from machinery.engine.state import Event
@@ -55,13 +56,22 @@ class Plans:
 
 
 class ServiceCache:
-    """Service definitions as a worker sees them, re-read from the store every ``ttl`` seconds."""
+    """Service definitions and health as a worker sees them, re-read from the store every ``ttl`` seconds."""
 
     def __init__(self, store: RegistryStore, ttl: float = 2.0, clock: Clock = time.monotonic) -> None:
         self.store = store
         self.ttl = ttl
         self.clock = clock
         self._cache: dict[str, tuple[float, Service | None]] = {}
+        self._health: tuple[float, dict[str, Health]] | None = None
+
+    def down(self, name: str) -> bool:
+        """Whether the latest probe of the service ``name`` found it down."""
+        now = self.clock()
+        if self._health is None or now - self._health[0] > self.ttl:
+            self._health = (now, self.store.health())
+        health = self._health[1].get(name)
+        return health is not None and health.status == DOWN
 
     def of(self, plan: Plan) -> dict[str, Service]:
         found = {}
@@ -267,14 +277,19 @@ class Runner:
             self._release(call)
 
     def _try_claim(self, plan: Plan, event: Event, unit: str, now: float) -> tuple[Event, Call | None] | None:
-        """The claim of ``unit``; None when there is nothing to do, or when its service has no slot free for it.
+        """The claim of ``unit``; None when there is nothing to do, or when its service is down or has no slot
+        free for it.
 
-        In that last case the unit is noted as waiting for a slot, and sent again when one is given back.
+        In those cases the unit is noted as waiting, and sent again once the service is up or a slot is given back.
         """
         claimed = decider.claim(
             plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
         )
         call = claimed[1] if claimed is not None else None
+        if call is not None and call.service.healthcheck is not None and self.services.down(call.service.name):
+            # Held, not claimed: a call now would only use up its retries. The prober sends it once it is up.
+            self.store.hold(call.service.name, (event.id, unit), since=now)
+            return None
         limit = call.service.concurrency if call is not None else None
         if call is None or limit is None:
             return claimed

@@ -109,6 +109,13 @@ class ServiceSchema(StrictSchema):
         validate=validate.Range(1, 10_000),
         metadata={"description": "At most this many calls at once, over every event and worker; none: no limit"},
     )
+    healthcheck = fields.Url(
+        load_default=None,
+        allow_none=True,
+        require_tld=False,
+        schemes={"http", "https"},
+        metadata={"description": "A URL answering GET with 2xx while the service is up; probed if given"},
+    )
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
 
@@ -128,6 +135,7 @@ class ServiceSchema(StrictSchema):
             timeout=data["timeout"],
             retry=data["retry"],
             concurrency=data["concurrency"],
+            healthcheck=data["healthcheck"],
         )
 
 
@@ -356,6 +364,7 @@ def service_to_dict(s: Service) -> dict[str, Any]:
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,
+        "healthcheck": s.healthcheck,
         "inputs": [field_to_dict(f) for f in s.inputs],
         "outputs": [field_to_dict(f) for f in s.outputs],
     }

@@ -83,13 +83,20 @@ class InProcessWorker:
 
 
 class Sweeper:
-    """Calls ``sweep`` every ``interval`` seconds in a thread, and once at once."""
+    """Calls ``sweep`` every ``interval`` seconds in a thread, and once at once; logs ``report`` % what it returns."""
 
-    def __init__(self, sweep: Callable[[], Any], interval: float) -> None:
+    def __init__(
+        self,
+        sweep: Callable[[], Any],
+        interval: float,
+        name: str = "sweeper",
+        report: str = "sweeper sent %d overdue steps again",
+    ) -> None:
         self.sweep = sweep
         self.interval = interval
+        self.report = report
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="machinery-sweeper", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"machinery-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -101,9 +108,9 @@ class Sweeper:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                sent = self.sweep()
-                if sent:
-                    log.info("sweeper sent %d overdue steps again", sent)
+                done = self.sweep()
+                if done:
+                    log.info(self.report, done)
             except Exception:
-                log.exception("sweep failed; trying again in %s s", self.interval)
+                log.exception("%s failed; trying again in %s s", self.thread.name, self.interval)
             self._stop.wait(self.interval)

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask_smorest import abort
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
+from machinery.engine.ports import every
 
 blp = Blueprint("health", __name__, description="Whether the API answers, and whether it can reach what it needs")
+
+
+class ServiceHealthSchema(Schema):
+    service = fields.String(required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([UP, UNREACHABLE, DOWN]),
+        metadata={"description": "down after MACHINERY_HEALTH_DOWN_AFTER failed probes in a row; its calls wait"},
+    )
+    since = fields.DateTime(required=True, metadata={"description": "When it entered this status"})
+    checked_at = fields.DateTime(required=True, metadata={"description": "When it was last probed"})
+    failures = fields.Integer(required=True, metadata={"description": "Probes failed in a row"})
+    error = fields.String(allow_none=True, metadata={"description": "Why the last probe failed"})
 
 
 class ReadinessSchema(Schema):
@@ -22,6 +38,26 @@ class ReadinessSchema(Schema):
 @blp.doc(security=[])
 def healthcheck() -> None:
     """The API is up"""
+
+
+@blp.route("/health/services")
+@blp.response(200, ServiceHealthSchema(many=True))
+def services_health() -> list[dict[str, Any]]:
+    """The last probe of each service that has a health check, by name"""
+    machinery = current_machinery()
+    probed = machinery.store.health()
+    names = sorted(s.name for s in every(machinery.registry.list_services) if s.healthcheck and s.name in probed)
+    return [{"service": name, **_health_to_dict(probed[name])} for name in names]
+
+
+def _health_to_dict(health: Health) -> dict[str, Any]:
+    return {
+        "status": health.status,
+        "since": datetime.fromtimestamp(health.since, UTC),
+        "checked_at": datetime.fromtimestamp(health.checked_at, UTC),
+        "failures": health.failures,
+        "error": health.error,
+    }
 
 
 @blp.route("/readiness")

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from machinery.api.blueprint import current_machinery
+from machinery.engine.health import UP
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus
 
@@ -24,7 +25,7 @@ _REGISTRY = "machinery.metrics"
 
 
 class StoreCollector(Collector):
-    """Events by workflow and status, overdue events, and the calls of services that limit them."""
+    """Events by workflow and status, overdue events, the calls of services that limit them, services' health."""
 
     def collect(self) -> Iterator[Metric]:
         machinery = current_machinery()
@@ -48,13 +49,21 @@ class StoreCollector(Collector):
             "machinery_service_calls_in_flight", "Calls under way to a service that limits them", labels=["service"]
         )
         waiting = GaugeMetricFamily(
-            "machinery_service_calls_waiting", "Calls waiting for a service that limits them", labels=["service"]
+            "machinery_service_calls_waiting",
+            "Calls waiting for a slot of a service that limits them, or for a service found down to be up",
+            labels=["service"],
         )
         for service, (held, queued) in sorted(statistics.slots.items()):
             in_flight.add_metric([service], held)
             waiting.add_metric([service], queued)
         yield in_flight
         yield waiting
+        up = GaugeMetricFamily(
+            "machinery_service_up", "1 if the last probe of a service's health check succeeded", labels=["service"]
+        )
+        for service, health in sorted(machinery.store.health().items()):
+            up.add_metric([service], 1 if health.status == UP else 0)
+        yield up
 
 
 @bp.get("/metrics")

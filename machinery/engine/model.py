@@ -61,6 +61,8 @@ class Service:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int | None = None
     """At most this many calls at once, over every event and worker; None for no limit."""
+    healthcheck: str | None = None
+    """A URL answering a GET with 2xx while the service is up; probed every so often if given."""
     id: str | None = None
     revision: int = 0
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from machinery.engine.decider import Call, StepError
+from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.state import Event
 
@@ -44,7 +45,7 @@ class Statistics:
     overdue: int
     """Unfinished events whose due time has passed: the sweeper's backlog."""
     slots: Mapping[str, tuple[int, int]]
-    """By service whose calls are limited: calls holding a slot, and units waiting for one."""
+    """By service: calls holding one of its slots, and units waiting for one or for the service to be up."""
 
 
 class RegistryStore(Protocol):
@@ -102,6 +103,12 @@ class RegistryStore(Protocol):
     def delete_workflow(self, key: str) -> None:
         """By id or by name; NotFound if absent. Releases the services it used."""
 
+    def save_health(self, service: str, health: Health) -> None:
+        """Record the health of ``service`` after a probe, in place of the one before."""
+
+    def health(self) -> dict[str, Health]:
+        """The last recorded health of each probed service, by name."""
+
 
 class EventStore(Protocol):
     def create_event(self, event: Event) -> tuple[Event, bool]:
@@ -141,6 +148,12 @@ class EventStore(Protocol):
         waiting for a slot, once however often it is noted, and answer False. A slot whose
         holder never gave it back (a worker that died) is free again once its time is over.
         """
+
+    def hold(self, service: str, waiter: tuple[str, str], *, since: float) -> None:
+        """Note ``waiter`` (an event id and a unit) as waiting for ``service``, once however often it is noted."""
+
+    def take_waiters(self, service: str) -> list[tuple[str, str]]:
+        """Every waiter noted for ``service`` (by :meth:`hold` or :meth:`acquire_slot`), taken off the list."""
 
     def statistics(self, now: float) -> Statistics:
         """The counts of :class:`Statistics`, as of ``now``."""

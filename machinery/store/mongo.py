@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -32,6 +32,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
@@ -54,6 +55,7 @@ class MongoStore:
         self._events: Collection[Doc] = database.events
         self._slots: Collection[Doc] = database.slots
         self._slot_waiters: Collection[Doc] = database.slot_waiters
+        self._service_health: Collection[Doc] = database.service_health
         self._database = database
         self._create_indexes()
 
@@ -186,6 +188,12 @@ class MongoStore:
             raise _outdated(current["name"], current["version"])
         self._unmark(current["_id"])
 
+    def save_health(self, service: str, health: Health) -> None:
+        self._service_health.replace_one({"_id": service}, asdict(health), upsert=True)
+
+    def health(self) -> dict[str, Health]:
+        return {doc.pop("_id"): Health(**doc) for doc in self._service_health.find()}
+
     # Events
 
     def create_event(self, event: Event) -> tuple[Event, bool]:
@@ -251,7 +259,7 @@ class MongoStore:
         # back in between (which found no waiter to wake) is not missed.
         noted = {"_id": {"service": service, "event_id": waiter[0], "unit": waiter[1]}}
         if not self._take_slot(service, limit, holder, until, now):
-            self._slot_waiters.update_one(noted, {"$setOnInsert": {"service": service, "since": now}}, upsert=True)
+            self.hold(service, waiter, since=now)
             if not self._take_slot(service, limit, holder, until, now):
                 return False
         self._slot_waiters.delete_one(noted)
@@ -271,6 +279,17 @@ class MongoStore:
             overdue=self._events.count_documents({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}),
             slots={service: (held, waiting) for service, (held, waiting) in slots.items()},
         )
+
+    def hold(self, service: str, waiter: tuple[str, str], *, since: float) -> None:
+        noted = {"_id": {"service": service, "event_id": waiter[0], "unit": waiter[1]}}
+        self._slot_waiters.update_one(noted, {"$setOnInsert": {"service": service, "since": since}}, upsert=True)
+
+    def take_waiters(self, service: str) -> list[tuple[str, str]]:
+        taken = []
+        # One by one, so that a waiter noted meanwhile is either taken now or left for the next time.
+        while doc := self._slot_waiters.find_one_and_delete({"service": service}, sort=[("since", ASCENDING)]):
+            taken.append((doc["_id"]["event_id"], doc["_id"]["unit"]))
+        return taken
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         if not self._slots.delete_one({"_id.service": service, "holder": holder}).deleted_count:

@@ -15,13 +15,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 from uuid import uuid4
 
 import orjson
 
 from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
@@ -72,6 +73,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id, status, created_at DESC);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at DESC);
 CREATE INDEX IF NOT EXISTS events_due ON events (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS service_health (
+    service TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS slots (
     service TEXT NOT NULL,
     holder TEXT NOT NULL,
@@ -98,6 +103,7 @@ _SAVE_EVENT = "UPDATE events SET doc = ?, version = version + 1, status = ?, due
 
 _TERMINAL = tuple(status.value for status in EventStatus if status.terminal)
 
+_HOLD = "INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)"
 _OVERDUE_EVENTS = f"SELECT COUNT(*) FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
 _DUE_EVENTS = (
     f"SELECT doc FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
@@ -250,6 +256,13 @@ class SqliteStore:
             # Its rows in service_users go with it (ON DELETE CASCADE); its versions stay.
             db.execute("DELETE FROM workflows WHERE id = ?", (_workflow_row(db, key)["id"],))
 
+    def save_health(self, service: str, health: Health) -> None:
+        self._db().execute("INSERT OR REPLACE INTO service_health VALUES (?, ?)", (service, _dumps(asdict(health))))
+
+    def health(self) -> dict[str, Health]:
+        rows = self._db().execute("SELECT service, doc FROM service_health")
+        return {row["service"]: Health(**_doc(row)) for row in rows}
+
     # Events
 
     def create_event(self, event: Event) -> tuple[Event, bool]:
@@ -331,7 +344,7 @@ class SqliteStore:
                     "DELETE FROM slot_waiters WHERE service = ? AND event_id = ? AND unit = ?", (service, *waiter)
                 )
                 return True
-            db.execute("INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)", (service, *waiter, now))
+            db.execute(_HOLD, (service, *waiter, now))
             return False
 
     def statistics(self, now: float) -> Statistics:
@@ -350,6 +363,16 @@ class SqliteStore:
             overdue=overdue,
             slots={row[0]: (row[1], row[2]) for row in slots},
         )
+
+    def hold(self, service: str, waiter: tuple[str, str], *, since: float) -> None:
+        self._db().execute(_HOLD, (service, *waiter, since))
+
+    def take_waiters(self, service: str) -> list[tuple[str, str]]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "DELETE FROM slot_waiters WHERE service = ? RETURNING event_id, unit, since", (service,)
+            ).fetchall()
+        return [(row["event_id"], row["unit"]) for row in sorted(rows, key=lambda row: row["since"])]
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         with self._transaction() as db:

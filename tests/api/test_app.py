@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
+from machinery.services.health import HealthProber
 from tests.support import free_port
 
 
@@ -60,6 +62,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
     assert set(document["paths"]) == {
         "/healthcheck",
         "/readiness",
+        "/health/services",
         "/services",
         "/services/{name}",
         "/workflows",
@@ -143,3 +146,23 @@ def test_readiness_answers_503_naming_the_broker_it_cannot_reach(tmp_path: Path)
     assert response.json["message"].startswith("not ready: the broker cannot be reached: ")
     assert "store" not in response.json["message"]
     machinery.store.close()
+
+
+def test_the_health_of_each_probed_service_is_listed_and_measured(
+    client: FlaskClient, machinery: Machinery, serve: Callable[[list[Any]], str]
+) -> None:
+    address = serve([(200, {})]).removesuffix("/event")
+    down = f"http://127.0.0.1:{free_port()}"
+    for name, base in (("reachable", address), ("gone", down)):
+        service = {"name": name, "address": f"{base}/event", "healthcheck": f"{base}/healthcheck"}
+        assert client.post("/services", json=service | {"inputs": [], "outputs": []}).status_code == 201
+    prober = HealthProber(machinery.store, machinery.dispatcher, down_after=1, timeout=1.0)
+    prober.probe()
+
+    listed = client.get("/health/services").json
+
+    assert [(p["service"], p["status"], p["failures"]) for p in listed] == [("gone", "down", 1), ("reachable", "up", 0)]
+    assert listed[0]["error"].startswith(f"GET {down}/healthcheck failed")
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    up = {s.labels["service"]: s.value for s in families["machinery_service_up"].samples}
+    assert up == {"gone": 0, "reachable": 1}

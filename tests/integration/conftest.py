@@ -28,11 +28,13 @@ BROKERS = {
     "redis": ("redis://127.0.0.1:6379/15", 6379),
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
 }
-# Short timings so that lost workers and lost messages are noticed within seconds.
+# Short timings so that lost workers, lost messages and services going down are noticed within seconds.
 FAST_RECOVERY = {
     "MACHINERY_SWEEP_INTERVAL": "0.3",
     "MACHINERY_STALE_AFTER": "2",
     "MACHINERY_LEASE_GRACE": "0.5",
+    "MACHINERY_HEALTH_INTERVAL": "0.3",
+    "MACHINERY_HEALTH_DOWN_AFTER": "1",
 }
 
 

@@ -15,7 +15,7 @@ from machinery.engine.errors import InvalidState
 from machinery.engine.state import EventStatus, StepStatus
 from machinery.schemas import ServiceSchema, WorkflowSchema
 from tests.integration.conftest import WorkerProcess
-from tests.support import ScriptedService, finished, slow, wait_for
+from tests.support import ScriptedService, finished, free_port, slow, wait_for
 
 pytestmark = pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
 
@@ -313,3 +313,31 @@ def test_an_event_waiting_past_its_workflows_timeout_is_failed_by_the_sweeper(
 
     assert (done.status, done.error["kind"]) == (EventStatus.FAILED, "timeout")
     assert done.updated_at >= event.deadline
+
+
+def test_calls_to_a_service_found_down_wait_for_it_to_be_up_instead_of_using_up_their_retries(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    port = free_port()
+    address = f"http://127.0.0.1:{port}"
+    machinery.registry.add_service(
+        ServiceSchema().load(
+            {"name": "late", "address": f"{address}/event", "healthcheck": f"{address}/healthcheck",
+             "inputs": TEXT, "outputs": TEXT, "retry": {"attempts": 2, "backoff": 0.05}}
+        )
+    )  # fmt: skip
+    machinery.registry.add_workflow(WorkflowSchema().load({"name": "wait-up", "inputs": TEXT, "services": ["late"]}))
+    start_worker()
+    wait_for(lambda: machinery.store.health().get("late", None), what="a first probe")
+    assert machinery.store.health()["late"].status == "down"
+
+    event = machinery.events.submit("wait-up", {"message": "hi"})[0]
+    wait_for(lambda: machinery.store.statistics(time.time()).slots.get("late") == (0, 1), what="the call to be held")
+    assert machinery.events.get(event.id).steps["late"].attempts == 0
+    service = ScriptedService([echo], port=port).start()
+
+    done = finished(machinery.events, event.id)
+
+    assert done.status is EventStatus.COMPLETED
+    assert (done.steps["late"].attempts, len(service.calls)) == (1, 1)
+    service.stop()

@@ -14,6 +14,7 @@ import mongomock
 import pytest
 
 from machinery.engine.errors import Conflict, NotFound
+from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
 from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
 from machinery.engine.ports import Store
 from machinery.engine.state import Event, EventStatus, StepState
@@ -528,6 +529,30 @@ def test_a_slot_whose_holder_never_gave_it_back_is_free_once_its_time_is_over(st
     assert store.release_slot("upper", "lost") is None
     assert not take(store, "c", now=150.0, until=300.0)
     assert store.release_slot("upper", "b") == ("ev", "c")
+
+
+def test_held_waiters_are_noted_once_and_taken_all_at_once_in_the_order_they_came(store: Store) -> None:
+    store.hold("upper", ("ev", "b"), since=12.0)
+    store.hold("upper", ("ev", "a"), since=11.0)
+    store.hold("upper", ("ev", "b"), since=13.0)
+    store.hold("reverse", ("ev", "c"), since=10.0)
+    take(store, "holder")
+    assert not take(store, "d", now=14.0)
+
+    assert store.take_waiters("upper") == [("ev", "a"), ("ev", "b"), ("ev", "d")]
+    assert store.take_waiters("upper") == []
+    assert store.take_waiters("reverse") == [("ev", "c")]
+
+
+def test_the_health_of_each_service_is_kept_last_probe_only(store: Store) -> None:
+    store.save_health("upper", Health(UNREACHABLE, since=10.0, checked_at=10.0, failures=1, error="refused"))
+    store.save_health("upper", Health(DOWN, since=20.0, checked_at=20.0, failures=2, error="timed out"))
+    store.save_health("reverse", Health(UP, since=5.0, checked_at=20.0))
+
+    assert store.health() == {
+        "upper": Health(DOWN, since=20.0, checked_at=20.0, failures=2, error="timed out"),
+        "reverse": Health(UP, since=5.0, checked_at=20.0),
+    }
 
 
 def test_the_statistics_count_events_by_workflow_and_status_the_overdue_ones_and_the_slots(store: Store) -> None:

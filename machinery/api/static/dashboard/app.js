@@ -361,7 +361,11 @@ function eventsTable(events, withWorkflow) {
 
 async function servicesPage(page) {
   page.show(pageHeader("Services", "Microservices and their typed contracts"), loading());
-  const { ok, data, headers } = await api("GET", `/services?page_size=${LIST_SIZE}`);
+  const [{ ok, data, headers }, probes] = await Promise.all([
+    api("GET", `/services?page_size=${LIST_SIZE}`),
+    api("GET", "/health/services"),
+  ]);
+  const health = new Map((probes.ok ? probes.data : []).map((probe) => [probe.service, probe]));
   const header = pageHeader(
     "Services",
     "Microservices and their typed contracts",
@@ -371,12 +375,16 @@ async function servicesPage(page) {
   page.show(
     header,
     data.length
-      ? h("div", { class: "cards" }, data.map(serviceCard))
+      ? h("div", { class: "cards" }, data.map((service) => serviceCard(service, health.get(service.name))))
       : empty("No service is registered yet: POST one to /services, or run machinery apply."),
   );
 }
 
-function serviceCard(service) {
+// The colours of the step statuses that mean the same: fine, trying again, failed.
+const HEALTH_LOOKS = { up: "completed", unreachable: "retrying", down: "failed" };
+
+// probe: the last probe of the service's health check, if it has one and it was probed.
+function serviceCard(service, probe) {
   return h(
     "article",
     { class: "card service", id: `service-${service.name}` },
@@ -385,6 +393,15 @@ function serviceCard(service) {
       {},
       h("h2", {}, service.name),
       h("span", { class: "badge method" }, service.method),
+      probe &&
+        h(
+          "span",
+          {
+            class: `badge status health status-${HEALTH_LOOKS[probe.status]}`,
+            title: `${probe.status} since ${when(probe.since)}${probe.error ? `: ${probe.error}` : ""}`,
+          },
+          probe.status,
+        ),
       h("code", { class: "address" }, service.address),
     ),
     service.description && h("p", { class: "muted" }, service.description),

@@ -1,0 +1,80 @@
+"""Probing the services that have a health check, and recording what they answer.
+
+Any process that runs a sweeper probes every ``interval`` seconds. A change of status
+is logged, and a service coming back up has the calls held for it sent at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from machinery.engine.health import DOWN, UP, Health, after_probe
+from machinery.engine.ports import Dispatcher, Store, every
+
+log = logging.getLogger(__name__)
+
+
+def _just_back_up(previous: Health, health: Health) -> bool:
+    """Up after being down, at this probe or the one before.
+
+    The calls held while it was down are sent at both: a worker that read its health just
+    before the first, from a cache a few seconds old, may have held one more call since.
+    """
+    return health.status == UP and (previous.status == DOWN or previous.since == previous.checked_at)
+
+
+class HealthProber:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        down_after: int,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.down_after = down_after
+        self.timeout = timeout
+        self.clock = clock
+        self.pool = urllib3.PoolManager(retries=False)
+
+    def probe(self) -> int:
+        """Probe every service that has a health check; how many changed status."""
+        changed = 0
+        before = self.store.health()
+        for service in every(self.store.list_services):
+            if service.healthcheck is None:
+                continue
+            previous = before.get(service.name)
+            health = after_probe(previous, self._check(service.healthcheck), self.clock(), self.down_after)
+            self.store.save_health(service.name, health)
+            if previous is None or previous.status != health.status:
+                changed += 1
+                self._log(service.name, health)
+            if previous is not None and _just_back_up(previous, health):
+                self._release(service.name)
+        return changed
+
+    def _check(self, url: str) -> str | None:
+        """Why the service at ``url`` is not healthy, or None if it is."""
+        try:
+            response = self.pool.request("GET", url, timeout=urllib3.Timeout(total=self.timeout), redirect=False)
+        except HTTPError as e:
+            return f"GET {url} failed: {e}"
+        return None if 200 <= response.status < 300 else f"GET {url} answered {response.status}"
+
+    def _log(self, name: str, health: Health) -> None:
+        if health.status == UP:
+            log.info("service %s is up", name)
+        else:
+            log.warning("service %s is %s: %s", name, health.status, health.error)
+
+    def _release(self, name: str) -> None:
+        for event_id, unit in self.store.take_waiters(name):
+            self.dispatcher.dispatch(event_id, unit)
