@@ -80,6 +80,9 @@ def machinery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machinery]:
     for name, server in zip(EXAMPLES, servers, strict=True):
         machinery.registry.add_service(service_at(name, server.url))
     machinery.registry.add_workflow(WorkflowSchema().load(definition("workflow-process-text.json")))
+    # Each test registers its own "refuses-once" at a new address: the workers must not call the one before
+    # from the definitions they otherwise cache for two seconds.
+    machinery.runner.services.ttl = 0
     machinery.start_embedded_worker()
     yield machinery
     machinery.stop()
