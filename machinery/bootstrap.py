@@ -111,7 +111,9 @@ class Machinery:
         """Start the sweeper, and the health prober unless MACHINERY_HEALTH_INTERVAL is 0."""
         self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
         if self.config.health_interval > 0:
-            prober = HealthProber(self.store, self.dispatcher, self.config.health_down_after)
+            prober = HealthProber(
+                self.store, self.dispatcher, self.config.health_down_after, self.config.health_interval
+            )
             self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 
     def start_embedded_worker(self) -> None:

@@ -43,7 +43,9 @@ def register(machinery: Machinery, port: int, path: str = "/healthcheck") -> Non
 
 def prober(machinery: Machinery, sent: Sent) -> HealthProber:
     ticks = itertools.count(1)
-    return HealthProber(machinery.store, sent, down_after=2, timeout=1.0, clock=lambda: float(next(ticks)))
+    return HealthProber(
+        machinery.store, sent, down_after=2, interval=1.0, timeout=1.0, clock=lambda: float(next(ticks))
+    )
 
 
 def test_a_service_answering_its_health_check_is_up_and_one_without_a_check_is_not_probed(
@@ -68,6 +70,19 @@ def test_a_service_that_stops_answering_is_unreachable_then_down_and_says_why(ma
     health = machinery.store.health()["upper"]
     assert (health.status, health.failures) == (DOWN, 2)
     assert health.error is not None and health.error.startswith("GET http://127.0.0.1:")
+
+
+def test_a_service_probed_less_than_half_an_interval_ago_by_another_process_is_left_alone(
+    machinery: Machinery,
+) -> None:
+    register(machinery, free_port())
+    other = HealthProber(machinery.store, Sent(), down_after=2, interval=10.0, clock=lambda: 100.0)
+    other.probe()
+
+    assert HealthProber(machinery.store, Sent(), down_after=2, interval=10.0, clock=lambda: 104.9).probe() == 0
+    assert machinery.store.health()["upper"].failures == 1
+    HealthProber(machinery.store, Sent(), down_after=2, interval=10.0, clock=lambda: 105.0).probe()
+    assert machinery.store.health()["upper"].failures == 2
 
 
 def test_a_health_check_answering_outside_2xx_fails(machinery: Machinery) -> None:

@@ -1,7 +1,9 @@
 """Probing the services that have a health check, and recording what they answer.
 
-Any process that runs a sweeper probes every ``interval`` seconds. A change of status
-is logged, and a service coming back up has the calls held for it sent at once.
+Any process that runs a sweeper probes every ``interval`` seconds, but leaves alone a
+service another process probed less than half an interval ago: with several workers,
+a service is probed about once an interval, and its failures are counted once. A change
+of status is logged, and a service coming back up has the calls held for it sent at once.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class HealthProber:
         store: Store,
         dispatcher: Dispatcher,
         down_after: int,
+        interval: float,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.down_after = down_after
+        self.interval = interval
         self.timeout = timeout
         self.clock = clock
         self.pool = urllib3.PoolManager(retries=False)
@@ -52,7 +56,10 @@ class HealthProber:
             if service.healthcheck is None:
                 continue
             previous = before.get(service.name)
-            health = after_probe(previous, self._check(service.healthcheck), self.clock(), self.down_after)
+            now = self.clock()
+            if previous is not None and now - previous.checked_at < self.interval / 2:
+                continue
+            health = after_probe(previous, self._check(service.healthcheck), now, self.down_after)
             self.store.save_health(service.name, health)
             if previous is None or previous.status != health.status:
                 changed += 1
