@@ -25,6 +25,9 @@ from machinery.services.http import HttpCaller
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
+DAY = 24 * 3600.0
+RETENTION_INTERVAL = 60.0
+"""Seconds between two purges of the events past MACHINERY_RETENTION_DAYS."""
 BROKER_PROBE_TIMEOUT = 2.0
 """Seconds the readiness probe waits for the broker."""
 
@@ -47,6 +50,8 @@ class Config:
     """Seconds between two probes of the services that have a health check; 0 probes none."""
     health_down_after: int = 3
     """Failed probes in a row after which a service is down, and its calls are held."""
+    retention_days: float | None = None
+    """Days a finished event is kept; None keeps them all."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -73,6 +78,7 @@ class Config:
             sweep_interval=number("SWEEP_INTERVAL", 5.0),
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
+            retention_days=number("RETENTION_DAYS", 0) or None,
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -108,8 +114,13 @@ class Machinery:
         self.runner.run(event_id, step_id)
 
     def start_sweeper(self) -> None:
-        """Start the sweeper, and the health prober unless MACHINERY_HEALTH_INTERVAL is 0."""
+        """Start the sweeper, the health prober unless MACHINERY_HEALTH_INTERVAL is 0, and the purge of old
+        events if MACHINERY_RETENTION_DAYS is set."""
         self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
+        if self.config.retention_days:
+            kept = self.config.retention_days * DAY
+            report = "deleted %d finished events past MACHINERY_RETENTION_DAYS"
+            self._start(Sweeper(lambda: self.events.purge(kept), RETENTION_INTERVAL, "purge", report))
         if self.config.health_interval > 0:
             prober = HealthProber(
                 self.store, self.dispatcher, self.config.health_down_after, self.config.health_interval

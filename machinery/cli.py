@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 from marshmallow import ValidationError
 
-from machinery.bootstrap import Config, Machinery
+from machinery.bootstrap import DAY, Config, Machinery
 from machinery.engine.errors import MachineryError, NotFound
 from machinery.engine.ports import every
 from machinery.importers import ConversionError, convert
@@ -104,6 +104,19 @@ def apply(paths: Sequence[Path]) -> None:
         _apply_one(path, doc, registry, "service")
     for path, doc in workflows:
         _apply_one(path, doc, registry, "workflow")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "days",
+    required=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Days since the events were created.",
+)
+def purge(days: float) -> None:
+    """Delete the finished events (completed, failed or cancelled) older than --older-than days."""
+    click.echo(f"deleted {_machinery().events.purge(days * DAY)} finished events")
 
 
 @main.command()

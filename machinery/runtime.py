@@ -182,6 +182,14 @@ class Events:
                 report.retried.append(event_id)
         return report
 
+    def purge(self, older_than: float, batch: int = 1000) -> int:
+        """Delete the finished events created more than ``older_than`` seconds ago; how many."""
+        created_before = self.clock() - older_than
+        deleted = 0
+        while count := self.store.delete_events(created_before=created_before, limit=batch):
+            deleted += count
+        return deleted
+
     def signal(self, event_id: str, name: str, payload: Any) -> Event:
         """Deliver a signal to the step waiting for it, or keep it for the step that will wait for it."""
         return self._update(

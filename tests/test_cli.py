@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import requests
 from click.testing import CliRunner, Result
 
 from examples.services import DEFINITIONS
+from machinery.bootstrap import DAY, Config, Machinery
 from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
+from machinery.engine.decider import Settings
+from machinery.engine.state import EventStatus
+from machinery.runtime import Events
 from tests.support import free_port, reachable, wait_for
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
@@ -35,7 +40,7 @@ def test_help_lists_every_command(run: Invoke) -> None:
     result = run("--help")
 
     assert result.exit_code == 0
-    for command in ("serve", "worker", "apply", "export", "import"):
+    for command in ("serve", "worker", "apply", "export", "import", "render", "purge"):
         assert command in result.output
 
 
@@ -131,3 +136,31 @@ def test_render_draws_a_registered_workflow_and_names_an_unknown_one(run: Invoke
     assert dot.exit_code == 0 and "digraph" in dot.stdout and "space-counter" in dot.stdout
     assert svg.exit_code == 0 and "<svg" in svg.stdout
     assert unknown.exit_code == EXIT_REFUSED and "nope" in unknown.output
+
+
+def test_purge_deletes_the_finished_events_older_than_asked_and_keeps_the_others(run: Invoke, tmp_path: Path) -> None:
+    assert run("apply", str(DEFINITIONS)).exit_code == 0
+    machinery = Machinery(Config(data_dir=tmp_path / "data"))
+    now = time.time()
+
+    def sent(age_in_days: float, status: str) -> str:
+        """An event sent ``age_in_days`` ago, that is now ``status``."""
+        events = Events(machinery.store, machinery.store, machinery.dispatcher, Settings(), machinery.plans,
+                        clock=lambda: now - age_in_days * DAY)  # fmt: skip
+        event = events.submit("process-text", {"message": "m"})[0]
+        event.status = EventStatus(status)
+        assert machinery.store.save_event(event)
+        return event.id
+
+    sent(3, "completed")
+    recent, unfinished = sent(1, "failed"), sent(3, "running")
+
+    result = run("purge", "--older-than", "2")
+
+    assert (result.exit_code, result.output) == (0, "deleted 1 finished events\n")
+    assert {e.id for e in machinery.store.list_events(workflow_id=None, status=None, offset=0, limit=10).items} == {
+        recent,
+        unfinished,
+    }
+    assert run("purge", "--older-than", "0").exit_code == 2
+    machinery.store.close()

@@ -139,6 +139,9 @@ class EventStore(Protocol):
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Unfinished events whose ``due_at`` has come, earliest first."""
 
+    def delete_events(self, *, created_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished events created before ``created_before``, oldest first; how many."""
+
     def acquire_slot(
         self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
     ) -> bool:

@@ -247,6 +247,14 @@ class MongoStore:
             self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
         )
 
+    def delete_events(self, *, created_before: float, limit: int) -> int:
+        old = (
+            self._events.find({"created_at": {"$lt": created_before}, "status": {"$in": _TERMINAL}}, {"_id": True})
+            .sort("created_at")
+            .limit(limit)
+        )
+        return self._events.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}}).deleted_count
+
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Unfinished events whose ``due_at`` has come, earliest first."""
         docs = self._events.find({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}).sort("due_at").limit(limit)

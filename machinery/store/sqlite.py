@@ -103,6 +103,10 @@ _SAVE_EVENT = "UPDATE events SET doc = ?, version = version + 1, status = ?, due
 
 _TERMINAL = tuple(status.value for status in EventStatus if status.terminal)
 
+_DELETE_OLD_EVENTS = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < ?"
+    f" AND status IN ({', '.join('?' * len(_TERMINAL))}) ORDER BY created_at LIMIT ?)"
+)
 _HOLD = "INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)"
 _OVERDUE_EVENTS = f"SELECT COUNT(*) FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
 _DUE_EVENTS = (
@@ -327,6 +331,9 @@ class SqliteStore:
             params += values
         query = f"FROM events WHERE {' AND '.join(clauses)}" if clauses else "FROM events"
         return self._page(query, params, "created_at DESC, id DESC", offset, limit, Event.from_doc)
+
+    def delete_events(self, *, created_before: float, limit: int) -> int:
+        return self._db().execute(_DELETE_OLD_EVENTS, (created_before, *_TERMINAL, limit)).rowcount
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Unfinished events whose ``due_at`` has come, earliest first."""

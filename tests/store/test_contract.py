@@ -462,6 +462,21 @@ def test_events_are_found_by_the_values_in_their_data_of_the_same_json_type(
     assert page.total == len(found)
 
 
+def test_old_finished_events_are_deleted_oldest_first_a_batch_at_a_time(store: Store) -> None:
+    kept = [event(status=EventStatus.RUNNING, created_at=1.0), event(status=EventStatus.COMPLETED, created_at=50.0)]
+    old = [event(status=status, created_at=at) for status, at in [
+        (EventStatus.FAILED, 3.0), (EventStatus.COMPLETED, 2.0), (EventStatus.CANCELLED, 4.0)
+    ]]  # fmt: skip
+    for e in kept + old:
+        store.create_event(e)
+
+    assert store.delete_events(created_before=10.0, limit=2) == 2
+    remaining = {e.id for e in store.list_events(workflow_id=None, status=None, offset=0, limit=10).items}
+    assert remaining == {kept[0].id, kept[1].id, old[2].id}
+    assert store.delete_events(created_before=10.0, limit=2) == 1
+    assert store.delete_events(created_before=10.0, limit=2) == 0
+
+
 def test_due_events_are_the_unfinished_ones_whose_time_has_come_earliest_first(store: Store) -> None:
     later = event(status=EventStatus.RUNNING, due_at=20.0)
     sooner = event(status=EventStatus.WAITING, due_at=10.0)
