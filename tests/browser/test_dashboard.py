@@ -162,6 +162,9 @@ def test_an_event_sent_from_the_workflow_page_runs_to_completion_on_its_live_gra
         expect_painted(page, step, StepStatus.COMPLETED)
     expect(page.locator(".timeline .badge.status")).to_have_text(["completed"] * 3)
     expect(page.locator("#event-outputs")).to_contain_text('"space_count": 7')
+    expect(page.locator(".page-header .lead")).to_have_text(
+        re.compile(r"^workflow process-text v1 · created .+ · took \d+(\.\d+)? m?s$")
+    )
     expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
     upper = page.locator("#timeline-upper")
     upper.locator("summary", has_text="outputs").click()

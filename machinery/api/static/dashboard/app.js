@@ -771,7 +771,7 @@ async function eventPage(page, _query, id) {
         FINISHED.has(event.status)
           ? ` · took ${took(event.created_at, event.updated_at)}`
           : ` · updated ${when(event.updated_at)}`,
-        !FINISHED.has(event.status) && event.deadline && ` · fails if not over by ${when(event.deadline)}`,
+        !FINISHED.has(event.status) && event.deadline ? ` · fails if not over by ${when(event.deadline)}` : "",
       );
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
