@@ -226,7 +226,7 @@ def claim(
     state = _unit_state(event, step_id, item)
     if event.status in _IDLE or state is None or state.status not in _CLAIMABLE:
         return None
-    if past_deadline(event, now):
+    if event.deadline is not None and now >= event.deadline:
         return expire(plan, event, now), None
     if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
         return None
@@ -556,7 +556,7 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
             event.status = _EVENT_WAITING
         elif event.status is _EVENT_WAITING:
             event.status = _EVENT_RUNNING
-        event.due_at = _until_deadline(event, due)
+        event.due_at = due if event.deadline is None else _until_deadline(event, due)
     return event
 
 
