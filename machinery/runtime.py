@@ -160,6 +160,11 @@ class Events:
         """Run a failed event again from its failed steps."""
         return self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
 
+    def rerun(self, event_id: str) -> Event:
+        """A new event with the data of ``event_id``, on its workflow's current version (after a fix, say)."""
+        event = self.store.get_event(event_id)
+        return self.submit(event.workflow_id, event.data)[0]
+
     def retry_failed(self, workflow_key: str, *, step: str | None = None, limit: int = 1000) -> BulkRetry:
         """Retry the failed events of a workflow (those that failed at ``step``, with one), newest first.
 

@@ -123,6 +123,16 @@ def retry(event_id: str) -> dict[str, Any]:
     return _to_dict(current_machinery().events.retry(event_id))
 
 
+@blp.route("/events/<event_id>/rerun", methods=["POST"])
+@blp.response(202, EventSchema, headers=_LOCATION)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Send an event's data again, as a new event, to the current version of its workflow"""
+    event = current_machinery().events.rerun(event_id)
+    return _to_dict(event), 202, {"Location": url_for("events.get_event", event_id=event.id)}
+
+
 @blp.route("/events/<event_id>/signals/<name>", methods=["POST"])
 @blp.arguments(SignalSchema)
 @blp.response(202, EventSchema)

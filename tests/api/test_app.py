@@ -74,6 +74,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events/{event_id}/cancel",
         "/events/{event_id}/pause",
         "/events/{event_id}/resume",
+        "/events/{event_id}/rerun",
         "/events/{event_id}/retry",
         "/events/{event_id}/signals/{name}",
         "/workflows/{key}/graph",

@@ -441,3 +441,40 @@ def test_a_workflow_timeout_that_is_not_a_positive_number_answers_422(
 ) -> None:
     timed = {key: value for key, value in workflow.items() if key not in ("id", "version")} | {"timeout": timeout}
     assert list(error(client.put("/workflows/process-text", json=timed), 422)["errors"]) == ["timeout"]
+
+
+def test_rerunning_an_event_sends_its_data_again_to_the_current_version_of_its_workflow(
+    client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
+) -> None:
+    first = send(client)["event_id"]
+    machinery.runner.run(first, "upper")
+    definition = {key: value for key, value in workflow.items() if key not in ("id", "version")}
+    assert client.put("/workflows/process-text", json=definition | {"description": "fixed"}).status_code == 200
+
+    response = client.post(f"/events/{first}/rerun")
+
+    assert response.status_code == 202
+    again = response.json
+    assert response.headers["Location"] == f"/events/{again['id']}"
+    assert again["id"] != first
+    assert (again["data"], again["workflow"]["version"], again["status"]) == (TEXT, 2, "accepted")
+    machinery.runner.run(again["id"], "upper")
+    assert client.get(f"/events/{again['id']}").json["outputs"] == client.get(f"/events/{first}").json["outputs"]
+
+
+def test_rerunning_an_event_whose_data_no_longer_fits_its_workflow_answers_422_and_stores_nothing(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    first = send(client)["event_id"]
+    definition = {key: value for key, value in workflow.items() if key not in ("id", "version")}
+    stricter = definition | {"inputs": [*definition["inputs"], {"name": "lang", "type": "string"}]}
+    assert client.put("/workflows/process-text", json=stricter).status_code == 200
+
+    body = error(client.post(f"/events/{first}/rerun"), 422)
+
+    assert [p["field"] for p in body["problems"]] == ["lang"]
+    assert [e["id"] for e in client.get("/events").json] == [first]
+
+
+def test_rerunning_an_unknown_event_answers_404(client: FlaskClient) -> None:
+    error(client.post("/events/nothing/rerun"), 404)

@@ -227,6 +227,19 @@ def test_an_unfinished_event_can_be_cancelled_from_its_page(page: Page) -> None:
     expect(page.get_by_role("button", name="Retry")).to_be_disabled()
 
 
+def test_a_finished_event_can_be_run_again_from_its_page_as_a_new_event(page: Page) -> None:
+    first = page.request.post("/e/process-text", data={"data": {"message": "once more"}}).json()["event_id"]
+    page.goto(f"/#/events/{first}")
+    expect(page.locator("#event-status")).to_have_text("completed")
+
+    page.get_by_role("button", name="Rerun").click()
+
+    expect(page).not_to_have_url(re.compile(rf"#/events/{first}$"))
+    expect(page).to_have_url(re.compile(r"#/events/[0-9a-f]{32}$"))
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect(page.locator("#event-outputs")).to_contain_text('"space_count": 1')
+
+
 @pytest.mark.usefixtures("more_workflows")
 def test_an_event_can_be_paused_and_resumed_from_its_page(page: Page) -> None:
     page.goto("/#/workflows/approval")

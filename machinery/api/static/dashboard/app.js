@@ -731,6 +731,18 @@ async function eventPage(page, _query, id) {
   const pause = button("Pause", "pause");
   const resume = button("Resume", "resume");
   const retry = button("Retry", "retry");
+  const rerun = h(
+    "button",
+    {
+      onclick: async () => {
+        feedback.replaceChildren();
+        const { ok, data: answer } = await act("rerun");
+        if (ok) location.hash = `#/events/${enc(answer.id)}`;
+        else feedback.replaceChildren(alertBox(answer));
+      },
+    },
+    "Rerun",
+  );
   const signal = signalCard((name, body) => act(`signals/${enc(name)}`, body));
 
   page.show(
@@ -738,7 +750,7 @@ async function eventPage(page, _query, id) {
     pageHeader(
       h("span", {}, "Event ", h("code", { class: "event-id" }, id), " ", status),
       meta,
-      h("div", { class: "actions" }, cancel, pause, resume, retry),
+      h("div", { class: "actions" }, cancel, pause, resume, retry, rerun),
     ),
     unreachable,
     feedback,
@@ -781,6 +793,7 @@ async function eventPage(page, _query, id) {
       cancel.disabled = FINISHED.has(event.status);
       pause.disabled = FINISHED.has(event.status) || event.status === "paused";
       resume.disabled = event.status !== "paused";
+      rerun.disabled = !FINISHED.has(event.status);
       retry.disabled = event.status !== "failed";
       signal.hidden = FINISHED.has(event.status);
     }
