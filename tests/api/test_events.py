@@ -27,6 +27,11 @@ def utc(text: str) -> datetime:
     return moment
 
 
+def written(workflow: dict[str, Any]) -> dict[str, Any]:
+    """A workflow as the API answered it, without the id and version it gave: what a PUT takes."""
+    return {key: value for key, value in workflow.items() if key not in ("id", "version")}
+
+
 def send(client: FlaskClient, workflow: str = "process-text") -> dict[str, Any]:
     response = client.post(f"/e/{workflow}", json={"data": TEXT})
     assert response.status_code == 202, response.json
@@ -418,7 +423,7 @@ def test_retrying_the_failed_events_of_an_unknown_workflow_answers_404(client: F
 def test_an_event_of_a_workflow_with_a_timeout_shows_its_deadline_and_fails_once_past_it(
     client: FlaskClient, machinery: Machinery, workflow: dict[str, Any]
 ) -> None:
-    timed = {key: value for key, value in workflow.items() if key not in ("id", "version")} | {"timeout": 0.001}
+    timed = written(workflow) | {"timeout": 0.001}
     assert client.put("/workflows/process-text", json=timed).status_code == 200
     ack = send(client)
     event = client.get(f"/events/{ack['event_id']}").json
@@ -439,7 +444,7 @@ def test_an_event_of_a_workflow_with_a_timeout_shows_its_deadline_and_fails_once
 def test_a_workflow_timeout_that_is_not_a_positive_number_answers_422(
     client: FlaskClient, workflow: dict[str, Any], timeout: Any
 ) -> None:
-    timed = {key: value for key, value in workflow.items() if key not in ("id", "version")} | {"timeout": timeout}
+    timed = written(workflow) | {"timeout": timeout}
     assert list(error(client.put("/workflows/process-text", json=timed), 422)["errors"]) == ["timeout"]
 
 
@@ -448,7 +453,7 @@ def test_rerunning_an_event_sends_its_data_again_to_the_current_version_of_its_w
 ) -> None:
     first = send(client)["event_id"]
     machinery.runner.run(first, "upper")
-    definition = {key: value for key, value in workflow.items() if key not in ("id", "version")}
+    definition = written(workflow)
     assert client.put("/workflows/process-text", json=definition | {"description": "fixed"}).status_code == 200
 
     response = client.post(f"/events/{first}/rerun")
@@ -466,7 +471,7 @@ def test_rerunning_an_event_whose_data_no_longer_fits_its_workflow_answers_422_a
     client: FlaskClient, workflow: dict[str, Any]
 ) -> None:
     first = send(client)["event_id"]
-    definition = {key: value for key, value in workflow.items() if key not in ("id", "version")}
+    definition = written(workflow)
     stricter = definition | {"inputs": [*definition["inputs"], {"name": "lang", "type": "string"}]}
     assert client.put("/workflows/process-text", json=stricter).status_code == 200
 
