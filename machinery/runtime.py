@@ -146,7 +146,7 @@ class Events:
         return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data)
 
     def cancel(self, event_id: str) -> Event:
-        return self._update(event_id, lambda e: decider.cancel(e, self.clock(), self.settings))
+        return self._update(event_id, lambda e: decider.cancel(self.plans.for_event(e), e, self.clock(), self.settings))
 
     def pause(self, event_id: str) -> Event:
         """Start nothing more of an event; the calls under way finish."""
@@ -267,7 +267,7 @@ class Runner:
         now = self.clock()
         for event in self.store.due_events(now, limit):
             if decider.past_deadline(event, now):
-                self.store.save_event(decider.expire(self.plans.for_event(event), event, now))
+                self.store.save_event(decider.expire(self.plans.for_event(event), event, now, self.settings))
                 continue
             overdue = decider.overdue_units(event, now, self.settings)
             if overdue and self.store.save_event(decider.nudged(event, overdue, now, self.settings)):

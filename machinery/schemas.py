@@ -92,6 +92,17 @@ class RetrySchema(StrictSchema):
         return RetryPolicy(**data)
 
 
+def _optional_url(description: str) -> fields.Url:
+    """An http or https URL, or null; single-label host names (``http://upper:5000``) are fine."""
+    return fields.Url(
+        load_default=None,
+        allow_none=True,
+        require_tld=False,
+        schemes={"http", "https"},
+        metadata={"description": description},
+    )
+
+
 class ServiceSchema(StrictSchema):
     id = fields.String(dump_only=True)
     revision = fields.Integer(dump_only=True)
@@ -109,13 +120,7 @@ class ServiceSchema(StrictSchema):
         validate=validate.Range(1, 10_000),
         metadata={"description": "At most this many calls at once, over every event and worker; none: no limit"},
     )
-    healthcheck = fields.Url(
-        load_default=None,
-        allow_none=True,
-        require_tld=False,
-        schemes={"http", "https"},
-        metadata={"description": "A URL answering GET with 2xx while the service is up; probed if given"},
-    )
+    healthcheck = _optional_url("A URL answering GET with 2xx while the service is up; probed if given")
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
 
@@ -276,6 +281,7 @@ class WorkflowSchema(StrictSchema):
         validate=validate.Range(0.001, 366 * 24 * 3600),
         metadata={"description": "Seconds an event has to end; past them it fails. None: no limit"},
     )
+    notify = _optional_url("A URL that is sent each event, as a POST, once it has ended")
     operations = fields.List(
         fields.Raw(),
         validate=validate.Length(max=0, error="copy fields with a step's 'input' and 'output' mappings instead"),
@@ -300,6 +306,7 @@ class WorkflowSchema(StrictSchema):
             description=data["description"],
             linear=linear,
             timeout=data["timeout"],
+            notify=data["notify"],
         )
 
 
@@ -413,6 +420,8 @@ def workflow_to_dict(w: Workflow) -> dict[str, Any]:
     doc["outputs"] = [field_to_dict(f) for f in w.outputs]
     if w.timeout is not None:
         doc["timeout"] = w.timeout
+    if w.notify is not None:
+        doc["notify"] = w.notify
     return doc
 
 

@@ -61,6 +61,17 @@ class EventStepSchema(Schema):
     next_attempt_at = fields.DateTime(allow_none=True, metadata={"description": "When a retrying step runs again"})
 
 
+class NotificationSchema(Schema):
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in StepStatus]),
+        metadata={"description": "ready, running, retrying, then completed (delivered) or failed (given up)"},
+    )
+    attempts = fields.Integer(required=True)
+    ended_at = fields.DateTime(allow_none=True, metadata={"description": "When the last attempt ended"})
+    error = fields.Dict(allow_none=True)
+
+
 class EventSchema(Schema):
     id = fields.String(required=True)
     workflow = fields.Nested(WorkflowVersionSchema, required=True)
@@ -73,6 +84,11 @@ class EventSchema(Schema):
     idempotency_key = fields.String(allow_none=True)
     deadline = fields.DateTime(
         allow_none=True, metadata={"description": "When it fails if it has not ended, from its workflow's timeout"}
+    )
+    notification = fields.Nested(
+        NotificationSchema,
+        allow_none=True,
+        metadata={"description": "Its sending to its workflow's notify URL, once it has ended"},
     )
     steps = fields.List(fields.Nested(EventStepSchema), metadata={"description": "In the workflow's order"})
 
@@ -169,6 +185,7 @@ def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
         "updated_at": _time(event.updated_at),
         "idempotency_key": event.idempotency_key,
         "deadline": _time(event.deadline),
+        "notification": _notification(event.notification),
         "steps": [_step(step, event.steps[step.id]) for step in plan.order],
     }
 
@@ -202,6 +219,17 @@ def _item(state: StepState) -> dict[str, Any]:
         "ended_at": _time(state.ended_at),
         "inputs": state.inputs,
         "outputs": state.outputs,
+        "error": state.error,
+    }
+
+
+def _notification(state: StepState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "status": state.status.value,
+        "attempts": state.attempts,
+        "ended_at": _time(state.ended_at),
         "error": state.error,
     }
 

@@ -33,11 +33,13 @@ from machinery.engine.model import (
     TRANSFORM,
     WAIT,
     Field,
+    HttpEndpoint,
     Ref,
     Service,
     Step,
     Workflow,
 )
+from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import TERMINAL_EVENT, TERMINAL_STEP, Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import conforms, describe_mismatch, epoch_seconds, type_of
 
@@ -54,6 +56,12 @@ _CLAIMABLE = (_READY, _RETRYING, _RUNNING, _WAITING)
 _ACTIVE = (_READY, _RUNNING, _RETRYING)
 _OVER = (_COMPLETED, _SKIPPED)
 _UNIT = re.compile(r"^(?P<step>.+)\[(?P<item>\d+)\]$")
+
+NOTIFY_UNIT = "@notify"
+"""The unit that sends an ended event to its workflow's ``notify`` URL; no step id starts with ``@``."""
+NOTIFY_TIMEOUT = 10.0
+NOTIFY_RETRY = RetryPolicy(attempts=6, backoff=1.0, multiplier=3.0, max_delay=300.0)
+"""About six minutes of tries before a notification is given up."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,8 @@ def accept(
 def ready_units(event: Event) -> list[str]:
     """Units a worker may claim now."""
     if event.status in _IDLE:
-        return []
+        notification = event.notification
+        return [NOTIFY_UNIT] if notification is not None and notification.status is _READY else []
     units = []
     for step_id, state in event.steps.items():
         if state.items is None:
@@ -197,6 +206,9 @@ def ready_units(event: Event) -> list[str]:
 def timers(event: Event) -> list[tuple[str, float]]:
     """Units that are due at a time: retries, delays, and waits with a timeout."""
     if event.status in _IDLE:
+        notification = event.notification
+        if notification is not None and notification.status is _RETRYING and notification.run_at is not None:
+            return [(NOTIFY_UNIT, notification.run_at)]
         return []
     return [
         (unit_key(step_id, item), state.run_at)
@@ -222,12 +234,14 @@ def claim(
     time has come is completed here, with no call. Those cases return the
     changed event and no call.
     """
+    if unit == NOTIFY_UNIT:
+        return _claim_notification(plan, event, now, token, settings)
     step_id, item = parse_unit(unit)
     state = _unit_state(event, step_id, item)
     if event.status in _IDLE or state is None or state.status not in _CLAIMABLE:
         return None
     if event.deadline is not None and now >= event.deadline:
-        return expire(plan, event, now), None
+        return expire(plan, event, now, settings), None
     if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
         return None
     if state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until:
@@ -293,6 +307,8 @@ def finish(
     unit over, or the event was cancelled), so that a late or duplicate
     result changes nothing.
     """
+    if call.step_id == NOTIFY_UNIT:
+        return _finish_notification(event, call, error, now, random, settings)
     state = _unit_state(event, call.step_id, call.item)
     if state is None or state.status is not _RUNNING or state.token != call.token:
         return None
@@ -372,7 +388,9 @@ def check_outputs(service: Service, outputs: Any) -> tuple[dict[str, Any], list[
 def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
     """Units the sweeper should send to the workers again: their message is late or their worker gone."""
     if event.status in _IDLE:
-        return []
+        notification = event.notification
+        due = _unit_due(notification, settings) if notification is not None else None
+        return [NOTIFY_UNIT] if due is not None and due <= now else []
     return [
         unit_key(step_id, item)
         for step_id, item, state in _units(event)
@@ -384,15 +402,21 @@ def nudged(event: Event, units: list[str], now: float, settings: Settings) -> Ev
     """The event after the sweeper has sent ``units`` again; they are not due again before long."""
     event = event.copy()
     for unit in units:
+        if unit == NOTIFY_UNIT and event.notification is not None:
+            event.notification = event.notification.copy()
+            event.notification.nudged_at = now
+            continue
         step_id, item = parse_unit(unit)
         if _unit_state(event, step_id, item) is not None:
             _own_unit(event, step_id, item).nudged_at = now
     if event.status not in TERMINAL_EVENT:
         event.due_at = _until_deadline(event, _scan(event, settings)[3])
+    elif event.notification is not None:
+        event.due_at = _unit_due(event.notification, settings)
     return event
 
 
-def cancel(event: Event, now: float, settings: Settings) -> Event:
+def cancel(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     if event.status in TERMINAL_EVENT:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only an unfinished event can be cancelled")
     event = event.copy()
@@ -404,6 +428,7 @@ def cancel(event: Event, now: float, settings: Settings) -> Event:
         state.lease_until = None
     event.updated_at = now
     event.due_at = None
+    _notify_end(plan, event, now, settings)
     return event
 
 
@@ -412,7 +437,7 @@ def past_deadline(event: Event, now: float) -> bool:
     return event.deadline is not None and now >= event.deadline and event.status not in TERMINAL_EVENT
 
 
-def expire(plan: Plan, event: Event, now: float) -> Event:
+def expire(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     """Fail an event past its deadline; its steps stay as they are, so that a retry goes on from them."""
     event = event.copy()
     event.status = _EVENT_FAILED
@@ -420,6 +445,7 @@ def expire(plan: Plan, event: Event, now: float) -> Event:
     event.error = {"kind": "timeout", "message": message}
     event.updated_at = now
     event.due_at = None
+    _notify_end(plan, event, now, settings)
     return event
 
 
@@ -463,6 +489,7 @@ def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event.status = _EVENT_RUNNING
     event.error = None
     event.deadline = _deadline(plan.workflow, now)
+    event.notification = None
     for step in plan.order:
         if event.steps[step.id].status is not _FAILED:
             continue
@@ -547,16 +574,88 @@ def _close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event.due_at = None
     if event.status not in TERMINAL_EVENT:
         over, active, waiting, due = _scan(event, settings)
-        if over:
-            _end(plan, event, _EVENT_COMPLETED)
+        if not over:
+            if event.status is _EVENT_PAUSED:
+                due = None
+            elif waiting and not active:
+                event.status = _EVENT_WAITING
+            elif event.status is _EVENT_WAITING:
+                event.status = _EVENT_RUNNING
+            event.due_at = due if event.deadline is None else _until_deadline(event, due)
             return event
-        if event.status is _EVENT_PAUSED:
-            due = None
-        elif waiting and not active:
-            event.status = _EVENT_WAITING
-        elif event.status is _EVENT_WAITING:
-            event.status = _EVENT_RUNNING
-        event.due_at = due if event.deadline is None else _until_deadline(event, due)
+        _end(plan, event, _EVENT_COMPLETED)
+    _notify_end(plan, event, now, settings)
+    return event
+
+
+def _notify_end(plan: Plan, event: Event, now: float, settings: Settings) -> None:
+    """An event that has ended is sent to its workflow's ``notify`` URL, once for each time it ends."""
+    if plan.workflow.notify is not None and event.notification is None:
+        event.notification = StepState(status=_READY, run_at=now)
+    if event.notification is not None:
+        event.due_at = _unit_due(event.notification, settings)
+
+
+def _claim_notification(
+    plan: Plan, event: Event, now: float, token: str, settings: Settings
+) -> tuple[Event, Call | None] | None:
+    """Claim the sending of an ended event, as :func:`claim` claims a step's call."""
+    state = event.notification
+    if state is None or plan.workflow.notify is None or state.status not in _CLAIMABLE:
+        return None
+    if state.status is _RETRYING and (state.run_at is None or now < state.run_at):
+        return None
+    if state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until:
+        return None
+    event = event.copy()
+    state = event.notification = state.copy()
+    state.status = _RUNNING
+    state.attempts += 1
+    state.token = token
+    state.started_at = now
+    state.lease_until = now + NOTIFY_TIMEOUT + settings.lease_grace
+    state.nudged_at = None
+    event.due_at = state.lease_until
+    service = Service(NOTIFY_UNIT, HttpEndpoint(plan.workflow.notify), timeout=NOTIFY_TIMEOUT, retry=NOTIFY_RETRY)
+    inputs = {
+        "event_id": event.id,
+        "workflow": {"id": event.workflow_id, "name": event.workflow_name, "version": event.workflow_version},
+        "status": event.status.value,
+        "data": event.data,
+        "outputs": event.outputs,
+        "error": event.error,
+        "created_at": event.created_at,
+        "ended_at": event.updated_at,
+    }
+    key = f"{event.id}/{NOTIFY_UNIT}"
+    return event, Call(NOTIFY_UNIT, service, inputs, state.attempts, token, key, None, state.lease_until)
+
+
+def _finish_notification(
+    event: Event, call: Call, error: StepError | None, now: float, random: float, settings: Settings
+) -> Event | None:
+    state = event.notification
+    if state is None or state.status is not _RUNNING or state.token != call.token:
+        return None
+    event = event.copy()
+    state = event.notification = state.copy()
+    state.lease_until = None
+    state.token = None
+    state.ended_at = now
+    # A 2xx whose body is not JSON (often "ok") is delivered all the same: the answer is not read.
+    if error is None or error.kind == "json":
+        state.status = _COMPLETED
+        state.error = None
+        event.due_at = None
+        return event
+    _record_attempt(state, now, error.to_doc())
+    if error.transient and state.attempts < NOTIFY_RETRY.attempts:
+        state.status = _RETRYING
+        state.run_at = now + NOTIFY_RETRY.delay(state.attempts, random)
+    else:
+        state.status = _FAILED
+    state.error = error.to_doc()
+    event.due_at = _unit_due(state, settings)
     return event
 
 

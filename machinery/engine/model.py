@@ -189,6 +189,8 @@ class Workflow:
     linear: bool = False
     timeout: float | None = None
     """Seconds an event has from its acceptance to its end; past them no step starts, and the event fails."""
+    notify: str | None = None
+    """A URL that is sent each event, as a POST, once it has ended."""
     id: str | None = None
     version: int = 1
 

@@ -137,7 +137,11 @@ class EventStore(Protocol):
         """Newest first; with ``data``, only the events whose data holds those values (see ``data_conditions``)."""
 
     def due_events(self, now: float, limit: int) -> list[Event]:
-        """Unfinished events whose ``due_at`` has come, earliest first."""
+        """Events whose ``due_at`` has come, earliest first.
+
+        Those are unfinished events, and ended ones whose notification is still to be sent: an ended
+        event has no ``due_at`` otherwise.
+        """
 
     def delete_events(self, *, created_before: float, limit: int) -> int:
         """Delete up to ``limit`` finished events created before ``created_before``, oldest first; how many."""

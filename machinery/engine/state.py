@@ -133,6 +133,8 @@ class Event:
     """When the sweeper should look at this event if nothing else moves it; None once it is over."""
     deadline: float | None = None
     """When the event fails if it has not ended, from its workflow's timeout."""
+    notification: StepState | None = None
+    """The delivery of the ended event to its workflow's ``notify`` URL: a unit like a step's call."""
     signals: list[dict[str, Any]] = field(default_factory=list)
     """Signals received before the step waiting for them was reached: name, payload, at.
 
@@ -174,6 +176,8 @@ class Event:
         doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k != "_owned"}
         doc["status"] = self.status.value
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
+        if self.notification is not None:
+            doc["notification"] = self.notification.to_doc()
         return doc
 
     @classmethod
@@ -184,5 +188,6 @@ class Event:
                 "status": _EVENT_STATUSES[doc["status"]],
                 "steps": {k: StepState.from_doc(v) for k, v in doc["steps"].items()},
                 "signals": list(doc.get("signals", [])),
+                "notification": StepState.from_doc(doc["notification"]) if "notification" in doc else None,
             }
         )

@@ -59,6 +59,8 @@ class HttpCaller:
             transient = status >= 500 or status in TRANSIENT_STATUSES
             body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
             return None, StepError(f"{where} answered {status}: {body}", transient, "http", {"status_code": status})
+        if not response.data:  # 204, or an empty 200: no outputs
+            return {}, None
         try:
             return json.loads(response.data), None
         except ValueError:

@@ -256,8 +256,7 @@ class MongoStore:
         return self._events.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}}).deleted_count
 
     def due_events(self, now: float, limit: int) -> list[Event]:
-        """Unfinished events whose ``due_at`` has come, earliest first."""
-        docs = self._events.find({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}).sort("due_at").limit(limit)
+        docs = self._events.find({"due_at": {"$lte": now}}).sort("due_at").limit(limit)
         return [_load_event(doc) for doc in docs]
 
     def acquire_slot(

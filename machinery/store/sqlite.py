@@ -109,10 +109,8 @@ _DELETE_OLD_EVENTS = (
 )
 _HOLD = "INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)"
 _OVERDUE_EVENTS = f"SELECT COUNT(*) FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
-_DUE_EVENTS = (
-    f"SELECT doc FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
-    " ORDER BY due_at LIMIT ?"
-)
+# An ended event is due only while its notification is to be sent.
+_DUE_EVENTS = "SELECT doc FROM events WHERE due_at <= ? ORDER BY due_at LIMIT ?"
 
 
 class SqliteStore:
@@ -336,8 +334,7 @@ class SqliteStore:
         return self._db().execute(_DELETE_OLD_EVENTS, (created_before, *_TERMINAL, limit)).rowcount
 
     def due_events(self, now: float, limit: int) -> list[Event]:
-        """Unfinished events whose ``due_at`` has come, earliest first."""
-        rows = self._db().execute(_DUE_EVENTS, (now, *_TERMINAL, limit))
+        rows = self._db().execute(_DUE_EVENTS, (now, limit))
         return [Event.from_doc(_doc(row)) for row in rows]
 
     def acquire_slot(

@@ -356,7 +356,7 @@ class Driver:
         return decider.signal(self.plan, event, name, payload, now=now, settings=self.settings)
 
     def cancel(self, event: Event, now: float) -> Event:
-        return decider.cancel(event, now, self.settings)
+        return decider.cancel(self.plan, event, now, self.settings)
 
     def retry(self, event: Event, now: float) -> Event:
         return decider.retry(self.plan, event, now, self.settings)

@@ -70,7 +70,7 @@ def test_a_wait_with_no_timeout_of_its_own_is_bounded_by_the_deadline():
     assert event.status is EventStatus.WAITING
     assert event.due_at == 130
     assert decider.past_deadline(event, 130)
-    assert decider.expire(driver.plan, event, 130).status is EventStatus.FAILED
+    assert decider.expire(driver.plan, event, 130, SETTINGS).status is EventStatus.FAILED
 
 
 def test_the_due_time_is_the_sooner_of_the_units_and_the_deadline():
@@ -86,7 +86,7 @@ def test_a_paused_event_is_due_at_its_deadline():
 def test_retrying_a_timed_out_event_gives_it_a_new_deadline_and_goes_on_from_its_steps():
     driver = timed_chain(timeout=10)
     event = driver.run(driver.accept({"message": "hi"}, now=100), "upper", {"message": "HI"}, now=101)
-    expired = decider.expire(driver.plan, event, 111)
+    expired = decider.expire(driver.plan, event, 111, SETTINGS)
 
     retried = driver.retry(expired, 200)
 

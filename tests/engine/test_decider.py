@@ -59,7 +59,7 @@ def in_status(driver: Driver, status: str) -> Event:
     elif status == "failed":
         event = failed(driver, error=PERMANENT)
     elif status == "cancelled":
-        event = decider.cancel(event, 101, SETTINGS)
+        event = decider.cancel(driver.plan, event, 101, SETTINGS)
     assert event.status.value == status
     return event
 
@@ -137,7 +137,7 @@ def test_a_transition_leaves_the_event_it_was_given_unchanged(text_chain):
     before = accepted.to_doc()
     claimed, call = text_chain.call(accepted, "upper", now=101)
     text_chain.done(claimed, call, now=102, error=TRANSIENT)
-    decider.cancel(claimed, 103, SETTINGS)
+    decider.cancel(text_chain.plan, claimed, 103, SETTINGS)
     assert accepted.to_doc() == before
     assert claimed.steps["upper"].status is StepStatus.RUNNING
     assert claimed.steps["upper"].history == []
@@ -435,7 +435,7 @@ def test_lost_claims_do_not_use_up_the_retry_budget(text_chain):
 def test_cancel_marks_the_unfinished_steps_cancelled_and_keeps_the_completed_ones(text_chain):
     event = text_chain.run(text_chain.accept({"message": "a b"}), "upper", UPPER, now=101)
     event, _ = text_chain.call(event, "reverse", now=103)
-    event = decider.cancel(event, 104, SETTINGS)
+    event = decider.cancel(text_chain.plan, event, 104, SETTINGS)
     assert event.status is EventStatus.CANCELLED
     assert statuses(event) == {"upper": "completed", "reverse": "cancelled", "space-counter": "cancelled"}
     assert event.steps["upper"].outputs == UPPER
@@ -447,7 +447,7 @@ def test_cancel_marks_the_unfinished_steps_cancelled_and_keeps_the_completed_one
 
 def test_a_late_finish_after_cancel_changes_nothing(text_chain):
     event, call = text_chain.call(text_chain.accept({"message": "a b"}), "upper", now=101)
-    event = decider.cancel(event, 102, SETTINGS)
+    event = decider.cancel(text_chain.plan, event, 102, SETTINGS)
     before = event.to_doc()
     assert text_chain.finish(event, call, now=103, outputs=UPPER) is None
     assert text_chain.finish(event, call, now=103, error=TRANSIENT) is None
@@ -455,7 +455,7 @@ def test_a_late_finish_after_cancel_changes_nothing(text_chain):
 
 
 def test_a_cancelled_event_cannot_be_claimed(text_chain):
-    event = decider.cancel(text_chain.accept({"message": "a b"}), 101, SETTINGS)
+    event = decider.cancel(text_chain.plan, text_chain.accept({"message": "a b"}), 101, SETTINGS)
     assert text_chain.claim(event, "upper", now=102) is None
 
 
@@ -463,7 +463,7 @@ def test_a_cancelled_event_cannot_be_claimed(text_chain):
 def test_cancelling_an_event_that_is_over_raises_invalid_state(text_chain, status):
     event = in_status(text_chain, status)
     with pytest.raises(InvalidState, match=f"event 'ev-1' is {status}; only an unfinished event can be cancelled"):
-        decider.cancel(event, 200, SETTINGS)
+        decider.cancel(text_chain.plan, event, 200, SETTINGS)
 
 
 # Resuming a failed event

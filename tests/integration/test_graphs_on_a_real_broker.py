@@ -341,3 +341,34 @@ def test_calls_to_a_service_found_down_wait_for_it_to_be_up_instead_of_using_up_
     assert done.status is EventStatus.COMPLETED
     assert (done.steps["late"].attempts, len(service.calls)) == (1, 1)
     service.stop()
+
+
+def test_an_ended_event_is_posted_once_to_its_workflows_notify_url_and_retried_until_it_goes_through(
+    machinery: Machinery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    echoing = ScriptedService([echo]).start()
+    receiver = ScriptedService([(503, {"busy": True}), (200, {"ok": True})]).start()
+    register(
+        machinery,
+        {"echo": echoing.url},
+        {"name": "told", "inputs": TEXT, "outputs": TEXT, "services": ["echo"], "notify": receiver.url},
+    )
+    start_worker()
+    event = machinery.events.submit("told", {"message": "hi"})[0]
+
+    notified = wait_for(
+        lambda: (
+            (e := machinery.events.get(event.id)).notification is not None
+            and e.notification.status is StepStatus.COMPLETED
+            and e
+        ),
+        what="the notification to be delivered",
+    )
+
+    assert notified.status is EventStatus.COMPLETED
+    assert notified.notification.attempts == 2
+    assert [(call["event_id"], call["status"], call["outputs"]) for call in receiver.calls] == [
+        (event.id, "completed", {"message": "hi"})
+    ] * 2
+    echoing.stop()
+    receiver.stop()

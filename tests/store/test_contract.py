@@ -477,17 +477,18 @@ def test_old_finished_events_are_deleted_oldest_first_a_batch_at_a_time(store: S
     assert store.delete_events(created_before=10.0, limit=2) == 0
 
 
-def test_due_events_are_the_unfinished_ones_whose_time_has_come_earliest_first(store: Store) -> None:
+def test_due_events_are_those_whose_time_has_come_earliest_first_ended_ones_included(store: Store) -> None:
     later = event(status=EventStatus.RUNNING, due_at=20.0)
     sooner = event(status=EventStatus.WAITING, due_at=10.0)
     not_yet = event(due_at=40.0)
-    over = event(status=EventStatus.COMPLETED, due_at=5.0)
+    to_notify = event(status=EventStatus.COMPLETED, due_at=5.0)
+    over = event(status=EventStatus.FAILED)
     never = event()
-    for e in (later, sooner, not_yet, over, never):
+    for e in (later, sooner, not_yet, to_notify, over, never):
         store.create_event(e)
 
-    assert store.due_events(30.0, limit=10) == [sooner, later]
-    assert store.due_events(30.0, limit=1) == [sooner]
+    assert store.due_events(30.0, limit=10) == [to_notify, sooner, later]
+    assert store.due_events(30.0, limit=1) == [to_notify]
 
 
 def test_an_event_saved_without_a_due_time_is_no_longer_due(store: Store) -> None:

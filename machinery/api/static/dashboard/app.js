@@ -380,6 +380,15 @@ async function servicesPage(page) {
   );
 }
 
+// What a notification's status means, said of a notification.
+const NOTIFICATION_STATES = {
+  ready: "to send",
+  running: "being sent",
+  retrying: "to send again",
+  completed: "delivered",
+  failed: "given up",
+};
+
 // The colours of the step statuses that mean the same: fine, trying again, failed.
 const HEALTH_LOOKS = { up: "completed", unreachable: "retrying", down: "failed" };
 
@@ -784,6 +793,7 @@ async function eventPage(page, _query, id) {
           ? ` · took ${took(event.created_at, event.updated_at)}`
           : ` · updated ${when(event.updated_at)}`,
         !FINISHED.has(event.status) && event.deadline ? ` · fails if not over by ${when(event.deadline)}` : "",
+        event.notification ? ` · notification ${NOTIFICATION_STATES[event.notification.status]}` : "",
       );
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
