@@ -242,9 +242,7 @@ def claim(
         return None
     if event.deadline is not None and now >= event.deadline:
         return expire(plan, event, now, settings), None
-    if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
-        return None
-    if state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until:
+    if _too_soon(state, now):
         return None
     event = event.copy()
     event.status = _EVENT_RUNNING
@@ -596,16 +594,19 @@ def _notify_end(plan: Plan, event: Event, now: float, settings: Settings) -> Non
         event.due_at = _unit_due(event.notification, settings)
 
 
+def _too_soon(state: StepState, now: float) -> bool:
+    """Whether a claimable unit must wait still: for its retry or its timer, or for its worker's lease to run out."""
+    if state.status in (_RETRYING, _WAITING) and (state.run_at is None or now < state.run_at):
+        return True
+    return state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until
+
+
 def _claim_notification(
     plan: Plan, event: Event, now: float, token: str, settings: Settings
 ) -> tuple[Event, Call | None] | None:
     """Claim the sending of an ended event, as :func:`claim` claims a step's call."""
     state = event.notification
-    if state is None or plan.workflow.notify is None or state.status not in _CLAIMABLE:
-        return None
-    if state.status is _RETRYING and (state.run_at is None or now < state.run_at):
-        return None
-    if state.status is _RUNNING and state.lease_until is not None and now <= state.lease_until:
+    if state is None or plan.workflow.notify is None or state.status not in _CLAIMABLE or _too_soon(state, now):
         return None
     event = event.copy()
     state = event.notification = state.copy()
