@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machinery.engine import decider
-from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.calls import Call, CallFailure
+from machinery.engine.decider import Plan, Settings
 from machinery.engine.errors import InvalidState
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
@@ -319,13 +320,13 @@ class Runner:
         if waiter is not None:
             _send(self.dispatcher, *waiter)
 
-    def _call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+    def _call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         caller = self.callers.get(call.service.kind)
         if caller is None:
-            return None, StepError(f"no caller for services of kind '{call.service.kind}'", transient=False)
+            return None, CallFailure(f"no caller for services of kind '{call.service.kind}'", transient=False)
         return caller.call(call, event_id)
 
-    def _finish(self, event_id: str, call: Call, outputs: Any, error: StepError | None) -> tuple[Event, Call | None]:
+    def _finish(self, event_id: str, call: Call, outputs: Any, error: CallFailure | None) -> tuple[Event, Call | None]:
         """Record a call's result and, in the same write, claim the next unit this worker will run."""
         while True:
             event = self.store.get_event(event_id)

@@ -28,7 +28,8 @@ from typing import Any
 import mongomock
 
 from machinery.engine import decider
-from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.calls import Call, CallFailure
+from machinery.engine.decider import Plan, Settings
 from machinery.engine.model import HttpEndpoint, Service, Step, Workflow
 from machinery.engine.ports import Store
 from machinery.engine.state import Event
@@ -76,7 +77,7 @@ def decider_run(plan: Plan, services: dict[str, Service], settings: Settings, id
 class NoopCaller:
     """Answers every call at once with no outputs."""
 
-    def call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+    def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         return {}, None
 
 

@@ -18,8 +18,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from heapq import heappop, heappush
-from typing import Any, NamedTuple
+from typing import Any
 
+from machinery.engine.calls import Call, CallFailure, ErrorKind, unit_key
 from machinery.engine.checker import MAP_RESULTS
 from machinery.engine.errors import InvalidData, InvalidState, Problem
 from machinery.engine.expressions import Expression, Expressions
@@ -101,47 +102,6 @@ class Plan:
     @property
     def order(self) -> tuple[Step, ...]:
         return self.graph.order
-
-
-class Call(NamedTuple):
-    """A service call a worker has claimed and must now make.
-
-    A named tuple, not a frozen dataclass: every claim makes one, and a tuple is made several times faster.
-    """
-
-    step_id: str
-    service: Service
-    inputs: dict[str, Any]
-    attempt: int
-    token: str
-    idempotency_key: str
-    item: int | None = None
-    lease_until: float = 0.0
-    """When the claim lapses, and the unit counts as lost if no result came."""
-
-    @property
-    def unit(self) -> str:
-        return unit_key(self.step_id, self.item)
-
-
-@dataclass(frozen=True)
-class StepError:
-    """Why a call failed; ``transient`` errors are retried under the service's policy."""
-
-    message: str
-    transient: bool
-    kind: str = "error"
-    details: Mapping[str, Any] | None = None
-
-    def to_doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"kind": self.kind, "message": self.message, "transient": self.transient}
-        if self.details:
-            doc.update(self.details)
-        return doc
-
-
-def unit_key(step_id: str, item: int | None) -> str:
-    return step_id if item is None else f"{step_id}[{item}]"
 
 
 def parse_unit(unit: str) -> tuple[str, int | None]:
@@ -253,24 +213,28 @@ def claim(
         return _close(plan, event, now, settings), None
     if state.status is _RUNNING:
         state.lost += 1
-        _record_attempt(state, now, {"kind": "lost", "message": "the worker was lost before it recorded a result"})
+        _record_attempt(
+            state, now, {"kind": ErrorKind.LOST.value, "message": "the worker was lost before it recorded a result"}
+        )
         if state.lost > settings.max_lost:
-            error = StepError(
-                f"the worker running this step was lost {state.lost} times; giving up", transient=False, kind="lost"
+            error = CallFailure(
+                f"the worker running this step was lost {state.lost} times; giving up",
+                transient=False,
+                kind=ErrorKind.LOST,
             )
             _fail_unit(event, step_id, item, error, now)
             return _close(plan, event, now, settings), None
     service = services.get(step.service or "")
     if service is None:
-        error = StepError(f"service '{step.service}' is no longer registered", transient=False, kind="config")
+        error = CallFailure(f"service '{step.service}' is no longer registered", transient=False, kind=ErrorKind.CONFIG)
         _fail_unit(event, step_id, item, error, now)
         return _close(plan, event, now, settings), None
     inputs, problems = _inputs(plan, event, step, service, item)
     if problems:
-        error = StepError(
+        error = CallFailure(
             f"step '{step_id}' cannot call '{service.name}': " + "; ".join(p.message for p in problems),
             transient=False,
-            kind="input",
+            kind=ErrorKind.INPUT,
             details={"problems": [p.to_dict() for p in problems]},
         )
         _fail_unit(event, step_id, item, error, now)
@@ -294,7 +258,7 @@ def finish(
     call: Call,
     *,
     outputs: Any = None,
-    error: StepError | None = None,
+    error: CallFailure | None = None,
     now: float,
     random: float,
     settings: Settings,
@@ -321,10 +285,10 @@ def finish(
             if event.steps[call.step_id].status is _COMPLETED:
                 _advance(plan, event, now, ended=call.step_id)
             return _close(plan, event, now, settings)
-        error = StepError(
+        error = CallFailure(
             f"service '{call.service.name}' answered outside its contract: " + "; ".join(p.message for p in problems),
             transient=False,
-            kind="type",
+            kind=ErrorKind.TYPE,
             details={"problems": [p.to_dict() for p in problems]},
         )
     _record_attempt(state, now, error.to_doc())
@@ -338,7 +302,7 @@ def finish(
         state.token = None
         return _close(plan, event, now, settings)
     if error.transient and not budget_left:
-        error = StepError(
+        error = CallFailure(
             f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
         )
     _fail_unit(event, call.step_id, call.item, error, now)
@@ -440,7 +404,7 @@ def expire(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event = event.copy()
     event.status = _EVENT_FAILED
     message = f"the event did not end within its workflow's timeout of {plan.workflow.timeout:g} s"
-    event.error = {"kind": "timeout", "message": message}
+    event.error = {"kind": ErrorKind.TIMEOUT.value, "message": message}
     event.updated_at = now
     event.due_at = None
     _notify_end(plan, event, now, settings)
@@ -481,7 +445,7 @@ def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     """
     if event.status is not _EVENT_FAILED:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only a failed event can be retried")
-    if event.error and event.error.get("kind") == "fail":
+    if event.error and event.error.get("kind") == ErrorKind.FAIL:
         raise InvalidState(f"event '{event.id}' was failed on purpose by its step '{event.error['step']}'")
     event = event.copy()
     event.status = _EVENT_RUNNING
@@ -633,7 +597,7 @@ def _claim_notification(
 
 
 def _finish_notification(
-    event: Event, call: Call, error: StepError | None, now: float, random: float, settings: Settings
+    event: Event, call: Call, error: CallFailure | None, now: float, random: float, settings: Settings
 ) -> Event | None:
     state = event.notification
     if state is None or state.status is not _RUNNING or state.token != call.token:
@@ -644,7 +608,7 @@ def _finish_notification(
     state.token = None
     state.ended_at = now
     # A 2xx whose body is not JSON (often "ok") is delivered all the same: the answer is not read.
-    if error is None or error.kind == "json":
+    if error is None or error.kind is ErrorKind.JSON:
         state.status = _COMPLETED
         state.error = None
         event.due_at = None
@@ -769,7 +733,7 @@ def _start(plan: Plan, event: Event, step: Step, state: StepState, now: float) -
         _complete(state, None, now)
         if step.kind == FAIL:
             message = step.message or f"step '{step.id}' failed the event"
-            _end(plan, event, _EVENT_FAILED, {"kind": "fail", "step": step.id, "message": message})
+            _end(plan, event, _EVENT_FAILED, {"kind": ErrorKind.FAIL.value, "step": step.id, "message": message})
         else:
             _end(plan, event, _EVENT_COMPLETED)
 
@@ -780,7 +744,7 @@ def _end(plan: Plan, event: Event, status: EventStatus, error: dict[str, Any] | 
         if problems:
             status = _EVENT_FAILED
             error = {
-                "kind": "type",
+                "kind": ErrorKind.TYPE.value,
                 "message": "the workflow's outputs do not match its contract: "
                 + "; ".join(p.message for p in problems),
                 "problems": [p.to_dict() for p in problems],
@@ -810,22 +774,22 @@ def _complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> N
     state.token = None
 
 
-def _fail_step(event: Event, step_id: str, error: StepError, now: float) -> None:
+def _fail_step(event: Event, step_id: str, error: CallFailure, now: float) -> None:
     _fail_state(event.own(step_id), error, now)
     if event.status not in TERMINAL_EVENT:
         event.status = _EVENT_FAILED
         event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
 
 
-def _fail_unit(event: Event, step_id: str, item: int | None, error: StepError, now: float) -> None:
+def _fail_unit(event: Event, step_id: str, item: int | None, error: CallFailure, now: float) -> None:
     if item is None:
         _fail_step(event, step_id, error, now)
         return
     _fail_state(event.own_item(step_id, item), error, now)
-    _fail_step(event, step_id, StepError(f"item {item}: {error.message}", False, error.kind), now)
+    _fail_step(event, step_id, CallFailure(f"item {item}: {error.message}", False, error.kind), now)
 
 
-def _fail_state(state: StepState, error: StepError, now: float) -> None:
+def _fail_state(state: StepState, error: CallFailure, now: float) -> None:
     state.status = _FAILED
     state.error = error.to_doc()
     state.ended_at = now
@@ -857,7 +821,7 @@ def _evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> t
     try:
         return True, plan.expressions[(step.id, field)](_activation(plan, event, step))
     except ValueError as e:
-        error = StepError(f"the expression for '{field}' failed: {e}", transient=False, kind="expression")
+        error = CallFailure(f"the expression for '{field}' failed: {e}", transient=False, kind=ErrorKind.EXPRESSION)
         _fail_step(event, step.id, error, now)
         return False, None
 
@@ -872,8 +836,8 @@ def _run_switch(plan: Plan, event: Event, step: Step, state: StepState, now: flo
     route = key if key in step.cases else "default" if step.default else None
     if route is None:
         cases = ", ".join(repr(c) for c in step.cases)
-        error = StepError(
-            f"the value {key!r} matches none of the cases ({cases}) and there is no default", False, "route"
+        error = CallFailure(
+            f"the value {key!r} matches none of the cases ({cases}) and there is no default", False, ErrorKind.ROUTE
         )
         _fail_step(event, step.id, error, now)
         return
@@ -889,8 +853,8 @@ def _run_transform(plan: Plan, event: Event, step: Step, state: StepState, now: 
             return
     outputs, problems = _fill(step.outputs, computed, f"transform '{step.id}' output")
     if problems:
-        error = StepError(
-            "; ".join(p.message for p in problems), False, "type", {"problems": [p.to_dict() for p in problems]}
+        error = CallFailure(
+            "; ".join(p.message for p in problems), False, ErrorKind.TYPE, {"problems": [p.to_dict() for p in problems]}
         )
         _fail_step(event, step.id, error, now)
         return
@@ -904,7 +868,7 @@ def _start_delay(plan: Plan, event: Event, step: Step, state: StepState, now: fl
         present, value = _lookup(step.until, event, context(plan, event, plan.graph.upstream[step.id]))
         wake_at = epoch_seconds(value) if present else None
         if wake_at is None:
-            error = StepError(f"delay '{step.id}' cannot wait until {value!r}: not a time", False, "input")
+            error = CallFailure(f"delay '{step.id}' cannot wait until {value!r}: not a time", False, ErrorKind.INPUT)
             _fail_step(event, step.id, error, now)
             return
         wake = wake_at
@@ -926,7 +890,7 @@ def _start_wait(event: Event, step: Step, state: StepState, now: float) -> None:
 def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
     """A delay's time, or a wait's timeout, has come: a wait with no route for it fails."""
     if step.kind == WAIT and not step.on_timeout:
-        error = StepError(f"no signal '{step.signal}' arrived within {step.timeout:g} s", False, "timeout")
+        error = CallFailure(f"no signal '{step.signal}' arrived within {step.timeout:g} s", False, ErrorKind.TIMEOUT)
         _fail_step(event, step.id, error, now)
         return
     _complete(state, None, now)
@@ -938,7 +902,7 @@ def _wake(plan: Plan, event: Event, step: Step, state: StepState, now: float) ->
 def _start_map(plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
     present, items = _lookup(step.items_ref, event, context(plan, event, plan.graph.upstream[step.id]))
     if not present or not isinstance(items, list):
-        error = StepError(f"map '{step.id}' needs an array of items, got {type_of(items)}", False, "input")
+        error = CallFailure(f"map '{step.id}' needs an array of items, got {type_of(items)}", False, ErrorKind.INPUT)
         _fail_step(event, step.id, error, now)
         return
     state.status = _RUNNING

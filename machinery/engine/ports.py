@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from machinery.engine.decider import Call, StepError
+from machinery.engine.calls import Call, CallFailure
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.state import Event
@@ -189,5 +189,5 @@ class Dispatcher(Protocol):
 class ServiceCaller(Protocol):
     """Makes one call of one kind of service."""
 
-    def call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+    def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         """The service's answer as decoded JSON, or the error that prevented one."""

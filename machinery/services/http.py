@@ -16,7 +16,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
-from machinery.engine.decider import Call, StepError
+from machinery.engine.calls import Call, CallFailure, ErrorKind
 
 TRANSIENT_STATUSES = frozenset({408, 429})
 _BODY_PREVIEW = 300
@@ -26,7 +26,7 @@ class HttpCaller:
     def __init__(self, pool_size: int = 32) -> None:
         self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
 
-    def call(self, call: Call, event_id: str) -> tuple[Any, StepError | None]:
+    def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         service = call.service
         endpoint = service.endpoint
         headers = {
@@ -49,23 +49,27 @@ class HttpCaller:
                 redirect=False,
             )
         except NewConnectionError as e:
-            return None, StepError(f"{where} could not be reached: {_reason(e)}", True, "connection")
+            return None, CallFailure(f"{where} could not be reached: {_reason(e)}", True, ErrorKind.CONNECTION)
         except TimeoutError:
-            return None, StepError(f"{where} did not answer within {service.timeout:g} s", True, "timeout")
+            return None, CallFailure(f"{where} did not answer within {service.timeout:g} s", True, ErrorKind.TIMEOUT)
         except (ProtocolError, HTTPError) as e:
-            return None, StepError(f"{where} could not be reached: {_reason(e)}", True, "connection")
+            return None, CallFailure(f"{where} could not be reached: {_reason(e)}", True, ErrorKind.CONNECTION)
         status = response.status
         if status >= 300:
             transient = status >= 500 or status in TRANSIENT_STATUSES
             body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
-            return None, StepError(f"{where} answered {status}: {body}", transient, "http", {"status_code": status})
+            return None, CallFailure(
+                f"{where} answered {status}: {body}", transient, ErrorKind.HTTP, {"status_code": status}
+            )
         if not response.data:  # 204, or an empty 200: no outputs
             return {}, None
         try:
             return json.loads(response.data), None
         except ValueError:
             body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
-            return None, StepError(f"{where} answered {status} with a body that is not JSON: {body!r}", False, "json")
+            return None, CallFailure(
+                f"{where} answered {status} with a body that is not JSON: {body!r}", False, ErrorKind.JSON
+            )
 
 
 def _reason(error: Exception) -> str:

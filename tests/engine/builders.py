@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machinery.engine import decider
+from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.checker import check_workflow
-from machinery.engine.decider import Call, Plan, Settings, StepError
+from machinery.engine.decider import Plan, Settings
 from machinery.engine.errors import Problem
 from machinery.engine.model import (
     DELAY,
@@ -326,7 +327,7 @@ class Driver:
         now: float,
         *,
         outputs: Any = None,
-        error: StepError | None = None,
+        error: CallFailure | None = None,
         random: float = 0.0,
     ) -> Event | None:
         return decider.finish(
@@ -383,8 +384,8 @@ def item_statuses(event: Event, step_id: str) -> list[str]:
     return [item.status.value for item in items]
 
 
-TRANSIENT = StepError("connection refused", transient=True, kind="connection")
-PERMANENT = StepError("HTTP 400: bad request", transient=False, kind="http")
+TRANSIENT = CallFailure("connection refused", transient=True, kind=ErrorKind.CONNECTION)
+PERMANENT = CallFailure("HTTP 400: bad request", transient=False, kind=ErrorKind.HTTP)
 
 
 def diamond_services() -> dict[str, Service]:

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from machinery.engine import decider
-from machinery.engine.decider import NOTIFY_RETRY, NOTIFY_UNIT, StepError
+from machinery.engine.calls import CallFailure, ErrorKind
+from machinery.engine.decider import NOTIFY_RETRY, NOTIFY_UNIT
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import SETTINGS, Driver, chain, registry, service
 
@@ -77,7 +78,7 @@ def test_an_answer_that_is_not_json_still_delivers_it():
     event = driver.run(driver.accept({"message": "hi"}), "upper", {"message": "HI"}, now=101)
     claimed, call = driver.call(event, NOTIFY_UNIT, now=103)
 
-    delivered = driver.done(claimed, call, now=104, error=StepError("not JSON", False, "json"))
+    delivered = driver.done(claimed, call, now=104, error=CallFailure("not JSON", False, ErrorKind.JSON))
 
     assert delivered.notification.status is StepStatus.COMPLETED
 
@@ -87,13 +88,13 @@ def test_a_transient_failure_is_retried_later_and_a_permanent_one_gives_up():
     event = driver.run(driver.accept({"message": "hi"}), "upper", {"message": "HI"}, now=101)
     claimed, call = driver.call(event, NOTIFY_UNIT, now=103)
 
-    retrying = driver.done(claimed, call, now=104, error=StepError("answered 503", True, "http"))
+    retrying = driver.done(claimed, call, now=104, error=CallFailure("answered 503", True, ErrorKind.HTTP))
     assert retrying.notification.status is StepStatus.RETRYING
     assert decider.timers(retrying) == [(NOTIFY_UNIT, retrying.notification.run_at)]
     assert driver.claim(retrying, NOTIFY_UNIT, now=104.1) is None
 
     claimed, call = driver.call(retrying, NOTIFY_UNIT, now=retrying.notification.run_at)
-    failed = driver.done(claimed, call, now=200, error=StepError("answered 404", False, "http"))
+    failed = driver.done(claimed, call, now=200, error=CallFailure("answered 404", False, ErrorKind.HTTP))
     assert failed.notification.status is StepStatus.FAILED
     assert failed.notification.error["message"] == "answered 404"
     assert len(failed.notification.history) == 2
@@ -106,7 +107,7 @@ def test_transient_failures_give_up_after_the_policys_attempts():
     now = 103.0
     for _ in range(NOTIFY_RETRY.attempts):
         event, call = driver.call(event, NOTIFY_UNIT, now=now)
-        event = driver.done(event, call, now=now, error=StepError("refused", True, "connection"))
+        event = driver.done(event, call, now=now, error=CallFailure("refused", True, ErrorKind.CONNECTION))
         now = (event.notification.run_at or now) + 1
 
     assert event.notification.status is StepStatus.FAILED
@@ -121,7 +122,7 @@ def test_an_event_that_is_cancelled_or_fails_is_notified_too(ending: str):
         event = driver.cancel(event, 101)
     else:
         event, call = driver.call(event, "upper", now=101)
-        event = driver.done(event, call, now=102, error=StepError("answered 400", False, "http"))
+        event = driver.done(event, call, now=102, error=CallFailure("answered 400", False, ErrorKind.HTTP))
 
     assert event.status.terminal
     assert decider.ready_units(event) == [NOTIFY_UNIT]
@@ -141,7 +142,7 @@ def test_a_lost_notification_is_found_overdue_and_sent_again():
 def test_a_retried_event_is_notified_again_when_it_ends_again():
     driver = notifying()
     event, call = driver.call(driver.accept({"message": "hi"}), "upper", now=101)
-    failed = driver.done(event, call, now=102, error=StepError("answered 400", False, "http"))
+    failed = driver.done(event, call, now=102, error=CallFailure("answered 400", False, ErrorKind.HTTP))
     claimed, note = driver.call(failed, NOTIFY_UNIT, now=103)
     notified = driver.done(claimed, note, now=104, outputs={})
 

@@ -1,0 +1,88 @@
+"""The values the engine and the service callers exchange: a call to make, and why one failed.
+
+Callers (HTTP today, commands and fleets later) import this module, and the
+ports name its types, without importing the decider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from machinery.engine.model import Service
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with a call or a step, as recorded in its ``error.kind``."""
+
+    ERROR = "error"
+    """Nothing more precise is known."""
+    CONNECTION = "connection"
+    """The service could not be reached."""
+    TIMEOUT = "timeout"
+    """No answer in time: a call's, a wait's or an event's."""
+    HTTP = "http"
+    """The service answered with an error status."""
+    JSON = "json"
+    """The service answered with a body that is not JSON (a notification counts it delivered all the same)."""
+    TYPE = "type"
+    """A value outside its contract: an answer, a transform's outputs, a workflow's outputs."""
+    INPUT = "input"
+    """A step's inputs could not be made from what the event holds."""
+    EXPRESSION = "expression"
+    """An expression failed while it was evaluated."""
+    ROUTE = "route"
+    """A switch's value matched none of its cases."""
+    CONFIG = "config"
+    """The definitions changed under a running event (a service was deleted, say)."""
+    LOST = "lost"
+    """The worker running the call vanished before it recorded a result."""
+    FAIL = "fail"
+    """A ``fail`` step ended the event on purpose: such an event is not retried."""
+
+
+def unit_key(step_id: str, item: int | None) -> str:
+    """The unit a step or one item of a map step is handed out as: ``upper``, or ``each[3]``."""
+    return step_id if item is None else f"{step_id}[{item}]"
+
+
+class Call(NamedTuple):
+    """A service call a worker has claimed and must now make.
+
+    A named tuple, not a frozen dataclass: every claim makes one, and a tuple is made several times faster.
+    """
+
+    step_id: str
+    service: Service
+    inputs: dict[str, Any]
+    attempt: int
+    token: str
+    idempotency_key: str
+    item: int | None = None
+    lease_until: float = 0.0
+    """When the claim lapses, and the unit counts as lost if no result came."""
+
+    @property
+    def unit(self) -> str:
+        return unit_key(self.step_id, self.item)
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    """Why a call (or a step the engine runs) failed: a value recorded in the step's state, not an exception.
+
+    ``transient`` failures are retried under the service's policy; the others fail the step at once.
+    """
+
+    message: str
+    transient: bool
+    kind: ErrorKind = ErrorKind.ERROR
+    details: Mapping[str, Any] | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"kind": self.kind.value, "message": self.message, "transient": self.transient}
+        if self.details:
+            doc.update(self.details)
+        return doc
