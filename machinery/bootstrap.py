@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kombu
 
-from machinery.engine.decider import Settings
+from machinery.engine.plan import Settings
 from machinery.engine.ports import Store
 from machinery.expressions import CelExpressions
 from machinery.registry import Registry

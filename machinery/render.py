@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from machinery.engine.checker import writes
 from machinery.engine.errors import NotFound
 from machinery.engine.graph import Graph, build
+from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
     DELAY,
     FAIL,
@@ -245,7 +245,7 @@ def _contract(step: Step, services: Mapping[str, Service]) -> list[str]:
     writes, with the names they take in the context."""
     service = _service_of(step, services)
     inputs = service.inputs if service is not None else ()
-    outputs = writes(step, services)
+    outputs = KINDS[step.kind].writes(step, services)
     if not inputs and not outputs:
         return []
     sources = {name: f" ← {ref}" for name, ref in step.input.items()}
@@ -351,7 +351,7 @@ class _DataFlow:
         return last
 
     def _names_written(self, step: Step) -> set[str]:
-        return {step.context_name(f.name) for f in writes(step, self.services)}
+        return {step.context_name(f.name) for f in KINDS[step.kind].writes(step, self.services)}
 
 
 def _reads(step: Step, services: Mapping[str, Service]) -> list[tuple[str, Ref]]:
@@ -367,7 +367,7 @@ def _reads(step: Step, services: Mapping[str, Service]) -> list[tuple[str, Ref]]
 
 def _service_of(step: Step, services: Mapping[str, Service]) -> Service | None:
     """The registered service that a step calls, if it calls one."""
-    return services.get(step.service) if step.calls_service and step.service is not None else None
+    return services.get(step.service) if KINDS[step.kind].calls_service and step.service is not None else None
 
 
 def _items(step: Step) -> Ref:

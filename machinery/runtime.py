@@ -21,11 +21,11 @@ from typing import Any
 
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure
-from machinery.engine.decider import Plan, Settings
 from machinery.engine.errors import InvalidState
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
 from machinery.engine.model import Service, Workflow
+from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
 from machinery.engine.state import Event
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
     DELAY,
     FAIL,
     MAP,
     SERVICE,
-    STEP_KINDS,
     SUCCEED,
     SWITCH,
     TRANSFORM,
@@ -167,7 +167,7 @@ _STEP_IDS = fields.List(fields.String(validate=NAME), load_default=list)
 
 class StepSchema(StrictSchema):
     id = fields.String(required=True, validate=NAME)
-    kind = fields.String(load_default=SERVICE, validate=validate.OneOf(STEP_KINDS))
+    kind = fields.String(load_default=SERVICE, validate=validate.OneOf(tuple(KINDS)))
     after = fields.List(
         fields.String(validate=NAME), load_default=list, metadata={"description": "Steps it runs after"}
     )

@@ -29,8 +29,8 @@ import mongomock
 
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure
-from machinery.engine.decider import Plan, Settings
 from machinery.engine.model import HttpEndpoint, Service, Step, Workflow
+from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Store
 from machinery.engine.state import Event
 from machinery.expressions import CelExpressions

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from examples.services import DEFINITIONS
 from machinery.bootstrap import DAY, Config, Machinery
 from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
-from machinery.engine.decider import Settings
+from machinery.engine.plan import Settings
 from machinery.engine.state import EventStatus
 from machinery.runtime import Events
 from tests.support import free_port, reachable, wait_for

@@ -13,8 +13,9 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from machinery.engine.decider import Plan
-from machinery.engine.model import STEP_KINDS, Step
+from machinery.engine.kinds import KINDS
+from machinery.engine.model import Step
+from machinery.engine.plan import Plan
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import type_of
 from machinery.schemas import FIELD_NAME
@@ -45,7 +46,7 @@ class ItemSchema(Schema):
 
 class EventStepSchema(Schema):
     id = fields.String(required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(STEP_KINDS))
+    kind = fields.String(required=True, validate=validate.OneOf(tuple(KINDS)))
     service = fields.String(allow_none=True, metadata={"description": "The service it calls, if it calls one"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
     route = fields.String(allow_none=True, metadata={"description": "The route a switch or wait step took"})

@@ -70,9 +70,6 @@ class Service:
     def kind(self) -> str:
         return self.endpoint.kind
 
-    def output(self, name: str) -> Field | None:
-        return next((f for f in self.outputs if f.name == name), None)
-
 
 @dataclass(frozen=True)
 class Ref:
@@ -103,9 +100,6 @@ TRANSFORM = "transform"
 MAP = "map"
 FAIL = "fail"
 SUCCEED = "succeed"
-STEP_KINDS = (SERVICE, SWITCH, DELAY, WAIT, TRANSFORM, MAP, FAIL, SUCCEED)
-CALLING_KINDS = (SERVICE, MAP)
-"""Steps that call a service; the engine runs the others itself."""
 
 
 @dataclass(frozen=True)
@@ -160,10 +154,6 @@ class Step:
         return self.items or Ref("context", ("items",))
 
     @property
-    def calls_service(self) -> bool:
-        return self.kind in CALLING_KINDS
-
-    @property
     def routes(self) -> Mapping[str, tuple[str, ...]]:
         """The routes this step chooses among once it completes; empty for steps that choose none."""
         if self.kind == SWITCH:
@@ -193,12 +183,6 @@ class Workflow:
     """A URL that is sent each event, as a POST, once it has ended."""
     id: str | None = None
     version: int = 1
-
-    def step(self, step_id: str) -> Step:
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
 
     @property
     def service_names(self) -> tuple[str, ...]:

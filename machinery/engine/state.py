@@ -12,6 +12,8 @@ from typing import Any
 
 
 class EventStatus(StrEnum):
+    """Where an event is in its life; the last three are final."""
+
     ACCEPTED = "accepted"
     RUNNING = "running"
     WAITING = "waiting"
@@ -27,6 +29,8 @@ class EventStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
+    """Where a step, a map step's item or a notification is in its life; the last four are final."""
+
     PENDING = "pending"
     """Waits for the steps it depends on."""
     READY = "ready"
@@ -50,6 +54,21 @@ class StepStatus(StrEnum):
 
 TERMINAL_EVENT = frozenset({EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.CANCELLED})
 TERMINAL_STEP = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED})
+# Aliases as module globals: a transition looks statuses up dozens of times, and CPython 3.11 finds an enum
+# member on its class ten times slower than a global.
+PENDING, READY, RUNNING = StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING
+RETRYING, WAITING, COMPLETED = StepStatus.RETRYING, StepStatus.WAITING, StepStatus.COMPLETED
+SKIPPED, FAILED, CANCELLED = StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED
+EVENT_RUNNING, EVENT_WAITING, EVENT_COMPLETED = EventStatus.RUNNING, EventStatus.WAITING, EventStatus.COMPLETED
+EVENT_FAILED, EVENT_CANCELLED, EVENT_PAUSED = EventStatus.FAILED, EventStatus.CANCELLED, EventStatus.PAUSED
+IDLE = TERMINAL_EVENT | {EVENT_PAUSED}
+"""Event statuses in which no unit is claimed, nor sent, nor due."""
+CLAIMABLE = (READY, RETRYING, RUNNING, WAITING)
+"""Unit statuses a worker's message may act on: to call, to call again, to take over, or to wake."""
+ACTIVE = (READY, RUNNING, RETRYING)
+"""Unit statuses that hold a place among a map step's concurrent items."""
+OVER = (COMPLETED, SKIPPED)
+"""Step statuses after which the steps depending on it may start."""
 # By value: from_doc reads thousands of statuses per event of a large map step, and calling the enum is slow.
 _STEP_STATUSES = {status.value: status for status in StepStatus}
 _EVENT_STATUSES = {status.value: status for status in EventStatus}
@@ -57,6 +76,8 @@ _EVENT_STATUSES = {status.value: status for status in EventStatus}
 
 @dataclass
 class StepState:
+    """The runtime state of one unit of work: a step, an item of a map step, or an event's notification."""
+
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     """Calls started, lost ones included."""
@@ -117,6 +138,12 @@ _STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is n
 
 @dataclass
 class Event:
+    """One run of a workflow version: its data, the state of each of its steps, and how it ended.
+
+    The store holds it; every change is a copy (:meth:`copy`, then :meth:`own` for each step changed)
+    written back only if nobody wrote since it was read (``version``).
+    """
+
     id: str
     workflow_id: str
     workflow_name: str

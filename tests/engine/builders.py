@@ -11,10 +11,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from machinery.engine import decider
+from machinery.engine import dataflow, decider
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.checker import check_workflow
-from machinery.engine.decider import Plan, Settings
 from machinery.engine.errors import Problem
 from machinery.engine.model import (
     DELAY,
@@ -32,6 +31,7 @@ from machinery.engine.model import (
     Workflow,
     linear_steps,
 )
+from machinery.engine.plan import Plan, Settings
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event
 from machinery.engine.types import FieldType
@@ -369,7 +369,7 @@ class Driver:
         return decider.resume(self.plan, event, now, self.settings)
 
     def context(self, event: Event) -> dict[str, Any]:
-        return decider.context(self.plan, event)
+        return dataflow.context(self.plan, event)
 
 
 def statuses(event: Event) -> dict[str, str]:

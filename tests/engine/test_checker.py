@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from machinery.engine.checker import check_service, check_workflow
-from machinery.engine.decider import Plan
-from machinery.engine.errors import Problem
+from machinery.engine.errors import InvalidDefinition, Problem
+from machinery.engine.plan import Plan
 from tests.engine.builders import (
     EXPRESSIONS,
     chain,
@@ -258,7 +258,7 @@ def test_a_cycle_is_reported_without_the_steps_that_merely_run_after_it():
 
 def test_a_cycle_cannot_be_planned_for_running():
     workflow = graph([step("echo", after=["upper"]), step("upper", after=["echo"])], inputs=["message:string"])
-    with pytest.raises(ValueError, match="cycle"):
+    with pytest.raises(InvalidDefinition, match="cycle"):
         Plan.of(workflow, EXPRESSIONS)
 
 

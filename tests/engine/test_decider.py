@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from machinery.engine import decider
+from machinery.engine import dataflow, decider
 from machinery.engine.errors import InvalidData, InvalidState
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
@@ -124,7 +124,7 @@ def test_the_event_completes_with_the_workflow_outputs_read_from_the_final_conte
     assert event.outputs == {"message": "B A", "space_count": 1}
     assert event.error is None
     assert decider.ready_units(event) == []
-    assert decider.context(text_chain.plan, event) == {"message": "B A", "space_count": 1}
+    assert dataflow.context(text_chain.plan, event) == {"message": "B A", "space_count": 1}
 
 
 def test_outputs_a_service_does_not_declare_are_dropped(text_chain):

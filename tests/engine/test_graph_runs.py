@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from machinery.engine import decider
-from machinery.engine.decider import Plan
-from machinery.engine.errors import InvalidState
+from machinery.engine import dataflow, decider
+from machinery.engine.errors import InvalidDefinition, InvalidState
+from machinery.engine.plan import Plan
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import (
     EXPRESSIONS,
@@ -219,7 +219,7 @@ def test_a_step_sees_the_context_of_its_upstream_steps_only():
     _, call = driver.call(event, "again", now=105)
     assert call.inputs == {"message": "ab"}
     upto = driver.plan.graph.upstream["again"]
-    assert decider.context(driver.plan, event, upto) == {"message": "ab", "n": 2}
+    assert dataflow.context(driver.plan, event, upto) == {"message": "ab", "n": 2}
 
 
 # The seed's operations: copying a field before or after a service
@@ -365,7 +365,7 @@ def test_a_plan_cannot_be_made_of_a_workflow_whose_expression_does_not_compile()
 
 def test_a_plan_cannot_be_made_of_a_workflow_with_a_route_to_an_unknown_step():
     workflow = graph([switch("s", "1", {"1": ["ghost"]})])
-    with pytest.raises(ValueError, match="there is no step 'ghost'"):
+    with pytest.raises(InvalidDefinition, match="there is no step 'ghost'"):
         Plan.of(workflow, EXPRESSIONS)
 
 

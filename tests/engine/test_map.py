@@ -9,7 +9,9 @@ import json
 import pytest
 
 from machinery.engine import decider
+from machinery.engine.calls import unit_key
 from machinery.engine.state import Event, EventStatus, StepStatus
+from machinery.engine.units import parse_unit
 from tests.engine.builders import (
     PERMANENT,
     SETTINGS,
@@ -276,5 +278,5 @@ def test_a_map_event_survives_its_stored_form():
 
 @pytest.mark.parametrize("unit", ["squares[0]", "squares[1]"])
 def test_unit_keys_name_the_step_and_the_item(unit):
-    assert decider.unit_key(*decider.parse_unit(unit)) == unit
-    assert decider.parse_unit("report") == ("report", None)
+    assert unit_key(*parse_unit(unit)) == unit
+    assert parse_unit("report") == ("report", None)

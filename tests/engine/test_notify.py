@@ -8,8 +8,9 @@ import pytest
 
 from machinery.engine import decider
 from machinery.engine.calls import CallFailure, ErrorKind
-from machinery.engine.decider import NOTIFY_RETRY, NOTIFY_UNIT
+from machinery.engine.notification import NOTIFY_RETRY
 from machinery.engine.state import EventStatus, StepStatus
+from machinery.engine.units import NOTIFY_UNIT
 from tests.engine.builders import SETTINGS, Driver, chain, registry, service
 
 SERVICES = registry(service("upper", ["message:string"], ["message:string"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from machinery.engine import decider
+from machinery.engine import dataflow, decider
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import (
     Driver,
@@ -267,7 +267,7 @@ def test_a_step_on_a_route_not_taken_is_skipped_even_when_another_step_it_runs_a
 def test_the_switch_value_is_not_written_into_the_context():
     driver = by_value("string", {"gold": "left"}, default="right")
     event = driver.accept({"message": "m", "v": "gold"})
-    assert decider.context(driver.plan, event) == {"message": "m", "v": "gold"}
+    assert dataflow.context(driver.plan, event) == {"message": "m", "v": "gold"}
 
 
 def test_a_skipped_step_reads_nothing_and_a_later_step_reads_the_branch_that_ran():

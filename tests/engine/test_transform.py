@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from machinery.engine import decider
+from machinery.engine import dataflow
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import (
     Driver,
@@ -162,4 +162,4 @@ def test_a_transform_sees_only_the_context_of_the_steps_upstream_of_it():
 def test_the_context_after_a_transform_holds_its_outputs():
     driver = computing({"greeting": "'hello ' + input.name"}, ["greeting:string"], ["name:string"])
     event = driver.accept({"name": "ann"})
-    assert decider.context(driver.plan, event) == {"name": "ann", "greeting": "hello ann"}
+    assert dataflow.context(driver.plan, event) == {"name": "ann", "greeting": "hello ann"}

@@ -1,0 +1,67 @@
+"""The interface every kind of step implements, for the checker and for the decider.
+
+A kind knows what its steps add to the context and how to check them when a
+workflow is registered, and what its steps do when an event reaches them. The
+checker and the decider never ask which kind a step is: they ask its kind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from machinery.engine.errors import Problem
+from machinery.engine.model import Field, Service, Step
+from machinery.engine.scope import Definitions, Scope
+from machinery.engine.state import PENDING, Event, StepState
+from machinery.engine.units import complete
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from machinery.engine.plan import Plan
+
+
+class StepKind:
+    """How one kind of step is checked and run; one subclass per kind, one instance in ``KINDS``."""
+
+    name: ClassVar[str]
+    calls_service: ClassVar[bool] = False
+    """Whether its units are claimed by workers, to call its ``service``; the engine runs the other kinds itself."""
+    writes_context: ClassVar[bool] = False
+    """Whether its outputs go into the context (a switch's ``value`` does not)."""
+
+    def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
+        """The fields ``step`` adds to the context (before ``output`` renames them), given the registered services."""
+        return ()
+
+    def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
+        """Every problem of ``step`` that its kind can see, ``scope`` being what it can read."""
+        return []
+
+    def start(self, plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+        """The event has reached ``step``: run it, or make it ready or waiting."""
+        state.started_at = now
+        self.run(plan, event, step, state, now)
+
+    def run(self, plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+        """Run a step the engine runs itself: complete it, fail it, or leave it waiting."""
+        raise NotImplementedError(f"steps of kind '{self.name}' are not run by the engine")
+
+    def wake(self, plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
+        """A waiting step's time has come."""
+        complete(state, None, now)
+
+    def call_inputs(
+        self, plan: Plan, event: Event, step: Step, service: Service, item: int | None
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """The inputs of a call of the step's service (of ``item``, for a step with items)."""
+        raise NotImplementedError(f"steps of kind '{self.name}' call no service")
+
+    def item_done(self, plan: Plan, event: Event, step_id: str, now: float) -> None:
+        """One of the step's items has completed."""
+
+    def retry(self, plan: Plan, event: Event, step: Step, now: float) -> None:
+        """Make the failed ``step`` of a retried event run again."""
+        state = event.own(step.id)
+        state.status = PENDING
+        state.error = None

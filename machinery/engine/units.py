@@ -1,0 +1,142 @@
+"""Units of work and the transitions of one unit's state.
+
+Work is handed out in units: a step (``upper``), or one item of a map step
+(``each[3]``). The functions here find a unit's state in an event and change
+it; they know nothing of kinds of step, nor of what runs next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from machinery.engine.calls import CallFailure
+from machinery.engine.state import (
+    COMPLETED,
+    EVENT_FAILED,
+    FAILED,
+    READY,
+    RUNNING,
+    TERMINAL_EVENT,
+    Event,
+    StepState,
+)
+
+_UNIT = re.compile(r"^(?P<step>.+)\[(?P<item>\d+)\]$")
+NOTIFY_UNIT = "@notify"
+"""The unit that sends an ended event to its workflow's ``notify`` URL; no step id starts with ``@``."""
+
+
+def parse_unit(unit: str) -> tuple[str, int | None]:
+    """The step id and item of a unit key; the inverse of :func:`~machinery.engine.calls.unit_key`."""
+    if not unit.endswith("]"):
+        return unit, None
+    match = _UNIT.match(unit)
+    return (match["step"], int(match["item"])) if match else (unit, None)
+
+
+def units(event: Event) -> Iterator[tuple[str, int | None, StepState]]:
+    """Every unit as step id, item and state: steps, and each item of a map step (in place of the step itself)."""
+    for step_id, state in event.steps.items():
+        if state.items is None:
+            yield step_id, None, state
+        else:
+            for i, item in enumerate(state.items):
+                yield step_id, i, item
+
+
+def unit_state(event: Event, step_id: str, item: int | None) -> StepState | None:
+    """The state of a unit, to read; None if the event has no such unit."""
+    state = event.steps.get(step_id)
+    if state is None or item is None:
+        return state if state is None or state.items is None else None
+    if state.items is None or not 0 <= item < len(state.items):
+        return None
+    return state.items[item]
+
+
+def own_unit(event: Event, step_id: str, item: int | None) -> StepState:
+    """The state of a unit, to change (see :meth:`Event.own`)."""
+    return event.own(step_id) if item is None else event.own_item(step_id, item)
+
+
+def owned_units(event: Event, keep: Callable[[StepState], bool]) -> list[StepState]:
+    """Every unit (map steps and their items alike) that ``keep`` keeps, taken to be changed."""
+    found = []
+    for step_id, state in list(event.steps.items()):
+        if keep(state):
+            found.append(event.own(step_id))
+        for i, item in enumerate(state.items or ()):
+            if keep(item):
+                found.append(event.own_item(step_id, i))
+    return found
+
+
+def drop_claim(state: StepState) -> None:
+    """Forget the worker's claim on a unit: its result, if it still comes, is no longer taken."""
+    state.lease_until = None
+    state.token = None
+
+
+def complete(state: StepState, outputs: dict[str, Any] | None, now: float) -> None:
+    state.status = COMPLETED
+    state.outputs = outputs
+    state.error = None
+    state.ended_at = now
+    state.run_at = None
+    drop_claim(state)
+
+
+def fail_state(state: StepState, error: CallFailure, now: float) -> None:
+    state.status = FAILED
+    state.error = error.to_doc()
+    state.ended_at = now
+    drop_claim(state)
+
+
+def fail_step(event: Event, step_id: str, error: CallFailure, now: float) -> None:
+    """Fail a step, and with it the event unless it has ended already."""
+    fail_state(event.own(step_id), error, now)
+    if event.status not in TERMINAL_EVENT:
+        event.status = EVENT_FAILED
+        event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
+
+
+def fail_unit(event: Event, step_id: str, item: int | None, error: CallFailure, now: float) -> None:
+    """Fail a unit: a step, or an item and with it its map step."""
+    if item is None:
+        fail_step(event, step_id, error, now)
+        return
+    fail_state(event.own_item(step_id, item), error, now)
+    fail_step(event, step_id, CallFailure(f"item {item}: {error.message}", False, error.kind), now)
+
+
+def record_attempt(state: StepState, now: float, error: dict[str, Any]) -> None:
+    """Add the attempt under way, which ``error`` ended, to the state's history."""
+    entry = {"attempt": state.attempts, "started_at": state.started_at, "ended_at": now, "error": error}
+    state.history = [*state.history, entry]
+
+
+def start_attempt(state: StepState, token: str, now: float, lease_until: float) -> None:
+    """Claim a unit for one attempt by the worker holding ``token``, until ``lease_until``."""
+    state.status = RUNNING
+    state.attempts += 1
+    state.token = token
+    state.started_at = now
+    state.lease_until = lease_until
+    state.nudged_at = None
+
+
+def make_ready(state: StepState, now: float) -> None:
+    """Hand a unit to the workers now."""
+    state.status = READY
+    state.run_at = now
+
+
+def retry_unit(state: StepState, now: float) -> None:
+    """Ready a failed unit again with a fresh retry budget, for a retried event."""
+    make_ready(state, now)
+    state.budget_used = 0
+    state.lost = 0
+    state.error = None
