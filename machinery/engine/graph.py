@@ -24,6 +24,9 @@ TIMEOUT_ROUTE = "timeout"
 
 @dataclass(frozen=True)
 class Graph:
+    """A workflow's steps as a graph, worked out once when it is planned: order, dependencies, routes, and what
+    runs together on each choice of routes."""
+
     steps: Mapping[str, Step]
     order: tuple[Step, ...]
     """Every step after those it depends on; ties keep the definition's order."""
