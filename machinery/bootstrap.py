@@ -15,13 +15,13 @@ from pathlib import Path
 
 import kombu
 
+from machinery.cel import CelExpressions
 from machinery.engine.decider import Settings
 from machinery.engine.ports import Store
-from machinery.expressions import CelExpressions
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
-from machinery.services.health import HealthProber
 from machinery.services.http import HttpCaller
+from machinery.services.prober import HealthProber
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from machinery.cel import CelExpressions
 from machinery.engine.checker import check_workflow
 from machinery.engine.graph import build
-from machinery.expressions import CelExpressions
 from machinery.importers import ConversionError, convert
 from machinery.schemas import ServiceSchema, WorkflowSchema
 
