@@ -12,12 +12,13 @@ import click
 from marshmallow import ValidationError
 
 from machinery.bootstrap import DAY, Config, Machinery
+from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import MachineryError, NotFound
 from machinery.engine.ports import every
 from machinery.importers import ConversionError, convert
 from machinery.registry import Registry
 from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
-from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
+from machinery.validation import ServiceSchema, WorkflowSchema
 
 EXIT_INVALID = 2
 EXIT_REFUSED = 3

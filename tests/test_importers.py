@@ -11,7 +11,7 @@ from machinery.cel import CelExpressions
 from machinery.engine.checker import check_workflow
 from machinery.engine.graph import build
 from machinery.importers import ConversionError, convert
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
 

@@ -28,7 +28,7 @@ from machinery.render import (
     render,
     workflow_graph,
 )
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.api import error
 
 SVG = "{http://www.w3.org/2000/svg}"
