@@ -17,6 +17,7 @@ import kombu
 
 from machinery.cel import CelExpressions
 from machinery.engine.decider import Settings
+from machinery.engine.errors import InvalidConfig
 from machinery.engine.ports import Store
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
@@ -66,8 +67,8 @@ class Config:
             raw = env.get(f"MACHINERY_{name}")
             try:
                 return float(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"MACHINERY_{name} should be a number, not {raw!r}") from None
+            except ValueError as e:
+                raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
         return cls(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import (
     DELAY,
     FAIL,
@@ -64,11 +65,13 @@ def parse_ref(value: Any) -> Ref:
         return Ref("const", value=value)
     match = _REF.match(value)
     if not match:
-        raise ValueError(f"{value!r} is no reference; write $.input.<field>, $.context.<field> or $.steps.<id>.<field>")
+        raise InvalidDefinition(
+            f"{value!r} is no reference; write $.input.<field>, $.context.<field> or $.steps.<id>.<field>"
+        )
     source, rest = match.group(1), tuple(match.group(2)[1:].split("."))
     if source == "steps":
         if len(rest) < 2:
-            raise ValueError(f"{value!r} names a step but no field of its outputs")
+            raise InvalidDefinition(f"{value!r} names a step but no field of its outputs")
         return Ref("step", rest[1:], step=rest[0])
     return Ref(source, rest)
 
@@ -161,7 +164,7 @@ def step_to_dict(step: Step) -> dict[str, Any]:
 
 
 def step_from_dict(doc: dict[str, Any]) -> Step:
-    """A step document; ValueError if a reference in it is malformed."""
+    """A step document; InvalidDefinition if a reference in it is malformed."""
     return Step(
         id=doc["id"],
         kind=doc.get("kind", SERVICE),

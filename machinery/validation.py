@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from machinery.codec import KIND_FIELDS, parse_ref, service_from_dict, workflow_from_dict
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import DELAY, MAP, SERVICE, STEP_KINDS, SWITCH, TRANSFORM, WAIT, Service, Workflow
 from machinery.engine.types import SCALARS
 
@@ -219,13 +220,13 @@ def _reference_errors(step: dict[str, Any]) -> dict[str, Any]:
     for name, value in step.get("input", {}).items():
         try:
             parse_ref(value)
-        except ValueError as e:
+        except InvalidDefinition as e:
             errors.setdefault("input", {})[name] = [str(e)]
     for name in ("until", "items"):
         if name in step:
             try:
                 parse_ref(step[name])
-            except ValueError as e:
+            except InvalidDefinition as e:
                 errors[name] = [str(e)]
     return errors
 

@@ -9,8 +9,9 @@ import pytest
 
 from machinery.cel import CelExpressions
 from machinery.engine.checker import check_workflow
+from machinery.engine.errors import ConversionError
 from machinery.engine.graph import build
-from machinery.importers import ConversionError, convert
+from machinery.importers import convert
 from machinery.validation import ServiceSchema, WorkflowSchema
 
 SEED = Path(__file__).parent / "fixtures" / "seed"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from machinery.engine.errors import Problem
+from machinery.engine.errors import InvalidExpression, Problem
 from machinery.engine.expressions import NAMES, Expressions
 from machinery.engine.graph import Graph, Run, build
 from machinery.engine.model import (
@@ -274,7 +274,7 @@ def _check_transform(step: Step, expressions: Expressions) -> list[Problem]:
 def _check_expression(step: Step, field: str, source: str, expressions: Expressions) -> list[Problem]:
     try:
         expression = expressions.compile(source)
-    except ValueError as e:
+    except InvalidExpression as e:
         return [
             Problem(f"step '{step.id}': the expression for '{field}' does not compile: {e}", step=step.id, field=field)
         ]

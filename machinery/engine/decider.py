@@ -22,7 +22,7 @@ from typing import Any
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind, unit_key
 from machinery.engine.checker import MAP_RESULTS
-from machinery.engine.errors import InvalidData, InvalidState, Problem
+from machinery.engine.errors import InvalidData, InvalidExpression, InvalidState, Problem
 from machinery.engine.expressions import Expression, Expressions
 from machinery.engine.graph import SIGNAL_ROUTE, TIMEOUT_ROUTE, Graph, build
 from machinery.engine.model import (
@@ -820,7 +820,7 @@ def _activation(plan: Plan, event: Event, step: Step) -> dict[str, Any]:
 def _evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> tuple[bool, Any]:
     try:
         return True, plan.expressions[(step.id, field)](_activation(plan, event, step))
-    except ValueError as e:
+    except InvalidExpression as e:
         error = CallFailure(f"the expression for '{field}' failed: {e}", transient=False, kind=ErrorKind.EXPRESSION)
         _fail_step(event, step.id, error, now)
         return False, None

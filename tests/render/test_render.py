@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from examples.services import DEFINITIONS
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
+from machinery.engine.errors import GraphvizMissing
 from machinery.engine.model import STEP_KINDS, Service, Workflow
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.render import (
@@ -23,7 +24,6 @@ from machinery.render import (
     FORMATS,
     SHAPES,
     STATE_LOOKS,
-    GraphvizMissing,
     event_graph,
     render,
     workflow_graph,
