@@ -15,13 +15,14 @@ from pathlib import Path
 
 import kombu
 
+from machinery.cel import CelExpressions
+from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
 from machinery.engine.ports import Store
-from machinery.expressions import CelExpressions
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
-from machinery.services.health import HealthProber
 from machinery.services.http import HttpCaller
+from machinery.services.prober import HealthProber
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
@@ -66,8 +67,8 @@ class Config:
             raw = env.get(f"MACHINERY_{name}")
             try:
                 return float(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"MACHINERY_{name} should be a number, not {raw!r}") from None
+            except ValueError as e:
+                raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
         return cls(

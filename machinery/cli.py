@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -12,25 +13,43 @@ import click
 from marshmallow import ValidationError
 
 from machinery.bootstrap import DAY, Config, Machinery
-from machinery.engine.errors import MachineryError, NotFound
+from machinery.codec import service_to_dict, workflow_to_dict
+from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound
 from machinery.engine.ports import every
-from machinery.importers import ConversionError, convert
+from machinery.importers import convert
 from machinery.registry import Registry
-from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
-from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
+from machinery.render import FORMATS, graph_of_event, graph_of_workflow, render
+from machinery.validation import ServiceSchema, WorkflowSchema
 
 EXIT_INVALID = 2
+"""What it was given cannot be read: a setting, a file, a document to convert."""
 EXIT_REFUSED = 3
+"""What it was given was read, but machinery refuses it, or cannot do what it asks."""
+
+EXIT_CODES: dict[type[MachineryError], int] = {
+    InvalidConfig: EXIT_INVALID,
+    ConversionError: EXIT_INVALID,
+    MachineryError: EXIT_REFUSED,
+}
+"""The exit code of each error a command lets out, found by its class or the nearest base listed."""
+
+
+class _Main(click.Group):
+    """The commands, saying any machinery error on standard error and exiting with its code in ``EXIT_CODES``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MachineryError as e:
+            details = "".join(f"\n  - {p.message}" for p in e.problems)
+            _fail(f"{e.message}{details}", next(EXIT_CODES[c] for c in type(e).__mro__ if c in EXIT_CODES))
 
 
 def _machinery() -> Machinery:
-    try:
-        return Machinery(Config.from_env())
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
+    return Machinery(Config.from_env())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """machinery: chain typed HTTP microservices into workflows, and run events through them.
 
@@ -141,10 +160,8 @@ def import_workflow(source: Path, source_format: str | None, out: Path | None) -
     What does not carry over (Orchy's JavaScript) is said on standard error.
     """
     doc = next(doc for _, doc in _documents([source]))
-    try:
+    with _about(f"{source}: cannot convert"):
         workflow, warnings = convert(doc, source_format)
-    except (ConversionError, KeyError) as e:
-        _fail(f"{source}: cannot convert: {e}", EXIT_INVALID)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     text = json.dumps(workflow, indent=4) + "\n"
@@ -170,11 +187,8 @@ def import_workflow(source: Path, source_format: str | None, out: Path | None) -
 def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
     """Draw a workflow (by id or name), or with --event how far an event has gone."""
     machinery = _machinery()
-    try:
-        graph = graph_of_event(machinery, key) if of_event else graph_of_workflow(machinery, key)
-        picture = render(graph, fmt)
-    except (NotFound, GraphvizMissing) as e:
-        _fail(str(e), EXIT_REFUSED)
+    graph = graph_of_event(machinery, key) if of_event else graph_of_workflow(machinery, key)
+    picture = render(graph, fmt)
     if out is None:
         click.get_binary_stream("stdout").write(picture)
     else:
@@ -189,7 +203,7 @@ def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -
         definition = schema.load(doc)
     except ValidationError as e:
         _fail(f"{path}: {json.dumps(e.messages)}", EXIT_INVALID)
-    try:
+    with _about(path):
         try:
             current = get(definition.name)
         except NotFound:
@@ -199,10 +213,16 @@ def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -
             verb = "unchanged" if _comparable(dump(current)) == _comparable(dump(definition)) else "updated"
             if verb == "updated":
                 replace(definition.name, definition)
-    except MachineryError as e:
-        details = "".join(f"\n  - {p.message}" for p in e.problems)
-        _fail(f"{path}: {e.message}{details}", EXIT_REFUSED)
     click.echo(f"{kind} {definition.name} {verb}")
+
+
+@contextmanager
+def _about(subject: object) -> Iterator[None]:
+    """Name ``subject`` (the file at fault) at the start of any machinery error's message."""
+    try:
+        yield
+    except MachineryError as e:
+        raise type(e)(f"{subject}: {e.message}", e.problems) from e
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:

@@ -20,12 +20,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from machinery.engine.errors import ConversionError
+
 _ORCHY_REF = re.compile(r"^\$\.?(?P<step>[A-Za-z0-9_-]+)\.output\.(?P<path>[A-Za-z0-9_.-]+)$")
 _ORCHY_INPUT = re.compile(r"^\$\.input\.(?P<path>[A-Za-z0-9_.-]+)$")
-
-
-class ConversionError(ValueError):
-    """The document is not one the importer knows how to read; the message says why."""
 
 
 def detect(doc: Mapping[str, Any]) -> str:
@@ -40,10 +38,13 @@ def detect(doc: Mapping[str, Any]) -> str:
 def convert(doc: Mapping[str, Any], source: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The machinery workflow for ``doc``, and the warnings about what did not carry over."""
     kind = source or detect(doc)
-    if kind == "orchy":
-        return from_orchy(doc)
-    if kind == "gorchestrator":
-        return from_gorchestrator(doc), []
+    try:
+        if kind == "orchy":
+            return from_orchy(doc)
+        if kind == "gorchestrator":
+            return from_gorchestrator(doc), []
+    except KeyError as e:
+        raise ConversionError(f"{e.args[0]!r} is missing") from e
     raise ConversionError(f"unknown format {kind!r}; expected orchy or gorchestrator")
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from machinery.engine.errors import NotFound
+from machinery.engine.errors import GraphvizMissing, InvalidDefinition, NotFound
 from machinery.engine.graph import Graph, build
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
@@ -91,10 +91,6 @@ _LONGEST_LINE = 48
 """Characters in a line of free text (an expression, an error) before it is cut short."""
 
 
-class GraphvizMissing(RuntimeError):
-    """Graphviz's ``dot`` binary, which draws SVG and PNG images, is not installed."""
-
-
 def workflow_graph(workflow: Workflow, services: Mapping[str, Service]) -> graphviz.Digraph:
     """The steps of ``workflow`` with the typed contracts of their ``services``, and what flows between them."""
     return _draw(workflow, services, f"{workflow.name} v{workflow.version}", None)
@@ -147,7 +143,7 @@ def _draw(
     """The graph; ``states`` paints each step with its state, None draws the bare definition."""
     structure, problems = build(workflow)
     if structure is None:
-        raise ValueError(f"workflow '{workflow.name}' cannot be drawn: {problems[0].message}")
+        raise InvalidDefinition(f"workflow '{workflow.name}' cannot be drawn: {problems[0].message}")
     dot = graphviz.Digraph(
         workflow.name,
         graph_attr={"rankdir": "LR", "label": title, "labelloc": "t", "fontname": _FONT, "pad": "0.2"},

@@ -34,7 +34,7 @@ from tabulate import tabulate
 from examples.services import DEFINITIONS, EXAMPLES, Handler, JsonService, _RequestHandler
 from machinery.engine.ports import EventStore
 from machinery.registry import Registry
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 
 T = TypeVar("T")
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import mongomock
 
+from machinery.cel import CelExpressions
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure
 from machinery.engine.model import HttpEndpoint, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Store
 from machinery.engine.state import Event
-from machinery.expressions import CelExpressions
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.store.mongo import MongoStore

@@ -32,7 +32,7 @@ import requests
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.model import Workflow
 from machinery.runtime import MAX_COUNTDOWN
-from machinery.schemas import WorkflowSchema
+from machinery.validation import WorkflowSchema
 from scripts.bench_common import (
     DEFAULT_BROKER,
     SEED_MESSAGE,

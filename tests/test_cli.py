@@ -85,6 +85,25 @@ def test_export_writes_what_apply_accepts(run: Invoke, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "created" not in again.output and "updated" not in again.output
 
 
+def test_import_refuses_a_document_missing_a_key_it_needs(run: Invoke, tmp_path: Path) -> None:
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps({"digraph": [0], "nodes": [{"id": 1}]}))
+
+    result = run("import", str(graph))
+
+    assert result.exit_code == EXIT_INVALID
+    assert result.stderr == f"error: {graph}: cannot convert: 'name' is missing\n"
+
+
+def test_a_setting_that_cannot_be_read_is_said_and_refused(tmp_path: Path) -> None:
+    env = {"MACHINERY_DATA_DIR": str(tmp_path), "MACHINERY_CONCURRENCY": "many"}
+
+    result = CliRunner().invoke(main, ["purge", "--older-than", "1"], env=env)
+
+    assert result.exit_code == EXIT_INVALID
+    assert result.stderr == "error: MACHINERY_CONCURRENCY should be a number, not 'many'\n"
+
+
 def test_import_converts_an_orchy_workflow_and_warns_about_javascript(run: Invoke) -> None:
     result = run("import", str(SEED / "orchy-test-workflow.json"))
 

@@ -12,7 +12,7 @@ import pytest
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.health import DOWN, UNREACHABLE, UP
 from machinery.engine.model import HttpEndpoint, Service
-from machinery.services.health import HealthProber
+from machinery.services.prober import HealthProber
 from tests.support import ScriptedService, free_port
 
 

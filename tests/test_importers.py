@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from machinery.cel import CelExpressions
 from machinery.engine.checker import check_workflow
+from machinery.engine.errors import ConversionError
 from machinery.engine.graph import build
-from machinery.expressions import CelExpressions
-from machinery.importers import ConversionError, convert
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.importers import convert
+from machinery.validation import ServiceSchema, WorkflowSchema
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
 

@@ -4,7 +4,7 @@
      "errors": {"field": ["..."]},      when request fields are wrong
      "problems": [{"message": ...}]}    when a definition or an event's data is
 
-Client errors are logged at INFO, server errors at ERROR.
+Client errors are logged at WARNING, server errors at ERROR.
 """
 
 from __future__ import annotations
@@ -19,17 +19,31 @@ from flask import request
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
-from machinery.engine.errors import Conflict, InvalidData, InvalidDefinition, InvalidState, MachineryError, NotFound
+from machinery.engine.errors import (
+    Conflict,
+    GraphvizMissing,
+    InvalidData,
+    InvalidDefinition,
+    InvalidExpression,
+    InvalidState,
+    MachineryError,
+    NotFound,
+)
 
 log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[MachineryError], int] = {
     InvalidDefinition: 422,
+    InvalidExpression: 422,
     InvalidData: 422,
     NotFound: 404,
     Conflict: 409,
     InvalidState: 409,
+    GraphvizMissing: 503,
+    MachineryError: 500,
 }
+"""The status of each error, found by its class or the nearest base listed; the rest of the tree never reaches
+a request, and would be a server error if it did."""
 
 ErrorResponse = tuple[dict[str, Any], int, list[tuple[str, str]]]
 
@@ -98,7 +112,7 @@ def error_response(
 ) -> ErrorResponse:
     """The API's error body, logged."""
     log.log(
-        logging.ERROR if code >= 500 else logging.INFO, "%s %s -> %d %s", request.method, request.path, code, message
+        logging.ERROR if code >= 500 else logging.WARNING, "%s %s -> %d %s", request.method, request.path, code, message
     )
     body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
     if errors:

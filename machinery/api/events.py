@@ -13,6 +13,7 @@ from machinery.api.schemas import (
     BulkRetryReportSchema,
     BulkRetrySchema,
     EventQuerySchema,
+    EventRequestSchema,
     EventSchema,
     SignalSchema,
     SubmitHeadersSchema,
@@ -20,7 +21,6 @@ from machinery.api.schemas import (
     event_to_dict,
 )
 from machinery.engine.state import Event
-from machinery.schemas import EventRequestSchema
 
 blp = Blueprint("events", __name__, description="Events sent to workflows, and how far each has gone")
 

@@ -14,8 +14,7 @@ from flask import Response
 from marshmallow import Schema, fields, validate
 
 from machinery.api.blueprint import Blueprint, current_machinery
-from machinery.api.errors import ErrorResponse, error_response
-from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
+from machinery.render import FORMATS, graph_of_event, graph_of_workflow, render
 
 blp = Blueprint("graphs", __name__, description="Workflows and events drawn as graphs")
 
@@ -56,11 +55,6 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
     """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
     return _picture(graph_of_event(current_machinery(), event_id), suffix or query["format"])
-
-
-@blp.errorhandler(GraphvizMissing)
-def graphviz_missing(error: GraphvizMissing) -> ErrorResponse:
-    return error_response(503, str(error))
 
 
 def _picture(graph: graphviz.Digraph, fmt: str) -> Response:

@@ -1,7 +1,7 @@
 """The API's own JSON shapes: events as users read them, and the parameters of the event endpoints.
 
-Definitions are read and written with :mod:`machinery.schemas`, the format
-shared with the CLI and the stores.
+Definitions are validated with :mod:`machinery.validation` and written with
+:mod:`machinery.codec`, the format shared with the CLI and the stores.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from machinery.engine.model import Step
 from machinery.engine.plan import Plan
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import type_of
-from machinery.schemas import FIELD_NAME
+from machinery.validation import FIELD_NAME, StrictSchema
+
+
+class EventRequestSchema(StrictSchema):
+    data = fields.Dict(
+        keys=fields.String(), required=True, metadata={"description": "Must match the workflow's inputs"}
+    )
 
 
 class WorkflowVersionSchema(Schema):

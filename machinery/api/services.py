@@ -8,8 +8,9 @@ from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
 from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.codec import service_to_dict
 from machinery.engine.model import Service
-from machinery.schemas import ServiceSchema, service_to_dict
+from machinery.validation import ServiceSchema
 
 blp = Blueprint("services", __name__, description="Microservices and their typed inputs and outputs")
 

@@ -8,8 +8,9 @@ from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
 from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.codec import workflow_to_dict
 from machinery.engine.model import Workflow
-from machinery.schemas import WorkflowSchema, workflow_to_dict
+from machinery.validation import WorkflowSchema
 
 blp = Blueprint("workflows", __name__, description="Workflows: services chained, their types checked")
 

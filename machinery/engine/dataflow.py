@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from machinery.engine.calls import CallFailure, ErrorKind
-from machinery.engine.errors import Problem
+from machinery.engine.errors import InvalidExpression, Problem
 from machinery.engine.model import Field, Ref, Service, Step
 from machinery.engine.state import COMPLETED, Event
 from machinery.engine.types import conforms, describe_mismatch, type_of
@@ -133,7 +133,7 @@ def evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> tu
     activation = {"input": event.data, "context": context(plan, event, upstream), "steps": outputs}
     try:
         return True, plan.expressions[(step.id, field)](activation)
-    except ValueError as e:
+    except InvalidExpression as e:
         error = CallFailure(f"the expression for '{field}' failed: {e}", transient=False, kind=ErrorKind.EXPRESSION)
         fail_step(event, step.id, error, now)
         return False, None

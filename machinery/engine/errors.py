@@ -1,13 +1,19 @@
-"""Errors the engine and its ports raise.
+"""Every error machinery raises on purpose, in one tree.
 
     MachineryError
     ├── InvalidDefinition   a service or workflow does not hold together (problems listed)
+    ├── InvalidExpression   a CEL expression does not compile, or fails over the data it is given
     ├── InvalidData         an event's data does not match the workflow's inputs (problems listed)
     ├── NotFound            no such service, workflow or event
     ├── Conflict            a name is taken, or a change would break what depends on it
-    └── InvalidState        the event cannot do that now (retry a completed event, ...)
+    ├── InvalidState        the event cannot do that now (retry a completed event, ...)
+    ├── InvalidConfig       a ``MACHINERY_*`` setting cannot be read
+    ├── ConversionError     an Orchy or gorchestrator document cannot be converted
+    └── GraphvizMissing     an image needs Graphviz's ``dot`` binary, which is not installed
 
-The adapters map each one to one HTTP status in one place (``machinery.api.errors``).
+The engine and its ports raise the first six, the adapters around them the last three. Each is mapped in
+one place: to an HTTP status by ``machinery.api.errors``, to an exit code by
+``machinery.cli``.
 """
 
 from __future__ import annotations
@@ -40,20 +46,36 @@ class MachineryError(Exception):
 
 
 class InvalidDefinition(MachineryError):
-    pass
+    """A service or workflow does not hold together; ``problems`` lists what is wrong."""
+
+
+class InvalidExpression(MachineryError):
+    """An expression does not compile, or cannot be evaluated over the data it is given."""
 
 
 class InvalidData(MachineryError):
-    pass
+    """An event's data does not match its workflow's inputs; ``problems`` lists what is wrong."""
 
 
 class NotFound(MachineryError):
-    pass
+    """No service, workflow or event goes by that id or name."""
 
 
 class Conflict(MachineryError):
-    pass
+    """A name is taken, the definition changed since it was read, or a change would break what depends on it."""
 
 
 class InvalidState(MachineryError):
-    pass
+    """The event cannot do that in the state it is in."""
+
+
+class InvalidConfig(MachineryError):
+    """A ``MACHINERY_*`` environment variable holds a value that cannot be read."""
+
+
+class ConversionError(MachineryError):
+    """A document is not one the importers can convert; the message says why."""
+
+
+class GraphvizMissing(MachineryError):
+    """Graphviz's ``dot`` binary, which draws SVG and PNG images, is not installed."""

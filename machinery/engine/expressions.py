@@ -17,11 +17,11 @@ class Expression(Protocol):
     """The top-level names the expression reads."""
 
     def __call__(self, data: Mapping[str, Any]) -> Any:
-        """Evaluate over ``data``; raises ValueError when it cannot."""
+        """Evaluate over ``data``; raises InvalidExpression when it cannot."""
 
 
 class Expressions(Protocol):
     """A safe expression language over plain data: no I/O, no names but the data given."""
 
     def compile(self, source: str) -> Expression:
-        """Raises ValueError saying what is wrong with ``source``."""
+        """Raises InvalidExpression saying what is wrong with ``source``."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from machinery.engine.errors import InvalidDefinition
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -26,11 +28,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
+            raise InvalidDefinition("attempts must be at least 1")
         if self.backoff < 0 or self.max_delay < 0:
-            raise ValueError("delays cannot be negative")
+            raise InvalidDefinition("delays cannot be negative")
         if self.multiplier < 1:
-            raise ValueError("multiplier must be at least 1")
+            raise InvalidDefinition("multiplier must be at least 1")
 
     def delay(self, attempt: int, random: float) -> float:
         """Seconds to wait after failed call number ``attempt`` (1-based).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from machinery.engine.errors import Problem
+from machinery.engine.errors import InvalidExpression, Problem
 from machinery.engine.expressions import NAMES, Expressions
 from machinery.engine.model import Field, Ref, Service, Step, Workflow
 from machinery.engine.types import ANY, FieldType, accepts, conforms, describe_mismatch, type_of
@@ -52,7 +52,7 @@ class Scope:
 def check_expression(step: Step, field: str, source: str, expressions: Expressions) -> list[Problem]:
     try:
         expression = expressions.compile(source)
-    except ValueError as e:
+    except InvalidExpression as e:
         return [
             Problem(f"step '{step.id}': the expression for '{field}' does not compile: {e}", step=step.id, field=field)
         ]

@@ -12,6 +12,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from machinery.engine.errors import InvalidDefinition
+
 SCALARS = ("string", "int", "float", "bool", "object", "array", "any")
 
 
@@ -24,9 +26,9 @@ class FieldType:
 
     def __post_init__(self) -> None:
         if self.name not in SCALARS:
-            raise ValueError(f"unknown type {self.name!r}; expected one of {', '.join(SCALARS)}")
+            raise InvalidDefinition(f"unknown type {self.name!r}; expected one of {', '.join(SCALARS)}")
         if self.items is not None and self.name != "array":
-            raise ValueError(f"only an array may name an item type, not {self.name!r}")
+            raise InvalidDefinition(f"only an array may name an item type, not {self.name!r}")
 
     def __str__(self) -> str:
         return f"array<{self.items}>" if self.items is not None else self.name

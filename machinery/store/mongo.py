@@ -14,7 +14,7 @@ and undone in reverse when a later one fails.
 - The current version of a workflow lives in ``workflows``; a version is
   copied into ``workflow_versions`` before it is replaced or deleted.
 
-Documents are the plain shapes of :mod:`machinery.schemas` and
+Documents are the plain shapes of :mod:`machinery.codec` and
 :meth:`Event.to_doc`, with ``id`` stored as Mongo's ``_id``.
 """
 
@@ -31,13 +31,13 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
-from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
-from machinery.store import data_conditions
+from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
 Doc = dict[str, Any]

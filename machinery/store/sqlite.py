@@ -1,7 +1,7 @@
 """The embedded store: one SQLite file, shared safely by threads and processes.
 
 Definitions and events are kept as JSON documents (the shapes of
-:mod:`machinery.schemas` and :meth:`Event.to_doc`), next to the columns that
+:mod:`machinery.codec` and :meth:`Event.to_doc`), next to the columns that
 queries and conditional writes need. WAL mode lets readers run beside the one
 writer; every write that reads before it writes holds the write lock from its
 first statement (``BEGIN IMMEDIATE``), so what it checked cannot change under it.
@@ -21,13 +21,13 @@ from uuid import uuid4
 
 import orjson
 
+from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
 from machinery.engine.state import Event, EventStatus
-from machinery.schemas import load_service, load_workflow, service_to_dict, workflow_to_dict
-from machinery.store import data_conditions
+from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
-from machinery.services.health import HealthProber
+from machinery.services.prober import HealthProber
 from tests.support import free_port
 
 

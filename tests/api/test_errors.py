@@ -11,8 +11,10 @@ from flask.testing import FlaskClient
 
 from machinery.engine.errors import (
     Conflict,
+    GraphvizMissing,
     InvalidData,
     InvalidDefinition,
+    InvalidExpression,
     InvalidState,
     MachineryError,
     NotFound,
@@ -91,6 +93,8 @@ def test_a_wrong_method_answers_405_in_json_with_the_methods_allowed(client: Fla
         (NotFound("no such thing"), 404),
         (Conflict("taken"), 409),
         (InvalidState("too late"), 409),
+        (InvalidExpression("does not compile"), 422),
+        (GraphvizMissing("no dot"), 503),
     ],
 )
 def test_each_domain_error_answers_its_one_status_with_its_problems(
@@ -112,11 +116,11 @@ def test_an_unexpected_exception_answers_500_in_json_and_is_logged_as_an_error(
     assert any(r.levelno == logging.ERROR and r.name == "machinery.api.errors" for r in caplog.records)
 
 
-def test_client_errors_are_logged_at_info(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_client_errors_are_logged_as_warnings(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "machinery.api.errors")
     client.get("/services/nothing")
     (record,) = [r for r in caplog.records if r.name == "machinery.api.errors"]
-    assert record.levelno == logging.INFO
+    assert record.levelno == logging.WARNING
     assert "404" in record.getMessage()
 
 

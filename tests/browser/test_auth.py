@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
-from machinery.schemas import WorkflowSchema
+from machinery.validation import WorkflowSchema
 from tests.browser.test_dashboard import definition, service_at
 from tests.support import free_port
 

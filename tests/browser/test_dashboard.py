@@ -28,7 +28,7 @@ from machinery.bootstrap import Config, Machinery
 from machinery.engine.model import HttpEndpoint, Service
 from machinery.engine.state import StepStatus
 from machinery.render import STATE_LOOKS
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.support import ScriptedService, free_port
 
 pytestmark = pytest.mark.browser

@@ -1,7 +1,7 @@
 """Builders the engine tests share: types, fields, services, steps of every kind, workflows, references and a driver.
 
 Everything here is plain data built with the engine's model classes: no network, no files, no database. Expressions
-are compiled by the CEL adapter (``machinery.expressions``), which is pure computation like the engine.
+are compiled by the CEL adapter (``machinery.cel``), which is pure computation like the engine.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from machinery.cel import CelExpressions
 from machinery.engine import dataflow, decider
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.checker import check_workflow
@@ -35,7 +36,6 @@ from machinery.engine.plan import Plan, Settings
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event
 from machinery.engine.types import FieldType
-from machinery.expressions import CelExpressions
 
 EXPRESSIONS = CelExpressions()
 """The expression language the tests compile switches and transforms with."""

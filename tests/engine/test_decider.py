@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from machinery.engine import dataflow, decider
-from machinery.engine.errors import InvalidData, InvalidState
+from machinery.engine.errors import InvalidData, InvalidDefinition, InvalidState
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from tests.engine.builders import (
@@ -795,5 +795,5 @@ def test_a_very_late_attempt_is_still_capped_at_max_delay():
     ],
 )
 def test_a_retry_policy_refuses_impossible_settings(options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidDefinition, match=message):
         RetryPolicy(**options)

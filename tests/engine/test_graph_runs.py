@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from machinery.engine import dataflow, decider
-from machinery.engine.errors import InvalidDefinition, InvalidState
+from machinery.engine.errors import InvalidDefinition, InvalidExpression, InvalidState
 from machinery.engine.plan import Plan
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import (
@@ -359,7 +359,7 @@ def test_a_plan_compiles_every_expression_of_the_workflow_once():
 
 def test_a_plan_cannot_be_made_of_a_workflow_whose_expression_does_not_compile():
     workflow = graph([transform("t", {"x": "1 +"}, ["x:int"])])
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidExpression):
         Plan.of(workflow, EXPRESSIONS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.types import ANY, SCALARS, FieldType, accepts, conforms, describe_mismatch, type_of
 from tests.engine.builders import ftype
 
@@ -160,20 +161,20 @@ def test_describe_mismatch_shortens_long_values():
 
 @pytest.mark.parametrize("name", ["integer", "str", "number", "Array", ""])
 def test_a_field_type_rejects_an_unknown_name(name):
-    with pytest.raises(ValueError, match=f"unknown type '{name}'"):
+    with pytest.raises(InvalidDefinition, match=f"unknown type '{name}'"):
         FieldType(name)
 
 
 def test_an_unknown_item_type_is_rejected():
-    with pytest.raises(ValueError, match="unknown type 'str'"):
+    with pytest.raises(InvalidDefinition, match="unknown type 'str'"):
         FieldType.parse("array", "str")
 
 
 @pytest.mark.parametrize("name", ["string", "int", "float", "bool", "object", "any"])
 def test_only_an_array_may_name_an_item_type(name):
-    with pytest.raises(ValueError, match=f"only an array may name an item type, not '{name}'"):
+    with pytest.raises(InvalidDefinition, match=f"only an array may name an item type, not '{name}'"):
         FieldType(name, FieldType("int"))
-    with pytest.raises(ValueError, match="only an array"):
+    with pytest.raises(InvalidDefinition, match="only an array"):
         FieldType.parse(name, "int")
 
 

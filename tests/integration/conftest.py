@@ -19,7 +19,7 @@ import pytest
 from examples.services import DEFINITIONS, EXAMPLES, JsonService
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.model import HttpEndpoint, Service
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.support import free_port, reachable
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from machinery.bootstrap import Machinery
 from machinery.engine.errors import InvalidState
 from machinery.engine.state import EventStatus, StepStatus
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.integration.conftest import WorkerProcess
 from tests.support import ScriptedService, finished, free_port, slow, wait_for
 

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from examples.services import DEFINITIONS
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
+from machinery.engine.errors import GraphvizMissing
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import Service, Workflow
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
@@ -24,12 +25,11 @@ from machinery.render import (
     FORMATS,
     SHAPES,
     STATE_LOOKS,
-    GraphvizMissing,
     event_graph,
     render,
     workflow_graph,
 )
-from machinery.schemas import ServiceSchema, WorkflowSchema
+from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.api import error
 
 SVG = "{http://www.w3.org/2000/svg}"

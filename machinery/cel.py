@@ -20,6 +20,8 @@ from typing import Any
 
 import cel
 
+from machinery.engine.errors import InvalidExpression
+
 FUNCTIONS = frozenset(
     [
         "size",
@@ -74,9 +76,9 @@ class CelExpression:
         try:
             return _json(self._program.execute(dict(data)))
         except KeyError as e:
-            raise ValueError(f"no field {e.args[0]!r} in the data") from e
+            raise InvalidExpression(f"no field {e.args[0]!r} in the data") from e
         except (TypeError, RuntimeError, ValueError, ArithmeticError, LookupError) as e:
-            raise ValueError(str(e).split("\n", 1)[0] or type(e).__name__) from e
+            raise InvalidExpression(str(e).split("\n", 1)[0] or type(e).__name__) from e
 
 
 class CelExpressions:
@@ -91,10 +93,10 @@ class CelExpressions:
             try:
                 program = cel.compile(source)
             except (ValueError, TypeError, RuntimeError) as e:
-                raise ValueError(str(e).split("\n", 1)[0]) from e
+                raise InvalidExpression(str(e).split("\n", 1)[0]) from e
             unknown = sorted(f for f in program.references()["functions"] if not _allowed(f))
             if unknown:
-                raise ValueError(f"it calls {', '.join(repr(f) for f in unknown)}, which CEL does not have")
+                raise InvalidExpression(f"it calls {', '.join(repr(f) for f in unknown)}, which CEL does not have")
             expression = self._compiled[source] = CelExpression(source, program)
         return expression
 

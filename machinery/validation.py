@@ -1,39 +1,21 @@
-"""The definition formats: JSON to model and back, in one place.
+"""Validating the definitions users write: the schemas the API and ``machinery apply`` load them with.
 
-The API validates requests with these schemas, ``machinery apply`` loads
-files with them, ``machinery export`` writes what they dump, and the stores
-persist definitions in the same shape, so what one accepts the others read.
+Each schema checks a document of :mod:`machinery.codec`'s format, fills in its
+defaults, and has the codec build the model from it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from machinery.codec import KIND_FIELDS, parse_ref, service_from_dict, workflow_from_dict
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import (
-    DELAY,
-    FAIL,
-    MAP,
-    SERVICE,
-    SUCCEED,
-    SWITCH,
-    TRANSFORM,
-    WAIT,
-    Field,
-    HttpEndpoint,
-    Ref,
-    Service,
-    Step,
-    Workflow,
-    linear_steps,
-)
-from machinery.engine.retry import RetryPolicy
-from machinery.engine.types import SCALARS, FieldType
+from machinery.engine.model import DELAY, MAP, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
@@ -43,7 +25,6 @@ FIELD_NAME = validate.Regexp(
     r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$",
     error="must start with a letter or '_' and hold only letters, digits, '_' and '-' (100 at most)",
 )
-_REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
 
 
 class StrictSchema(Schema):
@@ -68,17 +49,6 @@ class FieldSchema(StrictSchema):
         if "items" in data and data["type"] != "array":
             raise ValidationError(f"only an array has an item type, not {data['type']}", "items")
 
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> Field:
-        extra = {"default": data["default"]} if "default" in data else {}
-        return Field(
-            name=data["name"],
-            type=FieldType.parse(data["type"], data.get("items")),
-            description=data["description"],
-            required=data["required"],
-            **extra,
-        )
-
 
 class RetrySchema(StrictSchema):
     attempts = fields.Integer(load_default=3, validate=validate.Range(1, 100))
@@ -86,10 +56,6 @@ class RetrySchema(StrictSchema):
     multiplier = fields.Float(load_default=2.0, validate=validate.Range(1, 100))
     max_delay = fields.Float(load_default=30.0, validate=validate.Range(0, 86400))
     jitter = fields.Boolean(load_default=True)
-
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> RetryPolicy:
-        return RetryPolicy(**data)
 
 
 def _optional_url(description: str) -> fields.Url:
@@ -113,7 +79,7 @@ class ServiceSchema(StrictSchema):
     method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     timeout = fields.Float(load_default=10.0, validate=validate.Range(0.001, 3600))
-    retry = fields.Nested(RetrySchema, load_default=RetryPolicy)
+    retry = fields.Nested(RetrySchema, load_default=dict)
     concurrency = fields.Integer(
         load_default=None,
         allow_none=True,
@@ -131,30 +97,10 @@ class ServiceSchema(StrictSchema):
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Service:
-        return Service(
-            name=data["name"],
-            endpoint=HttpEndpoint(address=data["address"], method=data["method"], headers=data["headers"]),
-            inputs=tuple(data["inputs"]),
-            outputs=tuple(data["outputs"]),
-            description=data["description"],
-            timeout=data["timeout"],
-            retry=data["retry"],
-            concurrency=data["concurrency"],
-            healthcheck=data["healthcheck"],
-        )
+        return service_from_dict(data)
 
 
 _COMMON_STEP_FIELDS = {"id", "kind", "after"}
-KIND_FIELDS = {
-    SERVICE: {"service", "input", "output"},
-    SWITCH: {"expression", "cases", "default"},
-    DELAY: {"seconds", "until"},
-    WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
-    TRANSFORM: {"compute", "outputs", "output"},
-    MAP: {"service", "input", "output", "items", "item", "concurrency"},
-    FAIL: {"message"},
-    SUCCEED: {"message"},
-}
 _REQUIRED = {
     SERVICE: ("service",),
     SWITCH: ("expression",),
@@ -162,7 +108,6 @@ _REQUIRED = {
     TRANSFORM: ("compute",),
     MAP: ("service", "items", "item"),
 }
-_STEP_IDS = fields.List(fields.String(validate=NAME), load_default=list)
 
 
 class StepSchema(StrictSchema):
@@ -223,39 +168,9 @@ class StepSchema(StrictSchema):
             errors["seconds"] = ["a delay needs either 'seconds' or 'until'"]
         if kind == WAIT and data.get("on_timeout") and "timeout" not in data:
             errors["timeout"] = ["'on_timeout' needs a 'timeout'"]
+        errors = errors or _reference_errors(data)
         if errors:
             raise ValidationError(errors)
-
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> Step:
-        errors: dict[str, Any] = {}
-        refs = {}
-        for name, value in data.get("input", {}).items():
-            try:
-                refs[name] = parse_ref(value)
-            except ValueError as e:
-                errors.setdefault("input", {})[name] = [str(e)]
-        extra: dict[str, Any] = {}
-        for name in ("until", "items"):
-            if name in data:
-                try:
-                    extra[name] = parse_ref(data[name])
-                except ValueError as e:
-                    errors[name] = [str(e)]
-        if errors:
-            raise ValidationError(errors)
-        structured = ("input", "until", "items", "after", "default", "on_timeout", "cases", "outputs")
-        plain = {k: v for k, v in data.items() if k not in structured}
-        return Step(
-            **plain,
-            **extra,
-            input=refs,
-            after=tuple(data["after"]),
-            default=tuple(data.get("default", ())),
-            on_timeout=tuple(data.get("on_timeout", ())),
-            cases={k: tuple(v) for k, v in data.get("cases", {}).items()},
-            outputs=tuple(data.get("outputs", ())),
-        )
 
 
 class WorkflowSchema(StrictSchema):
@@ -297,181 +212,28 @@ class WorkflowSchema(StrictSchema):
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Workflow:
-        linear = "services" in data
-        return Workflow(
-            name=data["name"],
-            steps=linear_steps(data["services"]) if linear else tuple(data["steps"]),
-            inputs=tuple(data["inputs"]),
-            outputs=tuple(data["outputs"]),
-            description=data["description"],
-            linear=linear,
-            timeout=data["timeout"],
-            notify=data["notify"],
-        )
+        return workflow_from_dict(data)
 
 
-class EventRequestSchema(StrictSchema):
-    data = fields.Dict(
-        keys=fields.String(), required=True, metadata={"description": "Must match the workflow's inputs"}
-    )
+def _reference_errors(step: dict[str, Any]) -> dict[str, Any]:
+    """What is wrong with the references of a step that fits its kind, by field."""
+    errors: dict[str, Any] = {}
+    for name, value in step.get("input", {}).items():
+        try:
+            parse_ref(value)
+        except InvalidDefinition as e:
+            errors.setdefault("input", {})[name] = [str(e)]
+    for name in ("until", "items"):
+        if name in step:
+            try:
+                parse_ref(step[name])
+            except InvalidDefinition as e:
+                errors[name] = [str(e)]
+    return errors
 
 
-def _check_unique(items: list[Field], key: str) -> None:
-    names = [f.name for f in items]
+def _check_unique(items: list[dict[str, Any]], key: str) -> None:
+    names = [f["name"] for f in items]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValidationError(f"declared more than once: {', '.join(twice)}", key)
-
-
-def parse_ref(value: Any) -> Ref:
-    """A step input: a ``$.`` reference, or any other JSON value as a constant."""
-    if not (isinstance(value, str) and value.startswith("$")):
-        return Ref("const", value=value)
-    match = _REF.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is no reference; write $.input.<field>, $.context.<field> or $.steps.<id>.<field>")
-    source, rest = match.group(1), tuple(match.group(2)[1:].split("."))
-    if source == "steps":
-        if len(rest) < 2:
-            raise ValueError(f"{value!r} names a step but no field of its outputs")
-        return Ref("step", rest[1:], step=rest[0])
-    return Ref(source, rest)
-
-
-def field_to_dict(f: Field) -> dict[str, Any]:
-    doc: dict[str, Any] = {"name": f.name, "type": f.type.name, "description": f.description}
-    if f.type.items is not None:
-        doc["items"] = f.type.items.name
-    if not f.required:
-        doc["required"] = False
-    if f.has_default:
-        doc["default"] = f.default
-    return doc
-
-
-def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
-    return {
-        "attempts": r.attempts,
-        "backoff": r.backoff,
-        "multiplier": r.multiplier,
-        "max_delay": r.max_delay,
-        "jitter": r.jitter,
-    }
-
-
-def service_to_dict(s: Service) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
-    return doc | {
-        "name": s.name,
-        "kind": s.kind,
-        "description": s.description,
-        "address": s.endpoint.address,
-        "method": s.endpoint.method,
-        "headers": dict(s.endpoint.headers),
-        "timeout": s.timeout,
-        "retry": retry_to_dict(s.retry),
-        "concurrency": s.concurrency,
-        "healthcheck": s.healthcheck,
-        "inputs": [field_to_dict(f) for f in s.inputs],
-        "outputs": [field_to_dict(f) for f in s.outputs],
-    }
-
-
-def step_to_dict(step: Step) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": step.id, "kind": step.kind, "after": list(step.after)}
-    values: dict[str, Any] = {
-        "service": step.service,
-        "input": {k: _ref_to_json(v) for k, v in step.input.items()},
-        "output": dict(step.output),
-        "expression": step.expression,
-        "cases": {k: list(v) for k, v in step.cases.items()},
-        "default": list(step.default),
-        "seconds": step.seconds,
-        "until": _ref_to_json(step.until) if step.until is not None else None,
-        "signal": step.signal,
-        "timeout": step.timeout,
-        "on_timeout": list(step.on_timeout),
-        "outputs": [field_to_dict(f) for f in step.outputs],
-        "compute": dict(step.compute),
-        "items": str(step.items) if step.items is not None else None,
-        "item": step.item,
-        "concurrency": step.concurrency,
-        "message": step.message,
-    }
-    for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
-        value = values[name]
-        if value is not None and value != [] and value != {} and value != "":
-            doc[name] = value
-    return doc
-
-
-def _ref_to_json(ref: Ref) -> Any:
-    return ref.value if ref.source == "const" else str(ref)
-
-
-def workflow_to_dict(w: Workflow) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": w.id, "version": w.version} if w.id else {}
-    doc |= {"name": w.name, "description": w.description}
-    if w.linear:
-        doc["services"] = [step.service for step in w.steps]
-    else:
-        doc["steps"] = [step_to_dict(step) for step in w.steps]
-    doc["inputs"] = [field_to_dict(f) for f in w.inputs]
-    doc["outputs"] = [field_to_dict(f) for f in w.outputs]
-    if w.timeout is not None:
-        doc["timeout"] = w.timeout
-    if w.notify is not None:
-        doc["notify"] = w.notify
-    return doc
-
-
-def load_service(doc: dict[str, Any]) -> Service:
-    """A stored service document back into the model, with its id and revision."""
-    return _STORED.get(
-        ("service", doc.get("id"), doc.get("revision", 0)),
-        lambda: replace(
-            _SERVICE.load({k: v for k, v in doc.items() if k not in ("id", "revision")}),
-            id=doc.get("id"),
-            revision=doc.get("revision", 0),
-        ),
-    )
-
-
-def load_workflow(doc: dict[str, Any]) -> Workflow:
-    """A stored workflow document back into the model, with its id and version."""
-    return _STORED.get(
-        ("workflow", doc.get("id"), doc.get("version", 1)),
-        lambda: replace(
-            _WORKFLOW.load({k: v for k, v in doc.items() if k not in ("id", "version")}),
-            id=doc.get("id"),
-            version=doc.get("version", 1),
-        ),
-    )
-
-
-class _Loaded:
-    """Stored definitions already loaded, by (kind, id, revision or version).
-
-    Ids are never reused and a revision or version never changes once written,
-    so a key always means the same definition; loading one through marshmallow
-    costs far more than reading it.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._loaded: dict[tuple[str, Any, Any], Any] = {}
-
-    def get(self, key: tuple[str, Any, Any], load: Callable[[], Any]) -> Any:
-        if key[1] is None:
-            return load()
-        found = self._loaded.get(key)
-        if found is None:
-            if len(self._loaded) >= self.size:
-                self._loaded.clear()
-            found = self._loaded[key] = load()
-        return found
-
-
-_SERVICE = ServiceSchema()
-_WORKFLOW = WorkflowSchema()
-_STORED = _Loaded(size=4096)

@@ -1,0 +1,213 @@
+"""The definition formats: services and workflows to plain JSON documents and back, in one place.
+
+The API answers with these documents, ``machinery export`` writes them, the
+stores persist them, and what :mod:`machinery.validation` accepts from users
+is read with them, so what one writes the others read. Reading trusts its
+document: validate what comes from outside first.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from machinery.engine.errors import InvalidDefinition
+from machinery.engine.model import (
+    DELAY,
+    FAIL,
+    MAP,
+    SERVICE,
+    SUCCEED,
+    SWITCH,
+    TRANSFORM,
+    WAIT,
+    Field,
+    HttpEndpoint,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+    linear_steps,
+)
+from machinery.engine.retry import RetryPolicy
+from machinery.engine.types import FieldType
+
+KIND_FIELDS = {
+    SERVICE: {"service", "input", "output"},
+    SWITCH: {"expression", "cases", "default"},
+    DELAY: {"seconds", "until"},
+    WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
+    TRANSFORM: {"compute", "outputs", "output"},
+    MAP: {"service", "input", "output", "items", "item", "concurrency"},
+    FAIL: {"message"},
+    SUCCEED: {"message"},
+}
+"""The keys a step of each kind may have, besides ``id``, ``kind`` and ``after``."""
+
+_PLAIN_STEP_FIELDS = (
+    "service",
+    "output",
+    "expression",
+    "seconds",
+    "signal",
+    "timeout",
+    "compute",
+    "item",
+    "concurrency",
+    "message",
+)
+_REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
+
+
+def parse_ref(value: Any) -> Ref:
+    """A step input: a ``$.`` reference, or any other JSON value as a constant."""
+    if not (isinstance(value, str) and value.startswith("$")):
+        return Ref("const", value=value)
+    match = _REF.match(value)
+    if not match:
+        raise InvalidDefinition(
+            f"{value!r} is no reference; write $.input.<field>, $.context.<field> or $.steps.<id>.<field>"
+        )
+    source, rest = match.group(1), tuple(match.group(2)[1:].split("."))
+    if source == "steps":
+        if len(rest) < 2:
+            raise InvalidDefinition(f"{value!r} names a step but no field of its outputs")
+        return Ref("step", rest[1:], step=rest[0])
+    return Ref(source, rest)
+
+
+def field_to_dict(f: Field) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": f.name, "type": f.type.name, "description": f.description}
+    if f.type.items is not None:
+        doc["items"] = f.type.items.name
+    if not f.required:
+        doc["required"] = False
+    if f.has_default:
+        doc["default"] = f.default
+    return doc
+
+
+def field_from_dict(doc: dict[str, Any]) -> Field:
+    return Field(
+        name=doc["name"],
+        type=FieldType.parse(doc["type"], doc.get("items")),
+        **{k: doc[k] for k in ("description", "required", "default") if k in doc},
+    )
+
+
+def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
+    return {
+        "attempts": r.attempts,
+        "backoff": r.backoff,
+        "multiplier": r.multiplier,
+        "max_delay": r.max_delay,
+        "jitter": r.jitter,
+    }
+
+
+def service_to_dict(s: Service) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
+    return doc | {
+        "name": s.name,
+        "kind": s.kind,
+        "description": s.description,
+        "address": s.endpoint.address,
+        "method": s.endpoint.method,
+        "headers": dict(s.endpoint.headers),
+        "timeout": s.timeout,
+        "retry": retry_to_dict(s.retry),
+        "concurrency": s.concurrency,
+        "healthcheck": s.healthcheck,
+        "inputs": [field_to_dict(f) for f in s.inputs],
+        "outputs": [field_to_dict(f) for f in s.outputs],
+    }
+
+
+def service_from_dict(doc: dict[str, Any]) -> Service:
+    """A service document, with its id and revision if it has them; a key left out takes its default."""
+    return Service(
+        name=doc["name"],
+        endpoint=HttpEndpoint(address=doc["address"], **{k: doc[k] for k in ("method", "headers") if k in doc}),
+        inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
+        outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
+        retry=RetryPolicy(**doc.get("retry", {})),
+        **{k: doc[k] for k in ("description", "timeout", "concurrency", "healthcheck", "id", "revision") if k in doc},
+    )
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": step.id, "kind": step.kind, "after": list(step.after)}
+    values: dict[str, Any] = {
+        "service": step.service,
+        "input": {k: _ref_to_json(v) for k, v in step.input.items()},
+        "output": dict(step.output),
+        "expression": step.expression,
+        "cases": {k: list(v) for k, v in step.cases.items()},
+        "default": list(step.default),
+        "seconds": step.seconds,
+        "until": _ref_to_json(step.until) if step.until is not None else None,
+        "signal": step.signal,
+        "timeout": step.timeout,
+        "on_timeout": list(step.on_timeout),
+        "outputs": [field_to_dict(f) for f in step.outputs],
+        "compute": dict(step.compute),
+        "items": str(step.items) if step.items is not None else None,
+        "item": step.item,
+        "concurrency": step.concurrency,
+        "message": step.message,
+    }
+    for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
+        value = values[name]
+        if value is not None and value != [] and value != {} and value != "":
+            doc[name] = value
+    return doc
+
+
+def step_from_dict(doc: dict[str, Any]) -> Step:
+    """A step document; InvalidDefinition if a reference in it is malformed."""
+    return Step(
+        id=doc["id"],
+        kind=doc.get("kind", SERVICE),
+        after=tuple(doc.get("after", ())),
+        input={name: parse_ref(value) for name, value in doc.get("input", {}).items()},
+        until=parse_ref(doc["until"]) if "until" in doc else None,
+        items=parse_ref(doc["items"]) if "items" in doc else None,
+        cases={k: tuple(v) for k, v in doc.get("cases", {}).items()},
+        default=tuple(doc.get("default", ())),
+        on_timeout=tuple(doc.get("on_timeout", ())),
+        outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
+        **{k: doc[k] for k in _PLAIN_STEP_FIELDS if k in doc},
+    )
+
+
+def _ref_to_json(ref: Ref) -> Any:
+    return ref.value if ref.source == "const" else str(ref)
+
+
+def workflow_to_dict(w: Workflow) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": w.id, "version": w.version} if w.id else {}
+    doc |= {"name": w.name, "description": w.description}
+    if w.linear:
+        doc["services"] = [step.service for step in w.steps]
+    else:
+        doc["steps"] = [step_to_dict(step) for step in w.steps]
+    doc["inputs"] = [field_to_dict(f) for f in w.inputs]
+    doc["outputs"] = [field_to_dict(f) for f in w.outputs]
+    if w.timeout is not None:
+        doc["timeout"] = w.timeout
+    if w.notify is not None:
+        doc["notify"] = w.notify
+    return doc
+
+
+def workflow_from_dict(doc: dict[str, Any]) -> Workflow:
+    """A workflow document in either form, with its id and version if it has them."""
+    linear = "services" in doc
+    return Workflow(
+        name=doc["name"],
+        steps=linear_steps(doc["services"]) if linear else tuple(step_from_dict(s) for s in doc["steps"]),
+        inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
+        outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
+        linear=linear,
+        **{k: doc[k] for k in ("description", "timeout", "notify", "id", "version") if k in doc},
+    )
