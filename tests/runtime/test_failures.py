@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from machinery.engine.state import EventStatus
-from tests.engine.builders import PERMANENT, TRANSIENT, corrected_seed_services, seed_workflow, statuses
+from tests.engine.builders import (
+    PERMANENT,
+    TRANSIENT,
+    corrected_seed_services,
+    graph,
+    seed_workflow,
+    service,
+    statuses,
+    step,
+)
 from tests.runtime.harness import TEXT, Runtime
 
 
@@ -43,3 +52,20 @@ def test_a_permanent_failure_fails_the_event_and_a_retry_resumes_it_from_the_fai
     assert event.status is EventStatus.COMPLETED
     assert event.outputs == {"message": "B A", "space_count": 1}
     assert [unit for unit, _ in runtime.called()] == ["upper", "reverse", "reverse", "space-counter"]
+
+
+def test_an_event_whose_service_was_deleted_after_it_was_sent_fails_naming_the_service(runtime: Runtime):
+    echo = graph([step("echo", "a")], inputs=["message:string"], outputs=["message:string"], name="echo")
+    runtime.register([service("a", ["message:string"], ["message:string"]), service("b", ["message:string"])], echo)
+    event_id = runtime.send("echo", {"message": "m"})
+    runtime.registry.replace_workflow("echo", graph([step("echo", "b")], inputs=["message:string"], name="echo"))
+    runtime.registry.delete_service("a")
+
+    event = runtime.run(event_id)
+
+    assert event.workflow_version == 1
+    assert event.status is EventStatus.FAILED
+    assert event.error is not None
+    assert (event.error["step"], event.error["kind"]) == ("echo", "config")
+    assert event.error["message"].endswith("service 'a' is no longer registered")
+    assert runtime.caller.calls == []
