@@ -21,7 +21,7 @@ from typing import Any
 
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure
-from machinery.engine.errors import InvalidState
+from machinery.engine.errors import InvalidState, NotFound
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
 from machinery.engine.model import Service, Workflow
@@ -88,7 +88,7 @@ class ServiceCache:
         if hit is None or now - hit[0] > self.ttl:
             try:
                 service: Service | None = self.store.get_service(name)
-            except LookupError:
+            except NotFound:
                 service = None
             hit = self._cache[name] = (now, service)
         return hit[1]

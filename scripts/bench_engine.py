@@ -7,8 +7,9 @@ and finished, the event completed):
 - SQLite: the runtime (Events.submit, Runner.run) on the embedded store, in a temporary folder;
 - mongomock: the same runtime on the MongoDB store, over mongomock (its test double).
 
-A no-op caller answers every call at once, and the dispatcher is an in-process
-queue drained in order: what is left is the engine and its store.
+The package's stubs stand for the services and the broker: a caller answering
+every call at once with no outputs, and a dispatcher whose in-memory queue is
+drained in order: what is left is the engine and its store.
 
     python -m scripts.bench_engine [--rounds 9] [--runs 300] [--store-runs 60]
 """
@@ -20,7 +21,6 @@ import itertools
 import statistics
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ import mongomock
 
 from machinery.cel import CelExpressions
 from machinery.engine import decider
-from machinery.engine.calls import Call, CallFailure
 from machinery.engine.model import HttpEndpoint, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Store
@@ -38,6 +37,7 @@ from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.store.mongo import MongoStore
 from machinery.store.sqlite import SqliteStore
+from machinery.stubs import StubCaller, StubDispatcher
 from scripts.bench_common import exit_on_sigterm, percentiles, print_machine, print_table, print_targets
 
 EDGES = (("a", "b"), ("a", "e"), ("b", "g"), ("d", "c"), ("d", "g"), ("f", "a"), ("f", "b"), ("f", "c"), ("h", "g"))
@@ -74,23 +74,6 @@ def decider_run(plan: Plan, services: dict[str, Service], settings: Settings, id
     check_completed(event)
 
 
-class NoopCaller:
-    """Answers every call at once with no outputs."""
-
-    def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
-        return {}, None
-
-
-class QueueDispatcher:
-    """Keeps the dispatched messages, for the benchmark to hand to the runner in order."""
-
-    def __init__(self) -> None:
-        self.queue: deque[tuple[str, str]] = deque()
-
-    def dispatch(self, event_id: str, step_id: str, delay: float = 0.0) -> None:
-        self.queue.append((event_id, step_id))
-
-
 def runtime_run(store: Store, settings: Settings) -> Callable[[], None]:
     """One graph run through the runtime on ``store``: submit, then run every message until none is left."""
     workflow = graph()
@@ -98,15 +81,14 @@ def runtime_run(store: Store, settings: Settings) -> Callable[[], None]:
     registry = Registry(store, expressions)
     registry.add_service(NOOP)
     registry.add_workflow(workflow)
-    dispatcher = QueueDispatcher()
+    dispatcher = StubDispatcher()
     plans = Plans(store, expressions)
     events = Events(store, store, dispatcher, settings, plans)
-    runner = Runner(store, dispatcher, {NOOP.kind: NoopCaller()}, settings, plans, ServiceCache(store))
+    runner = Runner(store, dispatcher, {NOOP.kind: StubCaller(lambda call: {})}, settings, plans, ServiceCache(store))
 
     def run() -> None:
         event, _ = events.submit(workflow.name, {})
-        while dispatcher.queue:
-            runner.run(*dispatcher.queue.popleft())
+        dispatcher.drain(runner)
         check_completed(store.get_event(event.id))
 
     return run

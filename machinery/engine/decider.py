@@ -61,8 +61,6 @@ from machinery.engine.units import (
 
 __all__ = [
     "NOTIFY_UNIT",
-    "Plan",
-    "Settings",
     "accept",
     "cancel",
     "claim",
