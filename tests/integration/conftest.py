@@ -22,8 +22,6 @@ from machinery.engine.model import HttpEndpoint, Service
 from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.support import free_port, reachable
 
-pytestmark = pytest.mark.integration
-
 BROKERS = {
     "redis": ("redis://127.0.0.1:6379/15", 6379),
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),

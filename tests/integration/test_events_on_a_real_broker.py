@@ -7,6 +7,8 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from machinery.api import create_app
 from machinery.bootstrap import Machinery
 from machinery.engine.model import Field, HttpEndpoint, Service, Workflow, linear_steps
@@ -15,6 +17,8 @@ from machinery.engine.state import EventStatus, StepStatus
 from machinery.engine.types import FieldType
 from tests.integration.conftest import WorkerProcess
 from tests.support import ScriptedService, finished, slow, wait_for
+
+pytestmark = pytest.mark.integration
 
 SEED_EVENT = {"message": "The Sun will rise in the morning !"}
 STRING = FieldType("string")

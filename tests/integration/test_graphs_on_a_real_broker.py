@@ -17,7 +17,7 @@ from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.integration.conftest import WorkerProcess
 from tests.support import ScriptedService, finished, free_port, slow, wait_for
 
-pytestmark = pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_url", ["redis"], indirect=True)]
 
 TEXT = [{"name": "message", "type": "string"}]
 
