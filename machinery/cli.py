@@ -16,7 +16,7 @@ from machinery.engine.errors import MachineryError, NotFound
 from machinery.engine.ports import every
 from machinery.importers import ConversionError, convert
 from machinery.registry import Registry
-from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
+from machinery.render import FORMATS, GraphvizMissing, event_graph, render, workflow_graph
 from machinery.schemas import ServiceSchema, WorkflowSchema, service_to_dict, workflow_to_dict
 
 EXIT_INVALID = 2
@@ -171,7 +171,13 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
     """Draw a workflow (by id or name), or with --event how far an event has gone."""
     machinery = _machinery()
     try:
-        graph = graph_of_event(machinery, key) if of_event else graph_of_workflow(machinery, key)
+        if of_event:
+            event = machinery.events.get(key)
+            workflow = machinery.plans.for_event(event).workflow
+            graph = event_graph(workflow, machinery.registry.services_of(workflow), event)
+        else:
+            workflow = machinery.registry.get_workflow(key)
+            graph = workflow_graph(workflow, machinery.registry.services_of(workflow))
         picture = render(graph, fmt)
     except (NotFound, GraphvizMissing) as e:
         _fail(str(e), EXIT_REFUSED)

@@ -31,6 +31,10 @@ class Registry:
     def list_services(self, *, offset: int = 0, limit: int = 100) -> Page[Service]:
         return self.store.list_services(offset=offset, limit=limit)
 
+    def services_of(self, workflow: Workflow) -> dict[str, Service]:
+        """The services ``workflow`` calls, by name, leaving out any removed since."""
+        return self._services_of(workflow)[0]
+
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""
         if service.name != name:

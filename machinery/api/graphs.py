@@ -15,7 +15,9 @@ from marshmallow import Schema, fields, validate
 
 from machinery.api.blueprint import Blueprint, current_machinery
 from machinery.api.errors import ErrorResponse, error_response
-from machinery.render import FORMATS, GraphvizMissing, graph_of_event, graph_of_workflow, render
+from machinery.render import FORMATS, GraphvizMissing, render
+from machinery.render import event_graph as draw_event
+from machinery.render import workflow_graph as draw_workflow
 
 blp = Blueprint("graphs", __name__, description="Workflows and events drawn as graphs")
 
@@ -44,7 +46,9 @@ class GraphQuerySchema(Schema):
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -> Response:
     """Draw a workflow, by id or name: its steps, their typed inputs and outputs, and what flows between them"""
-    return _picture(graph_of_workflow(current_machinery(), key), suffix or query["format"])
+    registry = current_machinery().registry
+    workflow = registry.get_workflow(key)
+    return _picture(draw_workflow(workflow, registry.services_of(workflow)), suffix or query["format"])
 
 
 @blp.route("/events/<event_id>/graph", methods=["GET"], endpoint="event_graph")
@@ -55,7 +59,10 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
     """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
-    return _picture(graph_of_event(current_machinery(), event_id), suffix or query["format"])
+    machinery = current_machinery()
+    event = machinery.events.get(event_id)
+    workflow = machinery.plans.for_event(event).workflow
+    return _picture(draw_event(workflow, machinery.registry.services_of(workflow), event), suffix or query["format"])
 
 
 @blp.errorhandler(GraphvizMissing)
