@@ -13,7 +13,7 @@ import graphviz
 from flask import Response
 from marshmallow import Schema, fields, validate
 
-from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.api.blueprint import Blueprint, current_events, current_plans, current_registry
 from machinery.api.errors import ErrorResponse, error_response
 from machinery.render import FORMATS, GraphvizMissing, render
 from machinery.render import event_graph as draw_event
@@ -46,7 +46,7 @@ class GraphQuerySchema(Schema):
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -> Response:
     """Draw a workflow, by id or name: its steps, their typed inputs and outputs, and what flows between them"""
-    registry = current_machinery().registry
+    registry = current_registry()
     workflow = registry.get_workflow(key)
     return _picture(draw_workflow(workflow, registry.services_of(workflow)), suffix or query["format"])
 
@@ -59,10 +59,9 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
     """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
-    machinery = current_machinery()
-    event = machinery.events.get(event_id)
-    workflow = machinery.plans.for_event(event).workflow
-    return _picture(draw_event(workflow, machinery.registry.services_of(workflow), event), suffix or query["format"])
+    event = current_events().get(event_id)
+    workflow = current_plans().for_event(event).workflow
+    return _picture(draw_event(workflow, current_registry().services_of(workflow), event), suffix or query["format"])
 
 
 @blp.errorhandler(GraphvizMissing)
