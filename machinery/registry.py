@@ -17,6 +17,9 @@ from machinery.engine.ports import Page, RegistryStore
 
 
 class Registry:
+    """The services and workflows users register: every write is type-checked before the store keeps it, so a
+    workflow never calls a service whose contract does not fit. The management API and the CLI write through it."""
+
     def __init__(self, store: RegistryStore, expressions: Expressions) -> None:
         self.store = store
         self.expressions = expressions
