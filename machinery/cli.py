@@ -18,7 +18,7 @@ from machinery.engine.errors import ConversionError, InvalidConfig, MachineryErr
 from machinery.engine.ports import every
 from machinery.importers import convert
 from machinery.registry import Registry
-from machinery.render import FORMATS, graph_of_event, graph_of_workflow, render
+from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.validation import ServiceSchema, WorkflowSchema
 
 EXIT_INVALID = 2
@@ -187,7 +187,13 @@ def import_workflow(source: Path, source_format: str | None, out: Path | None) -
 def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
     """Draw a workflow (by id or name), or with --event how far an event has gone."""
     machinery = _machinery()
-    graph = graph_of_event(machinery, key) if of_event else graph_of_workflow(machinery, key)
+    if of_event:
+        event = machinery.events.get(key)
+        workflow = machinery.plans.for_event(event).workflow
+        graph = event_graph(workflow, machinery.registry.services_of(workflow), event)
+    else:
+        workflow = machinery.registry.get_workflow(key)
+        graph = workflow_graph(workflow, machinery.registry.services_of(workflow))
     picture = render(graph, fmt)
     if out is None:
         click.get_binary_stream("stdout").write(picture)

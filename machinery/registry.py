@@ -17,6 +17,9 @@ from machinery.engine.ports import Page, RegistryStore
 
 
 class Registry:
+    """The services and workflows users register: every write is type-checked before the store keeps it, so a
+    workflow never calls a service whose contract does not fit. The management API and the CLI write through it."""
+
     def __init__(self, store: RegistryStore, expressions: Expressions) -> None:
         self.store = store
         self.expressions = expressions
@@ -30,6 +33,10 @@ class Registry:
 
     def list_services(self, *, offset: int = 0, limit: int = 100) -> Page[Service]:
         return self.store.list_services(offset=offset, limit=limit)
+
+    def services_of(self, workflow: Workflow) -> dict[str, Service]:
+        """The services ``workflow`` calls, by name, leaving out any removed since."""
+        return self._services_of(workflow)[0]
 
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""

@@ -3,20 +3,19 @@
 :func:`workflow_graph` draws a workflow's steps, their typed contracts and the
 data that flows between them; :func:`event_graph` draws the same graph painted
 with how far an event has gone; :func:`render` writes either as SVG, PNG or DOT
-source. Only SVG and PNG need Graphviz's ``dot`` binary.
+source. Only SVG and PNG need Graphviz's ``dot`` binary. They draw the
+definitions and events they are given: looking them up is the caller's job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import graphviz
 
-from machinery.engine.errors import GraphvizMissing, InvalidDefinition, NotFound
+from machinery.engine.errors import GraphvizMissing, InvalidDefinition
 from machinery.engine.graph import Graph, build
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
@@ -35,10 +34,6 @@ from machinery.engine.model import (
     Workflow,
 )
 from machinery.engine.state import Event, StepState, StepStatus
-from machinery.registry import Registry
-
-if TYPE_CHECKING:
-    from machinery.bootstrap import Machinery
 
 FORMATS: Mapping[str, str] = {"svg": "image/svg+xml", "png": "image/png", "dot": "text/vnd.graphviz"}
 """The formats :func:`render` writes, and their media types."""
@@ -92,7 +87,10 @@ _LONGEST_LINE = 48
 
 
 def workflow_graph(workflow: Workflow, services: Mapping[str, Service]) -> graphviz.Digraph:
-    """The steps of ``workflow`` with the typed contracts of their ``services``, and what flows between them."""
+    """The steps of ``workflow`` with the typed contracts of their ``services``, and what flows between them.
+
+    ``services`` are those the steps call, by name; a step's service left out is drawn as not registered.
+    """
     return _draw(workflow, services, f"{workflow.name} v{workflow.version}", None)
 
 
@@ -113,28 +111,6 @@ def render(graph: graphviz.Digraph, fmt: str) -> bytes:
             f"the Graphviz binary 'dot' is missing, so no {fmt} image can be drawn: install Graphviz "
             "(apt-get install graphviz), or ask for the 'dot' format, which needs no binary"
         ) from e
-
-
-def graph_of_workflow(machinery: Machinery, key: str) -> graphviz.Digraph:
-    """The graph of the workflow registered under ``key``, its id or its name."""
-    workflow = machinery.registry.get_workflow(key)
-    return workflow_graph(workflow, _registered_services(machinery.registry, workflow))
-
-
-def graph_of_event(machinery: Machinery, event_id: str) -> graphviz.Digraph:
-    """The graph of an event, on the version of the workflow it runs."""
-    event = machinery.events.get(event_id)
-    workflow = machinery.plans.for_event(event).workflow
-    return event_graph(workflow, _registered_services(machinery.registry, workflow), event)
-
-
-def _registered_services(registry: Registry, workflow: Workflow) -> dict[str, Service]:
-    """The services ``workflow`` calls, by name, leaving out any removed since."""
-    found = {}
-    for name in workflow.service_names:
-        with contextlib.suppress(NotFound):
-            found[name] = registry.get_service(name)
-    return found
 
 
 def _draw(

@@ -1,4 +1,8 @@
-"""What every resource of the API shares: its Blueprint, the machinery it serves, its pages."""
+"""What every resource of the API shares: its Blueprint, the use cases it serves, its pages.
+
+A resource takes the use case it needs (``current_registry()``, ``current_events()``); only those
+reporting on the whole deployment, its store and broker, take the :class:`Machinery` itself.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from marshmallow import Schema
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 from machinery.bootstrap import Machinery
+from machinery.registry import Registry
+from machinery.runtime import Events, Plans
 
 EXTENSION = "machinery"
 
@@ -21,6 +27,21 @@ MAX_OFFSET = 2**63 - 1
 def current_machinery() -> Machinery:
     """The :class:`Machinery` the current app was created with."""
     return cast(Machinery, current_app.extensions[EXTENSION])
+
+
+def current_registry() -> Registry:
+    """The current app's services and workflows."""
+    return current_machinery().registry
+
+
+def current_events() -> Events:
+    """The current app's events."""
+    return current_machinery().events
+
+
+def current_plans() -> Plans:
+    """The current app's compiled workflow versions, which order an event's steps."""
+    return current_machinery().plans
 
 
 def window(pagination: PaginationParameters) -> dict[str, int]:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import url_for
 from flask_smorest.pagination import PaginationParameters
 
-from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.api.blueprint import Blueprint, current_events, current_plans, window
 from machinery.api.schemas import (
     AckSchema,
     BulkRetryReportSchema,
@@ -42,7 +42,7 @@ _REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"t
 @blp.alt_response(404, response="NOT_FOUND")
 def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Send an event to a workflow, by its id or name"""
-    event, created = current_machinery().events.submit(workflow, body["data"], headers.get("idempotency_key"))
+    event, created = current_events().submit(workflow, body["data"], headers.get("idempotency_key"))
     location = {"Location": url_for("events.get_event", event_id=event.id)}
     if created:
         return ack_to_dict(event), 202, location
@@ -56,7 +56,7 @@ def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tupl
 @blp.alt_response(404, response="NOT_FOUND")
 def list_events(query: dict[str, Any], pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
     """List events, newest first"""
-    page = current_machinery().events.list_events(
+    page = current_events().list_events(
         workflow=query.get("workflow"),
         status=query.get("status"),
         data=query.get("data"),
@@ -72,7 +72,7 @@ def list_events(query: dict[str, Any], pagination_parameters: PaginationParamete
 @blp.alt_response(404, response="NOT_FOUND")
 def retry_failed(body: dict[str, Any]) -> dict[str, Any]:
     """Retry the failed events of a workflow, after a fix, from the steps that failed"""
-    report = current_machinery().events.retry_failed(body["workflow"], step=body.get("step"), limit=body["limit"])
+    report = current_events().retry_failed(body["workflow"], step=body.get("step"), limit=body["limit"])
     return {
         "retried": report.retried,
         "skipped": [{"event_id": event_id, "reason": reason} for event_id, reason in report.skipped],
@@ -84,7 +84,7 @@ def retry_failed(body: dict[str, Any]) -> dict[str, Any]:
 @blp.alt_response(404, response="NOT_FOUND")
 def get_event(event_id: str) -> dict[str, Any]:
     """Read an event and each of its steps"""
-    return _to_dict(current_machinery().events.get(event_id))
+    return _to_dict(current_events().get(event_id))
 
 
 @blp.route("/events/<event_id>/cancel", methods=["POST"])
@@ -93,7 +93,7 @@ def get_event(event_id: str) -> dict[str, Any]:
 @blp.alt_response(409, response="CONFLICT")
 def cancel(event_id: str) -> dict[str, Any]:
     """Cancel an unfinished event"""
-    return _to_dict(current_machinery().events.cancel(event_id))
+    return _to_dict(current_events().cancel(event_id))
 
 
 @blp.route("/events/<event_id>/pause", methods=["POST"])
@@ -102,7 +102,7 @@ def cancel(event_id: str) -> dict[str, Any]:
 @blp.alt_response(409, response="CONFLICT")
 def pause(event_id: str) -> dict[str, Any]:
     """Pause an unfinished event: the calls under way finish, and nothing more starts until it is resumed"""
-    return _to_dict(current_machinery().events.pause(event_id))
+    return _to_dict(current_events().pause(event_id))
 
 
 @blp.route("/events/<event_id>/resume", methods=["POST"])
@@ -111,7 +111,7 @@ def pause(event_id: str) -> dict[str, Any]:
 @blp.alt_response(409, response="CONFLICT")
 def resume(event_id: str) -> dict[str, Any]:
     """Resume a paused event: its ready steps go to the workers again"""
-    return _to_dict(current_machinery().events.resume(event_id))
+    return _to_dict(current_events().resume(event_id))
 
 
 @blp.route("/events/<event_id>/retry", methods=["POST"])
@@ -120,7 +120,7 @@ def resume(event_id: str) -> dict[str, Any]:
 @blp.alt_response(409, response="CONFLICT")
 def retry(event_id: str) -> dict[str, Any]:
     """Run a failed event again from the steps that failed"""
-    return _to_dict(current_machinery().events.retry(event_id))
+    return _to_dict(current_events().retry(event_id))
 
 
 @blp.route("/events/<event_id>/rerun", methods=["POST"])
@@ -129,7 +129,7 @@ def retry(event_id: str) -> dict[str, Any]:
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Send an event's data again, as a new event, to the current version of its workflow"""
-    event = current_machinery().events.rerun(event_id)
+    event = current_events().rerun(event_id)
     return _to_dict(event), 202, {"Location": url_for("events.get_event", event_id=event.id)}
 
 
@@ -141,8 +141,8 @@ def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def send_signal(body: dict[str, Any], event_id: str, name: str) -> dict[str, Any]:
     """Send a signal to an event; its body becomes the output of the step waiting for it"""
-    return _to_dict(current_machinery().events.signal(event_id, name, body))
+    return _to_dict(current_events().signal(event_id, name, body))
 
 
 def _to_dict(event: Event) -> dict[str, Any]:
-    return event_to_dict(event, current_machinery().plans.for_event(event))
+    return event_to_dict(event, current_plans().for_event(event))

@@ -13,8 +13,10 @@ import graphviz
 from flask import Response
 from marshmallow import Schema, fields, validate
 
-from machinery.api.blueprint import Blueprint, current_machinery
-from machinery.render import FORMATS, graph_of_event, graph_of_workflow, render
+from machinery.api.blueprint import Blueprint, current_events, current_plans, current_registry
+from machinery.render import FORMATS, render
+from machinery.render import event_graph as draw_event
+from machinery.render import workflow_graph as draw_workflow
 
 blp = Blueprint("graphs", __name__, description="Workflows and events drawn as graphs")
 
@@ -43,7 +45,9 @@ class GraphQuerySchema(Schema):
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -> Response:
     """Draw a workflow, by id or name: its steps, their typed inputs and outputs, and what flows between them"""
-    return _picture(graph_of_workflow(current_machinery(), key), suffix or query["format"])
+    registry = current_registry()
+    workflow = registry.get_workflow(key)
+    return _picture(draw_workflow(workflow, registry.services_of(workflow)), suffix or query["format"])
 
 
 @blp.route("/events/<event_id>/graph", methods=["GET"], endpoint="event_graph")
@@ -54,7 +58,9 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
     """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
-    return _picture(graph_of_event(current_machinery(), event_id), suffix or query["format"])
+    event = current_events().get(event_id)
+    workflow = current_plans().for_event(event).workflow
+    return _picture(draw_event(workflow, current_registry().services_of(workflow), event), suffix or query["format"])
 
 
 def _picture(graph: graphviz.Digraph, fmt: str) -> Response:

@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.api.blueprint import Blueprint, current_registry, window
 from machinery.codec import service_to_dict
 from machinery.engine.model import Service
 from machinery.validation import ServiceSchema
@@ -21,7 +21,7 @@ class Services(MethodView):
     @blp.paginate()
     def get(self, pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
         """List the services, by name"""
-        page = current_machinery().registry.list_services(**window(pagination_parameters))
+        page = current_registry().list_services(**window(pagination_parameters))
         pagination_parameters.item_count = page.total
         return [service_to_dict(s) for s in page.items]
 
@@ -30,7 +30,7 @@ class Services(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, service: Service) -> dict[str, Any]:
         """Register a service"""
-        return service_to_dict(current_machinery().registry.add_service(service))
+        return service_to_dict(current_registry().add_service(service))
 
 
 @blp.route("/services/<name>")
@@ -39,7 +39,7 @@ class ServiceByName(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, name: str) -> dict[str, Any]:
         """Read a service"""
-        return service_to_dict(current_machinery().registry.get_service(name))
+        return service_to_dict(current_registry().get_service(name))
 
     @blp.arguments(ServiceSchema)
     @blp.response(200, ServiceSchema)
@@ -47,11 +47,11 @@ class ServiceByName(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, service: Service, name: str) -> dict[str, Any]:
         """Replace a service, unless a workflow using it would break"""
-        return service_to_dict(current_machinery().registry.replace_service(name, service))
+        return service_to_dict(current_registry().replace_service(name, service))
 
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, name: str) -> None:
         """Remove a service no workflow uses"""
-        current_machinery().registry.delete_service(name)
+        current_registry().delete_service(name)

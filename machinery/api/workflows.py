@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from machinery.api.blueprint import Blueprint, current_machinery, window
+from machinery.api.blueprint import Blueprint, current_registry, window
 from machinery.codec import workflow_to_dict
 from machinery.engine.model import Workflow
 from machinery.validation import WorkflowSchema
@@ -21,7 +21,7 @@ class Workflows(MethodView):
     @blp.paginate()
     def get(self, pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
         """List the workflows, by name"""
-        page = current_machinery().registry.list_workflows(**window(pagination_parameters))
+        page = current_registry().list_workflows(**window(pagination_parameters))
         pagination_parameters.item_count = page.total
         return [workflow_to_dict(w) for w in page.items]
 
@@ -30,7 +30,7 @@ class Workflows(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, workflow: Workflow) -> dict[str, Any]:
         """Register a workflow, if every service it chains exists and their types fit"""
-        return workflow_to_dict(current_machinery().registry.add_workflow(workflow))
+        return workflow_to_dict(current_registry().add_workflow(workflow))
 
 
 @blp.route("/workflows/<key>")
@@ -39,7 +39,7 @@ class WorkflowByKey(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, key: str) -> dict[str, Any]:
         """Read a workflow, by id or name"""
-        return workflow_to_dict(current_machinery().registry.get_workflow(key))
+        return workflow_to_dict(current_registry().get_workflow(key))
 
     @blp.arguments(WorkflowSchema)
     @blp.response(200, WorkflowSchema)
@@ -47,10 +47,10 @@ class WorkflowByKey(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def put(self, workflow: Workflow, key: str) -> dict[str, Any]:
         """Replace a workflow with its next version; running events keep theirs"""
-        return workflow_to_dict(current_machinery().registry.replace_workflow(key, workflow))
+        return workflow_to_dict(current_registry().replace_workflow(key, workflow))
 
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
     def delete(self, key: str) -> None:
         """Remove a workflow; its events keep the version they run"""
-        current_machinery().registry.delete_workflow(key)
+        current_registry().delete_workflow(key)

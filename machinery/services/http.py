@@ -23,6 +23,9 @@ _BODY_PREVIEW = 300
 
 
 class HttpCaller:
+    """The caller of services of kind ``http``: it sends a step's inputs to the service's endpoint and reads back
+    its outputs, or a CallFailure saying whether a retry may help. One pool of connections serves every thread."""
+
     def __init__(self, pool_size: int = 32) -> None:
         self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
 

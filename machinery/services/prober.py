@@ -31,6 +31,9 @@ def _just_back_up(previous: Health, health: Health) -> bool:
 
 
 class HealthProber:
+    """Probes each service that has a health check and records its health in the store, where workers read
+    whether to hold its calls; a sweeper runs it."""
+
     def __init__(
         self,
         store: Store,

@@ -46,7 +46,7 @@ _TERMINAL = [status.value for status in EventStatus if status.terminal]
 
 
 class MongoStore:
-    """RegistryStore and EventStore in a MongoDB database; creates its indexes."""
+    """RegistryStore and EventStore in a MongoDB database, for workers on several hosts; creates its indexes."""
 
     def __init__(self, database: Database[Doc]) -> None:
         self._services: Collection[Doc] = database.services

@@ -114,7 +114,8 @@ _DUE_EVENTS = "SELECT doc FROM events WHERE due_at <= ? ORDER BY due_at LIMIT ?"
 
 
 class SqliteStore:
-    """RegistryStore and EventStore in the SQLite database at ``path``, created if need be."""
+    """RegistryStore and EventStore in the SQLite database at ``path``, created if need be: the default store,
+    which needs no server, for the processes of one host."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = path

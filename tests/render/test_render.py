@@ -379,6 +379,20 @@ def test_an_event_graph_is_served_with_each_step_in_its_state(client: FlaskClien
     assert client.get(f"/events/{event_id}/graph?format=png").mimetype == "image/png"
 
 
+def test_an_event_is_drawn_on_its_version_with_a_service_removed_since_named_so(
+    client: FlaskClient, machinery: Machinery, event_id: str
+) -> None:
+    shorter = read(DEFINITIONS / "workflow-process-text.json") | {
+        "services": ["upper", "reverse"],
+        "outputs": [{"name": "message", "type": "string"}],
+    }
+    machinery.registry.replace_workflow("process-text", WorkflowSchema().load(shorter))
+    machinery.registry.delete_service("space-counter")
+    svg = ET.fromstring(client.get(f"/events/{event_id}/graph.svg").data)
+    assert lines(node(svg, "step-space-counter"))[:2] == ["space-counter", "space-counter (not registered)"]
+    assert lines(node(svg, "step-reverse"))[:2] == ["reverse", "reverse"]
+
+
 def test_a_workflow_is_found_by_its_id_too(client: FlaskClient) -> None:
     workflow_id = client.get("/workflows/process-text").json["id"]
     assert client.get(f"/workflows/{workflow_id}/graph.dot").data.startswith(b'digraph "process-text"')
