@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kombu
 
-from machinery.cel import CelExpressions
+from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
 from machinery.engine.ports import Store
@@ -53,6 +53,8 @@ class Config:
     """Failed probes in a row after which a service is down, and its calls are held."""
     retention_days: float | None = None
     """Days a finished event is kept; None keeps them all."""
+    expression_budget: float = DEFAULT_BUDGET
+    """Estimated cost an expression may take over its data before it is refused (see ``machinery.cel``)."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -80,6 +82,7 @@ class Config:
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
             retention_days=number("RETENTION_DAYS", 0) or None,
+            expression_budget=number("EXPRESSION_BUDGET", DEFAULT_BUDGET),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -95,7 +98,7 @@ class Machinery:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = _open_store(config)
-        expressions = CelExpressions()
+        expressions = CelExpressions(config.expression_budget)
         self.registry = Registry(self.store, expressions)
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)

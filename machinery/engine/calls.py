@@ -33,6 +33,8 @@ class ErrorKind(StrEnum):
     """A step's inputs could not be made from what the event holds."""
     EXPRESSION = "expression"
     """An expression failed while it was evaluated."""
+    BUDGET = "budget"
+    """An expression would have cost more than its budget over the data it was given, and was not evaluated."""
     ROUTE = "route"
     """A switch's value matched none of its cases."""
     CONFIG = "config"

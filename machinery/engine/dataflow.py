@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from machinery.engine.calls import CallFailure, ErrorKind
-from machinery.engine.errors import InvalidExpression, Problem
+from machinery.engine.errors import InvalidExpression, OverBudget, Problem
 from machinery.engine.model import Field, Ref, Service, Step
 from machinery.engine.state import COMPLETED, Event
 from machinery.engine.types import conforms, describe_mismatch, type_of
@@ -133,6 +133,10 @@ def evaluate(plan: Plan, event: Event, step: Step, field: str, now: float) -> tu
     activation = {"input": event.data, "context": context(plan, event, upstream), "steps": outputs}
     try:
         return True, plan.expressions[(step.id, field)](activation)
+    except OverBudget as e:
+        error = CallFailure(f"the expression for '{field}' was not evaluated: {e}", False, ErrorKind.BUDGET)
+        fail_step(event, step.id, error, now)
+        return False, None
     except InvalidExpression as e:
         error = CallFailure(f"the expression for '{field}' failed: {e}", transient=False, kind=ErrorKind.EXPRESSION)
         fail_step(event, step.id, error, now)

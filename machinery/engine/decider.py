@@ -111,7 +111,7 @@ def accept(
         steps={step.id: StepState() for step in plan.order},
         deadline=deadline(workflow, now),
     )
-    advance(plan, event, now)
+    advance(plan, event, now, evaluate=False)
     return close(plan, event, now, settings)
 
 
@@ -129,8 +129,9 @@ def claim(
 
     A running unit whose lease ran out counts as lost and is claimed again;
     after ``settings.max_lost`` losses it fails instead. A delay or a wait whose
-    time has come is completed here, with no call. Those cases return the
-    changed event and no call.
+    time has come is completed here, with no call, and a step the API left for
+    a worker to evaluate is run here. Those cases return the changed event and
+    no call.
     """
     if unit == NOTIFY_UNIT:
         return claim_notification(plan, event, now, token, settings)
@@ -147,8 +148,11 @@ def claim(
     state = own_unit(event, step_id, item)
     step = plan.graph.steps[step_id]
     kind = plan.kinds[step_id]
-    if state.status is WAITING:
-        kind.wake(plan, event, step, state, now)
+    if state.status is WAITING or not kind.calls_service:
+        if state.status is WAITING:
+            kind.wake(plan, event, step, state, now)
+        else:
+            kind.start(plan, event, step, state, now)
         if state.status is COMPLETED:
             advance(plan, event, now, ended=step_id)
         return close(plan, event, now, settings), None

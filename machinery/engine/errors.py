@@ -3,6 +3,7 @@
     MachineryError
     ├── InvalidDefinition   a service or workflow does not hold together (problems listed)
     ├── InvalidExpression   a CEL expression does not compile, or fails over the data it is given
+    │   └── OverBudget      evaluating it over the data it is given would cost more than the budget
     ├── InvalidData         an event's data does not match the workflow's inputs (problems listed)
     ├── NotFound            no such service, workflow or event
     ├── Conflict            a name is taken, or a change would break what depends on it
@@ -51,6 +52,10 @@ class InvalidDefinition(MachineryError):
 
 class InvalidExpression(MachineryError):
     """An expression does not compile, or cannot be evaluated over the data it is given."""
+
+
+class OverBudget(InvalidExpression):
+    """Evaluating an expression over the data it is given would cost more than the budget allows."""
 
 
 class InvalidData(MachineryError):

@@ -17,7 +17,8 @@ class Expression(Protocol):
     """The top-level names the expression reads."""
 
     def __call__(self, data: Mapping[str, Any]) -> Any:
-        """Evaluate over ``data``; raises InvalidExpression when it cannot."""
+        """Evaluate over ``data``; raises InvalidExpression when it cannot, and its subclass OverBudget, without
+        evaluating, when it would cost more than the language's budget."""
 
 
 class Expressions(Protocol):

@@ -70,7 +70,7 @@ def signal(plan: Plan, event: Event, name: str, payload: Any, *, now: float, set
         state = event.own(target.id)
         complete(state, outputs, now)
         state.route = SIGNAL_ROUTE
-        advance(plan, event, now, ended=target.id)
+        advance(plan, event, now, ended=target.id, evaluate=False)
     else:
         event.signals = [*event.signals, {"name": name, "payload": outputs, "at": now}]
     return close(plan, event, now, settings)
@@ -155,7 +155,7 @@ def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     for step in plan.order:
         if event.steps[step.id].status is FAILED:
             plan.kinds[step.id].retry(plan, event, step, now)
-    advance(plan, event, now)
+    advance(plan, event, now, evaluate=False)
     return close(plan, event, now, settings)
 
 

@@ -26,12 +26,15 @@ from machinery.engine.state import (
     Event,
     StepState,
 )
+from machinery.engine.units import make_ready
 
 
-def advance(plan: Plan, event: Event, now: float, ended: str | None = None) -> None:
+def advance(plan: Plan, event: Event, now: float, ended: str | None = None, *, evaluate: bool = True) -> None:
     """Start every pending step whose dependencies are over, and skip those cut off.
 
-    Steps the engine runs itself run here; service and map steps become ready for a worker.
+    Steps the engine runs itself run here; service and map steps become ready for a worker, and so do steps
+    that evaluate expressions unless ``evaluate``: the API's transitions pass False, so that whatever a workflow
+    computes, its thread does not.
     With ``ended``, only what follows that step (and what that sets off) is looked at.
     Steps are taken in graph order, so each is looked at once its dependencies have been.
     """
@@ -48,11 +51,13 @@ def advance(plan: Plan, event: Event, now: float, ended: str | None = None) -> N
         if completed is None:
             continue
         state = event.own(step.id)
-        if graph.runs_after(step.id, completed):
-            kinds[step.id].start(plan, event, step, state, now)
-        else:
+        if not graph.runs_after(step.id, completed):
             state.status = SKIPPED
             state.ended_at = now
+        elif evaluate or not kinds[step.id].evaluates:
+            kinds[step.id].start(plan, event, step, state, now)
+        else:
+            make_ready(state, now)
         if state.status in OVER:
             for position in graph.dependent_positions[step.id]:
                 heappush(queue, position)

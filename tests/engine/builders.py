@@ -36,6 +36,7 @@ from machinery.engine.plan import Plan, Settings
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event
 from machinery.engine.types import FieldType
+from machinery.engine.units import parse_unit
 
 EXPRESSIONS = CelExpressions()
 """The expression language the tests compile switches and transforms with."""
@@ -302,9 +303,19 @@ class Driver:
         self._tokens = itertools.count(1)
 
     def accept(self, data: Mapping[str, Any], now: float = 100.0, **options: Any) -> Event:
-        return decider.accept(
+        """Accept an event, then run what the API leaves for a worker to evaluate, as a worker would at once."""
+        event = decider.accept(
             self.plan, data, event_id=options.pop("event_id", self.event_id), now=now, settings=self.settings, **options
         )
+        return self.evaluated(event, now)
+
+    def evaluated(self, event: Event, now: float) -> Event:
+        """``event`` once a worker has run the ready steps that evaluate expressions (switches, transforms)."""
+        while deferred := [u for u in decider.ready_units(event) if self.plan.kinds[parse_unit(u)[0]].evaluates]:
+            claimed = self.claim(event, deferred[0], now)
+            assert claimed is not None and claimed[1] is None, f"{deferred[0]!r} could not be run"
+            event = claimed[0]
+        return event
 
     def claim(
         self, event: Event, step_id: str, now: float, token: str | None = None
@@ -354,13 +365,13 @@ class Driver:
         return event
 
     def signal(self, event: Event, name: str, payload: Any, now: float) -> Event:
-        return decider.signal(self.plan, event, name, payload, now=now, settings=self.settings)
+        return self.evaluated(decider.signal(self.plan, event, name, payload, now=now, settings=self.settings), now)
 
     def cancel(self, event: Event, now: float) -> Event:
         return decider.cancel(self.plan, event, now, self.settings)
 
     def retry(self, event: Event, now: float) -> Event:
-        return decider.retry(self.plan, event, now, self.settings)
+        return self.evaluated(decider.retry(self.plan, event, now, self.settings), now)
 
     def pause(self, event: Event, now: float) -> Event:
         return decider.pause(event, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from machinery.engine import dataflow
+from machinery.engine import dataflow, decider
 from machinery.engine.state import EventStatus, StepStatus
 from tests.engine.builders import (
     Driver,
@@ -19,6 +19,7 @@ from tests.engine.builders import (
     statuses,
     step,
     transform,
+    wait,
 )
 
 SERVICES = registry(
@@ -58,10 +59,29 @@ def test_a_transform_computes_its_outputs_from_the_input_the_context_and_upstrea
     assert call.inputs == {"message": "a b", "width": 3}
 
 
-def test_a_transform_at_the_start_runs_when_the_event_is_accepted():
-    event = computing({"n": "size(input.message)"}, ["n:int"], ["message:string"]).accept({"message": "abc"})
+def test_a_transform_at_the_start_is_left_to_a_worker_by_the_api_and_run_by_the_workers_claim():
+    driver = computing({"n": "size(input.message)"}, ["n:int"], ["message:string"])
+    accepted = decider.accept(driver.plan, {"message": "abc"}, event_id="e", now=100, settings=driver.settings)
+    assert accepted.steps["t"].status is StepStatus.READY
+    assert accepted.steps["t"].outputs is None
+    assert decider.ready_units(accepted) == ["t"]
+    claimed = driver.claim(accepted, "t", now=101)
+    assert claimed is not None
+    event, call = claimed
+    assert call is None
     assert event.steps["t"].outputs == {"n": 3}
     assert event.status is EventStatus.COMPLETED
+
+
+def test_a_transform_made_ready_by_a_signal_is_left_to_a_worker():
+    workflow = graph(
+        [wait("w", "go", ["n:int"]), transform("t", {"m": "context.n + 1"}, ["m:int"], after=["w"])],
+        outputs=["m:int"],
+    )
+    driver = Driver(workflow, SERVICES)
+    event = decider.signal(driver.plan, driver.accept({}), "go", {"n": 1}, now=101, settings=driver.settings)
+    assert event.steps["t"].status is StepStatus.READY
+    assert driver.evaluated(event, now=102).outputs == {"m": 2}
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ class StepKind:
     """Whether its units are claimed by workers, to call its ``service``; the engine runs the other kinds itself."""
     writes_context: ClassVar[bool] = False
     """Whether its outputs go into the context (a switch's ``value`` does not)."""
+    evaluates: ClassVar[bool] = False
+    """Whether running it evaluates expressions: then only a worker runs it, never the API's thread."""
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
         """The fields ``step`` adds to the context (before ``output`` renames them), given the registered services."""

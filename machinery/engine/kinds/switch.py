@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 class SwitchKind(StepKind):
     name = "switch"
+    evaluates = True
 
     def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
         return check_expression(step, "expression", step.expression or "", definitions.expressions)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class TransformKind(StepKind):
     name = "transform"
+    evaluates = True
     writes_context = True
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
