@@ -22,8 +22,10 @@ from machinery.engine.model import (
     TRANSFORM,
     WAIT,
     Field,
+    HeaderValue,
     HttpEndpoint,
     Ref,
+    SecretRef,
     Service,
     Step,
     Workflow,
@@ -76,6 +78,19 @@ def parse_ref(value: Any) -> Ref:
     return Ref(source, rest)
 
 
+def parse_header(value: Any) -> HeaderValue:
+    """A header's value: a string, or ``{"secret": NAME}``; InvalidDefinition for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and list(value) == ["secret"] and isinstance(value["secret"], str):
+        return SecretRef(value["secret"])
+    raise InvalidDefinition('a header\'s value is a string or a secret reference, {"secret": "NAME"}')
+
+
+def _header_to_json(value: HeaderValue) -> Any:
+    return {"secret": value.name} if isinstance(value, SecretRef) else value
+
+
 def field_to_dict(f: Field) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": f.name, "type": f.type.name, "description": f.description}
     if f.type.items is not None:
@@ -113,7 +128,7 @@ def service_to_dict(s: Service) -> dict[str, Any]:
         "description": s.description,
         "address": s.endpoint.address,
         "method": s.endpoint.method,
-        "headers": dict(s.endpoint.headers),
+        "headers": {name: _header_to_json(value) for name, value in s.endpoint.headers.items()},
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,
@@ -127,7 +142,11 @@ def service_from_dict(doc: dict[str, Any]) -> Service:
     """A service document, with its id and revision if it has them; a key left out takes its default."""
     return Service(
         name=doc["name"],
-        endpoint=HttpEndpoint(address=doc["address"], **{k: doc[k] for k in ("method", "headers") if k in doc}),
+        endpoint=HttpEndpoint(
+            address=doc["address"],
+            headers={name: parse_header(value) for name, value in doc.get("headers", {}).items()},
+            **{k: doc[k] for k in ("method",) if k in doc},
+        ),
         inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
         outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
         retry=RetryPolicy(**doc.get("retry", {})),

@@ -8,10 +8,12 @@ name and writes its outputs back into the context under their own names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import FieldType
 
@@ -38,13 +40,34 @@ class Field:
         return self.required or self.has_default
 
 
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+"""A secret's name: a file's name in a directory and the end of an environment variable's, with no way out of either."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A header value kept out of the definitions: the secret ``name``, resolved by the worker when it calls."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not SECRET_NAME.match(self.name):
+            raise InvalidDefinition(
+                f"{self.name!r} is no secret's name: it holds only letters, digits and '_' (100 at most)"
+            )
+
+
+HeaderValue = str | SecretRef
+"""A header's value as defined: a literal string, or a reference to a secret."""
+
+
 @dataclass(frozen=True)
 class HttpEndpoint:
-    """How to call an HTTP service: the declared inputs go out as a JSON object."""
+    """How to call an HTTP service: the declared inputs go out as a JSON object, with ``headers``."""
 
     address: str
     method: str = "POST"
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, HeaderValue] = field(default_factory=dict)
     kind: str = "http"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.api import error
@@ -128,3 +129,15 @@ def test_deleting_a_service_a_workflow_uses_answers_409_naming_the_workflow(
 
 def test_deleting_an_unknown_service_answers_404(client: FlaskClient) -> None:
     error(client.delete("/services/upper"), 404)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"secret": "../../etc/passwd"}, {"secret": "a/b"}, {"secret": ""}, {"secret": 3}, {"name": "TOKEN"}, 3, None],
+)
+def test_a_header_neither_a_string_nor_a_secret_reference_to_a_safe_name_answers_422(
+    client: FlaskClient, value: Any
+) -> None:
+    body = error(client.post("/services", json=UPPER | {"headers": {"Authorization": value}}), 422)
+    assert list(body["errors"]) == ["headers.Authorization"]
+    error(client.get("/services/upper"), 404)
