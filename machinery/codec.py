@@ -3,7 +3,9 @@
 The API answers with these documents, ``machinery export`` writes them, the
 stores persist them, and what :mod:`machinery.validation` accepts from users
 is read with them, so what one writes the others read. Reading trusts its
-document: validate what comes from outside first.
+document: validate what comes from outside first. A service's credentials are
+written redacted unless asked for in clear, which only the stores and the
+comparison of ``machinery apply`` do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from machinery.engine.model import (
     Step,
     Workflow,
     linear_steps,
+    redact,
 )
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import FieldType
@@ -120,7 +123,9 @@ def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
     }
 
 
-def service_to_dict(s: Service) -> dict[str, Any]:
+def service_to_dict(s: Service, *, in_clear: bool = False) -> dict[str, Any]:
+    """A service document; the literal values of its credential headers redacted, unless ``in_clear``."""
+    headers = s.endpoint.headers if in_clear else redact(s.endpoint.headers)
     doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
     return doc | {
         "name": s.name,
@@ -128,7 +133,7 @@ def service_to_dict(s: Service) -> dict[str, Any]:
         "description": s.description,
         "address": s.endpoint.address,
         "method": s.endpoint.method,
-        "headers": {name: _header_to_json(value) for name, value in s.endpoint.headers.items()},
+        "headers": {name: _header_to_json(value) for name, value in headers.items()},
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import DELAY, MAP, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.model import DELAY, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
 from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
@@ -83,7 +83,8 @@ class ServiceSchema(StrictSchema):
         load_default=dict,
         metadata={
             "description": 'Header -> a value, or {"secret": "NAME"}, which the worker reads from '
-            "MACHINERY_SECRET_NAME or the file NAME in MACHINERY_SECRETS_DIR when it calls"
+            "MACHINERY_SECRET_NAME or the file NAME in MACHINERY_SECRETS_DIR when it calls. Reads show "
+            "the literal values of credential headers as <redacted>, which is refused here"
         },
     )
     timeout = fields.Float(load_default=10.0, validate=validate.Range(0.001, 3600))
@@ -107,6 +108,11 @@ class ServiceSchema(StrictSchema):
     def _header_values(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, list[str]] = {}
         for name, value in data.get("headers", {}).items():
+            if value == REDACTED:
+                # Read back from the API or an export: storing it would replace the real value.
+                hidden = f"{REDACTED} is how reads hide a credential"
+                errors[name] = [f'{hidden}: send the value, or a secret reference {{"secret": "NAME"}}']
+                continue
             try:
                 parse_header(value)
             except InvalidDefinition as e:

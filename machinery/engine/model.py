@@ -60,6 +60,25 @@ class SecretRef:
 HeaderValue = str | SecretRef
 """A header's value as defined: a literal string, or a reference to a secret."""
 
+REDACTED = "<redacted>"
+"""What a read shows in place of a credential header's literal value."""
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_CREDENTIAL_WORDS = ("token", "secret", "key", "password")
+
+
+def redact(headers: Mapping[str, HeaderValue]) -> dict[str, HeaderValue]:
+    """The headers as a read shows them: a credential's literal value is :data:`REDACTED`, a secret reference
+    stays, as it reveals nothing. A credential is ``Authorization``, ``Proxy-Authorization``, ``Cookie``,
+    ``Set-Cookie``, or a header whose name holds ``token``, ``secret``, ``key`` or ``password``, in any case."""
+    return {
+        name: REDACTED if isinstance(value, str) and _is_credential(name) else value for name, value in headers.items()
+    }
+
+
+def _is_credential(header: str) -> bool:
+    name = header.lower()
+    return name in _CREDENTIAL_HEADERS or any(word in name for word in _CREDENTIAL_WORDS)
+
 
 @dataclass(frozen=True)
 class HttpEndpoint:
@@ -67,7 +86,8 @@ class HttpEndpoint:
 
     address: str
     method: str = "POST"
-    headers: Mapping[str, HeaderValue] = field(default_factory=dict)
+    # Out of repr, as literal values may be credentials: a logged or raised endpoint shows none.
+    headers: Mapping[str, HeaderValue] = field(default_factory=dict, repr=False)
     kind: str = "http"
 
 

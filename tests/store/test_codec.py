@@ -61,7 +61,7 @@ def test_the_stores_and_the_codec_do_not_load_marshmallow() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
-def test_a_secret_reference_reads_back_as_itself() -> None:
+def test_a_secret_reference_reads_back_as_itself_and_a_literal_credential_only_in_clear() -> None:
     doc = {
         "name": "upper",
         "address": "http://upper.local/",
@@ -74,4 +74,6 @@ def test_a_secret_reference_reads_back_as_itself() -> None:
         "X-Tenant": "acme",
     }
 
-    assert service_from_dict(json.loads(json.dumps(service_to_dict(service)))) == service
+    assert service_from_dict(json.loads(json.dumps(service_to_dict(service, in_clear=True)))) == service
+    assert service_to_dict(service)["headers"] == doc["headers"] | {"X-Api-Key": "<redacted>"}
+    assert "s3cr3t" not in repr(service)
