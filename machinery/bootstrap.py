@@ -23,6 +23,7 @@ from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
+from machinery.services.secrets import Secrets
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
@@ -51,6 +52,8 @@ class Config:
     """Seconds between two probes of the services that have a health check; 0 probes none."""
     health_down_after: int = 3
     """Failed probes in a row after which a service is down, and its calls are held."""
+    secrets_dir: Path | None = None
+    """Where the files of secret references are, besides ``MACHINERY_SECRET_<NAME>`` variables."""
     retention_days: float | None = None
     """Days a finished event is kept; None keeps them all."""
     expression_budget: float = DEFAULT_BUDGET
@@ -81,6 +84,7 @@ class Config:
             sweep_interval=number("SWEEP_INTERVAL", 5.0),
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
+            secrets_dir=Path(env["MACHINERY_SECRETS_DIR"]) if env.get("MACHINERY_SECRETS_DIR") else None,
             retention_days=number("RETENTION_DAYS", 0) or None,
             expression_budget=number("EXPRESSION_BUDGET", DEFAULT_BUDGET),
             engine=Settings(
@@ -104,10 +108,11 @@ class Machinery:
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
         self.events = Events(self.store, self.store, self.dispatcher, config.engine, self.plans)
+        self.secrets = Secrets(config.secrets_dir)
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {"http": HttpCaller(pool_size=max(10, config.concurrency))},
+            {"http": HttpCaller(pool_size=max(10, config.concurrency), secrets=self.secrets)},
             config.engine,
             self.plans,
             ServiceCache(self.store),
@@ -127,7 +132,11 @@ class Machinery:
             self._start(Sweeper(lambda: self.events.purge(kept), RETENTION_INTERVAL, "purge", report))
         if self.config.health_interval > 0:
             prober = HealthProber(
-                self.store, self.dispatcher, self.config.health_down_after, self.config.health_interval
+                self.store,
+                self.dispatcher,
+                self.config.health_down_after,
+                self.config.health_interval,
+                secrets=self.secrets,
             )
             self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 

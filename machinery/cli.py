@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -141,7 +142,11 @@ def purge(days: float) -> None:
 @main.command()
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def export(out: Path) -> None:
-    """Write every registered definition as a JSON file that `apply` accepts."""
+    """Write every registered definition as a JSON file that `apply` accepts.
+
+    The literal values of credential headers are written as "<redacted>", which `apply` refuses: define them
+    as secret references, written as they are.
+    """
     registry = _machinery().registry
     out.mkdir(parents=True, exist_ok=True)
     for service in every(registry.list_services):
@@ -203,7 +208,9 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
 
 
 def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -> None:
-    schema, dump = (ServiceSchema(), service_to_dict) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
+    # Compared in clear: redacted, a changed credential would look unchanged.
+    in_clear = functools.partial(service_to_dict, in_clear=True)
+    schema, dump = (ServiceSchema(), in_clear) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
     get, add, replace = (getattr(registry, f"{verb}_{kind}") for verb in ("get", "add", "replace"))
     try:
         definition = schema.load(doc)

@@ -3,7 +3,9 @@
 The API answers with these documents, ``machinery export`` writes them, the
 stores persist them, and what :mod:`machinery.validation` accepts from users
 is read with them, so what one writes the others read. Reading trusts its
-document: validate what comes from outside first.
+document: validate what comes from outside first. A service's credentials are
+written redacted unless asked for in clear, which only the stores and the
+comparison of ``machinery apply`` do.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from machinery.engine.model import (
     TRANSFORM,
     WAIT,
     Field,
+    HeaderValue,
     HttpEndpoint,
     Ref,
+    SecretRef,
     Service,
     Step,
     Workflow,
     linear_steps,
+    redact,
 )
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import FieldType
@@ -76,6 +81,19 @@ def parse_ref(value: Any) -> Ref:
     return Ref(source, rest)
 
 
+def parse_header(value: Any) -> HeaderValue:
+    """A header's value: a string, or ``{"secret": NAME}``; InvalidDefinition for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and list(value) == ["secret"] and isinstance(value["secret"], str):
+        return SecretRef(value["secret"])
+    raise InvalidDefinition('a header\'s value is a string or a secret reference, {"secret": "NAME"}')
+
+
+def _header_to_json(value: HeaderValue) -> Any:
+    return {"secret": value.name} if isinstance(value, SecretRef) else value
+
+
 def field_to_dict(f: Field) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": f.name, "type": f.type.name, "description": f.description}
     if f.type.items is not None:
@@ -105,7 +123,9 @@ def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
     }
 
 
-def service_to_dict(s: Service) -> dict[str, Any]:
+def service_to_dict(s: Service, *, in_clear: bool = False) -> dict[str, Any]:
+    """A service document; the literal values of its credential headers redacted, unless ``in_clear``."""
+    headers = s.endpoint.headers if in_clear else redact(s.endpoint.headers)
     doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
     return doc | {
         "name": s.name,
@@ -113,7 +133,7 @@ def service_to_dict(s: Service) -> dict[str, Any]:
         "description": s.description,
         "address": s.endpoint.address,
         "method": s.endpoint.method,
-        "headers": dict(s.endpoint.headers),
+        "headers": {name: _header_to_json(value) for name, value in headers.items()},
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,
@@ -127,7 +147,11 @@ def service_from_dict(doc: dict[str, Any]) -> Service:
     """A service document, with its id and revision if it has them; a key left out takes its default."""
     return Service(
         name=doc["name"],
-        endpoint=HttpEndpoint(address=doc["address"], **{k: doc[k] for k in ("method", "headers") if k in doc}),
+        endpoint=HttpEndpoint(
+            address=doc["address"],
+            headers={name: parse_header(value) for name, value in doc.get("headers", {}).items()},
+            **{k: doc[k] for k in ("method",) if k in doc},
+        ),
         inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
         outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
         retry=RetryPolicy(**doc.get("retry", {})),

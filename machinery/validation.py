@@ -11,10 +11,10 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from machinery.codec import KIND_FIELDS, parse_ref, service_from_dict, workflow_from_dict
+from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import DELAY, MAP, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.model import DELAY, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
 from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
@@ -77,7 +77,16 @@ class ServiceSchema(StrictSchema):
     description = fields.String(load_default="", validate=validate.Length(max=2000))
     address = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
     method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    headers = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(allow_none=True),
+        load_default=dict,
+        metadata={
+            "description": 'Header -> a value, or {"secret": "NAME"}, which the worker reads from '
+            "MACHINERY_SECRET_NAME or the file NAME in MACHINERY_SECRETS_DIR when it calls. Reads show "
+            "the literal values of credential headers as <redacted>, which is refused here"
+        },
+    )
     timeout = fields.Float(load_default=10.0, validate=validate.Range(0.001, 3600))
     retry = fields.Nested(RetrySchema, load_default=dict)
     concurrency = fields.Integer(
@@ -94,6 +103,22 @@ class ServiceSchema(StrictSchema):
     def _unique_fields(self, data: dict[str, Any], **_: Any) -> None:
         _check_unique(data.get("inputs", []), "inputs")
         _check_unique(data.get("outputs", []), "outputs")
+
+    @validates_schema
+    def _header_values(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        for name, value in data.get("headers", {}).items():
+            if value == REDACTED:
+                # Read back from the API or an export: storing it would replace the real value.
+                hidden = f"{REDACTED} is how reads hide a credential"
+                errors[name] = [f'{hidden}: send the value, or a secret reference {{"secret": "NAME"}}']
+                continue
+            try:
+                parse_header(value)
+            except InvalidDefinition as e:
+                errors[name] = [e.message]
+        if errors:
+            raise ValidationError(errors, "headers")
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Service:

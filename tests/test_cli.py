@@ -85,6 +85,26 @@ def test_export_writes_what_apply_accepts(run: Invoke, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "created" not in again.output and "updated" not in again.output
 
 
+def test_export_redacts_literal_credentials_which_apply_refuses_and_keeps_secret_references(
+    run: Invoke, tmp_path: Path
+) -> None:
+    service = json.loads((DEFINITIONS / "service-upper.json").read_text())
+    headers = {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Api-Key": "s3cr3t"}
+    (tmp_path / "upper.json").write_text(json.dumps(service | {"headers": headers}))
+    assert run("apply", str(tmp_path / "upper.json")).exit_code == 0
+    rotated = {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Api-Key": "rotated"}
+    (tmp_path / "upper.json").write_text(json.dumps(service | {"headers": rotated}))
+    assert "service upper updated" in run("apply", str(tmp_path / "upper.json")).output
+
+    assert run("export", "-o", str(tmp_path / "out")).exit_code == 0
+    exported = tmp_path / "out" / "service-upper.json"
+    again = run("apply", str(exported))
+
+    assert json.loads(exported.read_text())["headers"] == headers | {"X-Api-Key": "<redacted>"}
+    assert again.exit_code == EXIT_INVALID
+    assert "X-Api-Key" in again.output and "secret" in again.output
+
+
 def test_import_refuses_a_document_missing_a_key_it_needs(run: Invoke, tmp_path: Path) -> None:
     graph = tmp_path / "graph.json"
     graph.write_text(json.dumps({"digraph": [0], "nodes": [{"id": 1}]}))

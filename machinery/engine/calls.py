@@ -38,7 +38,7 @@ class ErrorKind(StrEnum):
     ROUTE = "route"
     """A switch's value matched none of its cases."""
     CONFIG = "config"
-    """The definitions changed under a running event (a service was deleted, say)."""
+    """The definitions changed under a running event (a service was deleted, say), or a call's secret is not set."""
     LOST = "lost"
     """The worker running the call vanished before it recorded a result."""
     FAIL = "fail"

@@ -8,7 +8,7 @@
     ├── NotFound            no such service, workflow or event
     ├── Conflict            a name is taken, or a change would break what depends on it
     ├── InvalidState        the event cannot do that now (retry a completed event, ...)
-    ├── InvalidConfig       a ``MACHINERY_*`` setting cannot be read
+    ├── InvalidConfig       a ``MACHINERY_*`` setting or a service's secret cannot be read
     ├── ConversionError     an Orchy or gorchestrator document cannot be converted
     └── GraphvizMissing     an image needs Graphviz's ``dot`` binary, which is not installed
 
@@ -75,7 +75,7 @@ class InvalidState(MachineryError):
 
 
 class InvalidConfig(MachineryError):
-    """A ``MACHINERY_*`` environment variable holds a value that cannot be read."""
+    """A ``MACHINERY_*`` environment variable holds a value that cannot be read, or a service's secret is not set."""
 
 
 class ConversionError(MachineryError):

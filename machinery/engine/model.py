@@ -8,10 +8,12 @@ name and writes its outputs back into the context under their own names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from machinery.engine.errors import InvalidDefinition
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import FieldType
 
@@ -38,13 +40,54 @@ class Field:
         return self.required or self.has_default
 
 
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+"""A secret's name: a file's name in a directory and the end of an environment variable's, with no way out of either."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A header value kept out of the definitions: the secret ``name``, resolved by the worker when it calls."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not SECRET_NAME.match(self.name):
+            raise InvalidDefinition(
+                f"{self.name!r} is no secret's name: it holds only letters, digits and '_' (100 at most)"
+            )
+
+
+HeaderValue = str | SecretRef
+"""A header's value as defined: a literal string, or a reference to a secret."""
+
+REDACTED = "<redacted>"
+"""What a read shows in place of a credential header's literal value."""
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_CREDENTIAL_WORDS = ("token", "secret", "key", "password")
+
+
+def redact(headers: Mapping[str, HeaderValue]) -> dict[str, HeaderValue]:
+    """The headers as a read shows them: a credential's literal value is :data:`REDACTED`, a secret reference
+    stays, as it reveals nothing. A credential is ``Authorization``, ``Proxy-Authorization``, ``Cookie``,
+    ``Set-Cookie``, or a header whose name holds ``token``, ``secret``, ``key`` or ``password``, in any case."""
+    return {
+        name: REDACTED if isinstance(value, str) and _is_credential(name) else value for name, value in headers.items()
+    }
+
+
+def _is_credential(header: str) -> bool:
+    name = header.lower()
+    return name in _CREDENTIAL_HEADERS or any(word in name for word in _CREDENTIAL_WORDS)
+
+
 @dataclass(frozen=True)
 class HttpEndpoint:
-    """How to call an HTTP service: the declared inputs go out as a JSON object."""
+    """How to call an HTTP service: the declared inputs go out as a JSON object, with ``headers``."""
 
     address: str
     method: str = "POST"
-    headers: Mapping[str, str] = field(default_factory=dict)
+    # Out of repr, as literal values may be credentials: a logged or raised endpoint shows none.
+    headers: Mapping[str, HeaderValue] = field(default_factory=dict, repr=False)
     kind: str = "http"
 
 

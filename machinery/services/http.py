@@ -17,6 +17,8 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.errors import InvalidConfig
+from machinery.services.secrets import Secrets
 
 TRANSIENT_STATUSES = frozenset({408, 429})
 _BODY_PREVIEW = 300
@@ -26,14 +28,19 @@ class HttpCaller:
     """The caller of services of kind ``http``: it sends a step's inputs to the service's endpoint and reads back
     its outputs, or a CallFailure saying whether a retry may help. One pool of connections serves every thread."""
 
-    def __init__(self, pool_size: int = 32) -> None:
+    def __init__(self, pool_size: int = 32, secrets: Secrets | None = None) -> None:
         self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
+        self.secrets = secrets or Secrets()
 
     def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         service = call.service
         endpoint = service.endpoint
+        try:
+            resolved = self.secrets.resolve(endpoint.headers)
+        except InvalidConfig as e:
+            return None, CallFailure(e.message, False, ErrorKind.CONFIG)
         headers = {
-            **endpoint.headers,
+            **resolved,
             "Content-Type": "application/json",
             "Accept": "application/json",
             "Idempotency-Key": call.idempotency_key,

@@ -15,8 +15,11 @@ from collections.abc import Callable
 import urllib3
 from urllib3.exceptions import HTTPError
 
+from machinery.engine.errors import InvalidConfig
 from machinery.engine.health import DOWN, UP, Health, after_probe
+from machinery.engine.model import Service
 from machinery.engine.ports import Dispatcher, Store, every
+from machinery.services.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class HealthProber:
         interval: float,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
+        secrets: Secrets | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -50,6 +54,7 @@ class HealthProber:
         self.timeout = timeout
         self.clock = clock
         self.pool = urllib3.PoolManager(retries=False)
+        self.secrets = secrets or Secrets()
 
     def probe(self) -> int:
         """Probe every service that has a health check; how many changed status."""
@@ -62,7 +67,7 @@ class HealthProber:
             now = self.clock()
             if previous is not None and now - previous.checked_at < self.interval / 2:
                 continue
-            health = after_probe(previous, self._check(service.healthcheck), now, self.down_after)
+            health = after_probe(previous, self._check(service, service.healthcheck), now, self.down_after)
             self.store.save_health(service.name, health)
             if previous is None or previous.status != health.status:
                 changed += 1
@@ -71,10 +76,15 @@ class HealthProber:
                 self._release(service.name)
         return changed
 
-    def _check(self, url: str) -> str | None:
-        """Why the service at ``url`` is not healthy, or None if it is."""
+    def _check(self, service: Service, url: str) -> str | None:
+        """Why ``service`` is not healthy, asked at ``url`` with its headers, or None if it is."""
         try:
-            response = self.pool.request("GET", url, timeout=urllib3.Timeout(total=self.timeout), redirect=False)
+            headers = self.secrets.resolve(service.endpoint.headers)
+            response = self.pool.request(
+                "GET", url, headers=headers, timeout=urllib3.Timeout(total=self.timeout), redirect=False
+            )
+        except InvalidConfig as e:
+            return f"GET {url} not sent: {e.message}"
         except HTTPError as e:
             return f"GET {url} failed: {e}"
         return None if 200 <= response.status < 300 else f"GET {url} answered {response.status}"

@@ -408,7 +408,7 @@ def _load_event(doc: Doc) -> Event:
 
 
 def _service_doc(service: Service, used_by: list[str]) -> Doc:
-    return _to_mongo(service_to_dict(service)) | {"used_by": used_by}
+    return _to_mongo(service_to_dict(service, in_clear=True)) | {"used_by": used_by}
 
 
 def _page(

@@ -140,7 +140,7 @@ class SqliteStore:
         try:
             self._db().execute(
                 "INSERT INTO services (name, id, revision, doc) VALUES (?, ?, ?, ?)",
-                (stored.name, stored.id, stored.revision, _dumps(service_to_dict(stored))),
+                (stored.name, stored.id, stored.revision, _dumps(service_to_dict(stored, in_clear=True))),
             )
         except sqlite3.IntegrityError:
             raise _taken("service", stored.name) from None
@@ -172,7 +172,7 @@ class SqliteStore:
             stored = replace(service, id=row["id"], revision=revision + 1)
             db.execute(
                 "UPDATE services SET revision = ?, doc = ? WHERE name = ?",
-                (stored.revision, _dumps(service_to_dict(stored)), stored.name),
+                (stored.revision, _dumps(service_to_dict(stored, in_clear=True)), stored.name),
             )
         return stored
 

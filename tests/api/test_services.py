@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
+from machinery.bootstrap import Machinery
+from machinery.engine.model import SecretRef
 from tests.api import error
 
 UPPER = {"name": "upper", "address": "http://upper.local:5000/"}
@@ -128,3 +131,51 @@ def test_deleting_a_service_a_workflow_uses_answers_409_naming_the_workflow(
 
 def test_deleting_an_unknown_service_answers_404(client: FlaskClient) -> None:
     error(client.delete("/services/upper"), 404)
+
+
+CREDENTIALS = {
+    "Authorization": "Bearer s3cr3t",
+    "proxy-authorization": "Basic czNjcjN0",
+    "Cookie": "session=s3cr3t",
+    "X-Api-Key": "s3cr3t",
+    "X-Auth-Token": "s3cr3t",
+    "X-Client-Secret": "s3cr3t",
+    "X-DB-PASSWORD": "s3cr3t",
+}
+
+
+def test_reads_redact_literal_credentials_and_show_secret_references_and_other_headers(
+    client: FlaskClient, machinery: Machinery
+) -> None:
+    headers = CREDENTIALS | {"X-Upstream": {"secret": "UPSTREAM_TOKEN"}, "X-Tenant": "acme"}
+    created = client.post("/services", json=UPPER | {"headers": headers})
+
+    shown = dict.fromkeys(CREDENTIALS, "<redacted>") | {"X-Upstream": {"secret": "UPSTREAM_TOKEN"}, "X-Tenant": "acme"}
+    assert created.json["headers"] == shown
+    assert client.get("/services/upper").json["headers"] == shown
+    assert client.get("/services").json[0]["headers"] == shown
+    stored = machinery.store.get_service("upper").endpoint.headers
+    assert stored == CREDENTIALS | {"X-Upstream": SecretRef("UPSTREAM_TOKEN"), "X-Tenant": "acme"}
+
+
+def test_a_document_read_back_redacted_is_refused_rather_than_stored(client: FlaskClient, machinery: Machinery) -> None:
+    client.post("/services", json=UPPER | {"headers": {"Authorization": "Bearer s3cr3t"}})
+    read = {k: v for k, v in client.get("/services/upper").json.items() if k not in ("id", "revision")}
+
+    body = error(client.put("/services/upper", json=read | {"timeout": 2}), 422)
+
+    (message,) = body["errors"]["headers.Authorization"]
+    assert "send the value" in message and "secret" in message
+    assert machinery.store.get_service("upper").endpoint.headers == {"Authorization": "Bearer s3cr3t"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"secret": "../../etc/passwd"}, {"secret": "a/b"}, {"secret": ""}, {"secret": 3}, {"name": "TOKEN"}, 3, None],
+)
+def test_a_header_neither_a_string_nor_a_secret_reference_to_a_safe_name_answers_422(
+    client: FlaskClient, value: Any
+) -> None:
+    body = error(client.post("/services", json=UPPER | {"headers": {"Authorization": value}}), 422)
+    assert list(body["errors"]) == ["headers.Authorization"]
+    error(client.get("/services/upper"), 404)

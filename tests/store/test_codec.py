@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from machinery.codec import service_from_dict, service_to_dict, workflow_from_dict, workflow_to_dict
+from machinery.engine.model import SecretRef
 from machinery.validation import ServiceSchema, WorkflowSchema
 
 SEED = Path(__file__).parent.parent / "fixtures" / "seed"
@@ -58,3 +59,21 @@ def test_a_workflow_of_either_form_and_every_step_kind_reads_back_as_it_was_writ
 def test_the_stores_and_the_codec_do_not_load_marshmallow() -> None:
     code = "import sys, machinery.store.sqlite, machinery.store.mongo; print('marshmallow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_secret_reference_reads_back_as_itself_and_a_literal_credential_only_in_clear() -> None:
+    doc = {
+        "name": "upper",
+        "address": "http://upper.local/",
+        "headers": {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Api-Key": "s3cr3t", "X-Tenant": "acme"},
+    }
+    service = ServiceSchema().load(doc)
+    assert service.endpoint.headers == {
+        "Authorization": SecretRef("UPPER_TOKEN"),
+        "X-Api-Key": "s3cr3t",
+        "X-Tenant": "acme",
+    }
+
+    assert service_from_dict(json.loads(json.dumps(service_to_dict(service, in_clear=True)))) == service
+    assert service_to_dict(service)["headers"] == doc["headers"] | {"X-Api-Key": "<redacted>"}
+    assert "s3cr3t" not in repr(service)
