@@ -53,6 +53,12 @@ class Config:
     """Failed probes in a row after which a service is down, and its calls are held."""
     retention_days: float | None = None
     """Days a finished event is kept; None keeps them all."""
+    max_request_bytes: int = 1024 * 1024
+    """The largest request body the API reads; a larger one is answered 413."""
+    max_json_depth: int = 64
+    """How deeply a JSON request body may nest; a deeper one is answered 400 before it is parsed."""
+    max_response_bytes: int = 10 * 1024 * 1024
+    """The largest answer read from a service; a larger one fails the step."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -80,6 +86,9 @@ class Config:
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
             retention_days=number("RETENTION_DAYS", 0) or None,
+            max_request_bytes=int(number("MAX_REQUEST_BYTES", cls.max_request_bytes)),
+            max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
+            max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
