@@ -113,7 +113,7 @@ class Machinery:
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {"http": HttpCaller(pool_size=max(10, config.concurrency))},
+            {"http": HttpCaller(max(10, config.concurrency), config.max_response_bytes)},
             config.engine,
             self.plans,
             ServiceCache(self.store),

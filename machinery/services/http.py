@@ -4,8 +4,9 @@ Built on urllib3, the connection pool under requests: the engine does its own
 retries and needs no sessions, cookies or redirects, and a call through the
 pool costs about half what the same call costs through requests.
 
-Timeouts, connection errors, 408, 429 and 5xx are transient; any other 4xx
-and an answer that is not JSON are permanent.
+Timeouts, connection errors, 408, 429 and 5xx are transient; any other 4xx,
+an answer that is not JSON and one larger than ``max_response_bytes`` are
+permanent. Answers are streamed: no more than the limit and one byte is read.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import json
 from typing import Any
 
 import urllib3
+from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 
 TRANSIENT_STATUSES = frozenset({408, 429})
 _BODY_PREVIEW = 300
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
 class HttpCaller:
     """The caller of services of kind ``http``: it sends a step's inputs to the service's endpoint and reads back
     its outputs, or a CallFailure saying whether a retry may help. One pool of connections serves every thread."""
 
-    def __init__(self, pool_size: int = 32) -> None:
+    def __init__(self, pool_size: int = 32, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
+        self.max_response_bytes = max_response_bytes
 
     def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         service = call.service
@@ -50,7 +54,9 @@ class HttpCaller:
                 headers=headers,
                 timeout=urllib3.Timeout(total=service.timeout),
                 redirect=False,
+                preload_content=False,
             )
+            data = read_at_most(response, self.max_response_bytes)
         except NewConnectionError as e:
             return None, CallFailure(f"{where} could not be reached: {_reason(e)}", True, ErrorKind.CONNECTION)
         except TimeoutError:
@@ -60,19 +66,45 @@ class HttpCaller:
         status = response.status
         if status >= 300:
             transient = status >= 500 or status in TRANSIENT_STATUSES
-            body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
+            body = (data or b"")[:_BODY_PREVIEW].decode("utf-8", "replace")
             return None, CallFailure(
                 f"{where} answered {status}: {body}", transient, ErrorKind.HTTP, {"status_code": status}
             )
-        if not response.data:  # 204, or an empty 200: no outputs
+        if data is None:
+            limit = self.max_response_bytes
+            declared = response.length_remaining or 0
+            seen = f"{declared} bytes by its Content-Length" if declared > limit else f"more than {limit} bytes"
+            return None, CallFailure(
+                f"{where} answered a body over the limit of {limit} bytes (MACHINERY_MAX_RESPONSE_BYTES): {seen}",
+                False,
+                ErrorKind.SIZE,
+            )
+        if not data:  # 204, or an empty 200: no outputs
             return {}, None
         try:
-            return json.loads(response.data), None
+            return json.loads(data), None
         except ValueError:
-            body = response.data[:_BODY_PREVIEW].decode("utf-8", "replace")
+            body = data[:_BODY_PREVIEW].decode("utf-8", "replace")
             return None, CallFailure(
                 f"{where} answered {status} with a body that is not JSON: {body!r}", False, ErrorKind.JSON
             )
+
+
+def read_at_most(response: BaseHTTPResponse, limit: int) -> bytes | None:
+    """The body of a response requested with ``preload_content=False``, or None if it is larger than ``limit``
+    bytes, by its Content-Length (left in ``length_remaining``) or once ``limit`` + 1 bytes are read. The
+    connection goes back to the pool, closed if the body was not read to its end."""
+    whole = False
+    try:
+        if (response.length_remaining or 0) > limit:
+            return None
+        data = response.read(limit + 1)
+        whole = len(data) <= limit
+        return data if whole else None
+    finally:
+        if not whole:
+            response.close()
+        response.release_conn()
 
 
 def _reason(error: Exception) -> str:

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from machinery.api import create_app
 from machinery.bootstrap import Config, Machinery
 from tests.api import error
+from tests.support import ScriptedService
 
 SERVICE = {"name": "upper", "address": "http://upper.local:5000/"}
 
@@ -77,3 +78,25 @@ def test_the_limits_are_read_from_the_environment() -> None:
 def test_a_data_filter_nested_deeper_than_the_limit_answers_422(client: FlaskClient) -> None:
     body = error(client.get("/events", query_string={"data": '{"a": ' + nested(50_000) + "}"}), 422)
     assert body["errors"] == {"data": ["nests deeper than 64 levels (MACHINERY_MAX_JSON_DEPTH)"]}
+
+
+def test_a_service_answering_more_than_the_limit_fails_its_step_naming_the_limit(tmp_path: Path) -> None:
+    service = ScriptedService([(200, {"message": "x" * 2000})]).start()
+    machinery = Machinery(Config(data_dir=tmp_path, max_response_bytes=1000))
+    client = create_app(machinery, {"TESTING": True}).test_client()
+    message = {"name": "message", "type": "string"}
+    try:
+        definition = {"name": "big", "address": service.url, "inputs": [message], "outputs": [message]}
+        assert client.post("/services", json=definition).status_code == 201
+        workflow = {"name": "big", "services": ["big"], "inputs": [message], "outputs": [message]}
+        assert client.post("/workflows", json=workflow).status_code == 201
+        event_id = client.post("/e/big", json={"data": {"message": "hi"}}).json["event_id"]
+        machinery.runner.run(event_id, "big")
+        event = client.get(f"/events/{event_id}").json
+    finally:
+        machinery.store.close()
+        service.stop()
+    assert event["status"] == "failed"
+    (step,) = event["steps"]
+    assert (step["error"]["kind"], step["error"]["transient"], step["attempts"]) == ("size", False, 1)
+    assert "over the limit of 1000 bytes (MACHINERY_MAX_RESPONSE_BYTES)" in step["error"]["message"]
