@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kombu
 
+from machinery.addresses import AddressGuard, Network, parse_networks
 from machinery.cel import CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
@@ -53,6 +54,8 @@ class Config:
     """Failed probes in a row after which a service is down, and its calls are held."""
     retention_days: float | None = None
     """Days a finished event is kept; None keeps them all."""
+    deny_networks: tuple[Network, ...] = ()
+    """Networks the workers may not call, besides the link-local, unspecified and multicast addresses."""
     max_request_bytes: int = 1024 * 1024
     """The largest request body the API reads; a larger one is answered 413."""
     max_json_depth: int = 64
@@ -86,6 +89,7 @@ class Config:
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
             retention_days=number("RETENTION_DAYS", 0) or None,
+            deny_networks=parse_networks(env.get("MACHINERY_DENY_NETWORKS", "")),
             max_request_bytes=int(number("MAX_REQUEST_BYTES", cls.max_request_bytes)),
             max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
             max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
@@ -105,7 +109,8 @@ class Machinery:
         self.config = config
         self.store = _open_store(config)
         expressions = CelExpressions()
-        self.registry = Registry(self.store, expressions)
+        self.guard = AddressGuard(config.deny_networks)
+        self.registry = Registry(self.store, expressions, self.guard)
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
@@ -113,7 +118,7 @@ class Machinery:
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {"http": HttpCaller(max(10, config.concurrency), config.max_response_bytes)},
+            {"http": HttpCaller(max(10, config.concurrency), config.max_response_bytes, self.guard)},
             config.engine,
             self.plans,
             ServiceCache(self.store),
@@ -133,7 +138,11 @@ class Machinery:
             self._start(Sweeper(lambda: self.events.purge(kept), RETENTION_INTERVAL, "purge", report))
         if self.config.health_interval > 0:
             prober = HealthProber(
-                self.store, self.dispatcher, self.config.health_down_after, self.config.health_interval
+                self.store,
+                self.dispatcher,
+                self.config.health_down_after,
+                self.config.health_interval,
+                guard=self.guard,
             )
             self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 

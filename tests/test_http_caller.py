@@ -1,16 +1,21 @@
-"""The HTTP caller against services on loopback: how large an answer it reads, and the redirects it does not follow."""
+"""The HTTP caller against services on loopback: how large an answer it reads, the redirects it does not follow,
+and the addresses it does not call."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
+from machinery.addresses import AddressGuard
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.model import HttpEndpoint, Service
+from machinery.engine.units import NOTIFY_UNIT
 from machinery.services.http import HttpCaller
 from tests.support import ScriptedService
 
@@ -125,3 +130,59 @@ def test_a_redirect_is_not_followed_and_fails_the_call(raw: list[Raw]) -> None:
         target.stop()
     assert (error.kind, error.transient, error.details) == (ErrorKind.HTTP, False, {"status_code": 302})
     assert target.calls == []
+
+
+def test_a_name_resolving_to_the_metadata_address_fails_for_good_without_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_connection(*args: Any, **kwargs: Any) -> None:
+        pytest.fail("a connection was attempted")
+
+    monkeypatch.setattr("urllib3.util.connection.create_connection", no_connection)
+    guard = AddressGuard(resolver={"metadata.example": ["169.254.169.254"]}.__getitem__)
+    error = failure(HttpCaller(guard=guard).call(call_to("http://metadata.example/latest/meta-data"), "e1"))
+    assert (error.kind, error.transient) == (ErrorKind.ADDRESS, False)
+    assert error.message == (
+        "POST http://metadata.example/latest/meta-data was not called: metadata.example resolves to a refused"
+        " address: 169.254.169.254 is link-local (where clouds serve instance metadata); not connected to"
+    )
+
+
+def test_a_notification_to_a_denied_network_fails_for_good() -> None:
+    guard = AddressGuard((ip_network("10.0.0.0/8"),), resolver=lambda host: ["10.1.2.3"])
+    notify = Service(NOTIFY_UNIT, HttpEndpoint("http://hooks.internal/ended"), timeout=1.0)
+    error = failure(HttpCaller(guard=guard).call(Call(NOTIFY_UNIT, notify, {}, 1, "token", "key"), "e1"))
+    assert (error.kind, error.transient) == (ErrorKind.ADDRESS, False)
+    assert "10.1.2.3 is in 10.0.0.0/8, denied by MACHINERY_DENY_NETWORKS" in error.message
+
+
+def test_a_name_is_resolved_once_and_the_address_checked_is_the_one_connected_to(raw: list[Raw]) -> None:
+    hosts: list[str | None] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        hosts.append(handler.headers["Host"])
+        handler.send_response(200)
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"{}")
+
+    raw.append(Raw(answer))
+    port = raw[0].server_address[1]
+    resolved: list[str] = []
+
+    def resolver(host: str) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]
+
+    caller = HttpCaller(guard=AddressGuard(resolver=resolver))
+    assert caller.call(call_to(f"http://svc.example:{port}/event"), "e1") == ({}, None)
+    assert (resolved, hosts) == (["svc.example"], [f"svc.example:{port}"])
+
+
+def test_a_name_that_does_not_resolve_is_a_transient_connection_failure() -> None:
+    def unknown(host: str) -> list[str]:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    error = failure(HttpCaller(guard=AddressGuard(resolver=unknown)).call(call_to("http://nowhere.example/"), "e1"))
+    assert (error.kind, error.transient) == (ErrorKind.CONNECTION, True)
+    assert "Name or service not known" in error.message

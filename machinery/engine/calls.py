@@ -27,6 +27,8 @@ class ErrorKind(StrEnum):
     """The service answered with an error status."""
     JSON = "json"
     """The service answered with a body that is not JSON (a notification counts it delivered all the same)."""
+    ADDRESS = "address"
+    """The service's address is one the workers may not call: link-local, unspecified, multicast or denied."""
     SIZE = "size"
     """The service answered with a body larger than the callers read (a notification counts it delivered too)."""
     TYPE = "type"

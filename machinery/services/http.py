@@ -5,8 +5,9 @@ retries and needs no sessions, cookies or redirects, and a call through the
 pool costs about half what the same call costs through requests.
 
 Timeouts, connection errors, 408, 429 and 5xx are transient; any other 4xx,
-an answer that is not JSON and one larger than ``max_response_bytes`` are
-permanent. Answers are streamed: no more than the limit and one byte is read.
+an answer that is not JSON, one larger than ``max_response_bytes`` and an
+address the guard refuses (see :mod:`machinery.addresses`) are permanent.
+Answers are streamed: no more than the limit and one byte is read.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 from typing import Any
 
 import urllib3
-from urllib3 import BaseHTTPResponse
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
+from urllib3.util import parse_url
 
+from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 
 TRANSIENT_STATUSES = frozenset({408, 429})
@@ -25,12 +28,57 @@ _BODY_PREVIEW = 300
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
+class GuardedPool:
+    """A pool of connections to the addresses ``guard`` allows, and only those, whatever a name resolves to.
+
+    A name is resolved once and checked, and the connection is made to the address checked, with the name in
+    the Host header and, over TLS, in SNI and the certificate's check: a DNS answer that changes between the
+    check and the connection (DNS rebinding) cannot lead it elsewhere. Redirects are never followed.
+    """
+
+    def __init__(self, guard: AddressGuard, pool_size: int = 10) -> None:
+        self.guard = guard
+        self.manager = urllib3.PoolManager(maxsize=pool_size, retries=False)
+
+    def request(
+        self, method: str, url: str, timeout: urllib3.Timeout, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> BaseHTTPResponse:
+        """The response to a request, its body not read yet (see :func:`read_at_most`).
+
+        Raises RefusedAddress if the guard refuses the host, OSError if its name does not resolve, and urllib3's
+        errors if the request fails.
+        """
+        parsed = parse_url(url)
+        host = parsed.host or ""
+        address = self.guard.address_of(host)
+        name = host.strip("[]")
+        tls = {"server_hostname": name, "assert_hostname": name} if parsed.scheme == "https" else None
+        pool = self.manager.connection_from_host(str(address), parsed.port, parsed.scheme, pool_kwargs=tls)
+        sent = HTTPHeaderDict(headers or {})
+        sent.setdefault("Host", parsed.netloc or host)
+        return pool.urlopen(
+            method,
+            parsed.request_uri,
+            body=body or None,
+            headers=sent,
+            timeout=timeout,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+        )
+
+
 class HttpCaller:
     """The caller of services of kind ``http``: it sends a step's inputs to the service's endpoint and reads back
     its outputs, or a CallFailure saying whether a retry may help. One pool of connections serves every thread."""
 
-    def __init__(self, pool_size: int = 32, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
-        self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
+    def __init__(
+        self,
+        pool_size: int = 32,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        guard: AddressGuard = DEFAULT_GUARD,
+    ) -> None:
+        self.pool = GuardedPool(guard, pool_size)
         self.max_response_bytes = max_response_bytes
 
     def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
@@ -53,15 +101,15 @@ class HttpCaller:
                 body=json.dumps(call.inputs).encode(),
                 headers=headers,
                 timeout=urllib3.Timeout(total=service.timeout),
-                redirect=False,
-                preload_content=False,
             )
             data = read_at_most(response, self.max_response_bytes)
+        except RefusedAddress as e:
+            return None, CallFailure(f"{where} was not called: {e}", False, ErrorKind.ADDRESS)
         except NewConnectionError as e:
             return None, CallFailure(f"{where} could not be reached: {_reason(e)}", True, ErrorKind.CONNECTION)
         except TimeoutError:
             return None, CallFailure(f"{where} did not answer within {service.timeout:g} s", True, ErrorKind.TIMEOUT)
-        except (ProtocolError, HTTPError) as e:
+        except (ProtocolError, HTTPError, OSError) as e:  # OSError: the name does not resolve
             return None, CallFailure(f"{where} could not be reached: {_reason(e)}", True, ErrorKind.CONNECTION)
         status = response.status
         if status >= 300:

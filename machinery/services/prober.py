@@ -15,8 +15,10 @@ from collections.abc import Callable
 import urllib3
 from urllib3.exceptions import HTTPError
 
+from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.health import DOWN, UP, Health, after_probe
 from machinery.engine.ports import Dispatcher, Store, every
+from machinery.services.http import GuardedPool, read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class HealthProber:
         interval: float,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
+        guard: AddressGuard = DEFAULT_GUARD,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -49,7 +52,7 @@ class HealthProber:
         self.interval = interval
         self.timeout = timeout
         self.clock = clock
-        self.pool = urllib3.PoolManager(retries=False)
+        self.pool = GuardedPool(guard)
 
     def probe(self) -> int:
         """Probe every service that has a health check; how many changed status."""
@@ -74,8 +77,11 @@ class HealthProber:
     def _check(self, url: str) -> str | None:
         """Why the service at ``url`` is not healthy, or None if it is."""
         try:
-            response = self.pool.request("GET", url, timeout=urllib3.Timeout(total=self.timeout), redirect=False)
-        except HTTPError as e:
+            response = self.pool.request("GET", url, timeout=urllib3.Timeout(total=self.timeout))
+            read_at_most(response, 0)  # the body is not read: the connection is closed if there is one
+        except RefusedAddress as e:
+            return f"GET {url} was not sent: {e}"
+        except (HTTPError, OSError) as e:  # OSError: the name does not resolve
             return f"GET {url} failed: {e}"
         return None if 200 <= response.status < 300 else f"GET {url} answered {response.status}"
 
