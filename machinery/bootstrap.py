@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kombu
 
+from machinery.addresses import AddressGuard, Network, parse_networks
 from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
@@ -58,6 +59,14 @@ class Config:
     """Days a finished event is kept; None keeps them all."""
     expression_budget: float = DEFAULT_BUDGET
     """Estimated cost an expression may take over its data before it is refused (see ``machinery.cel``)."""
+    deny_networks: tuple[Network, ...] = ()
+    """Networks the workers may not call, besides the link-local, unspecified and multicast addresses."""
+    max_request_bytes: int = 1024 * 1024
+    """The largest request body the API reads; a larger one is answered 413."""
+    max_json_depth: int = 64
+    """How deeply a JSON request body may nest; a deeper one is answered 400 before it is parsed."""
+    max_response_bytes: int = 10 * 1024 * 1024
+    """The largest answer read from a service; a larger one fails the step."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -87,6 +96,10 @@ class Config:
             secrets_dir=Path(env["MACHINERY_SECRETS_DIR"]) if env.get("MACHINERY_SECRETS_DIR") else None,
             retention_days=number("RETENTION_DAYS", 0) or None,
             expression_budget=number("EXPRESSION_BUDGET", DEFAULT_BUDGET),
+            deny_networks=parse_networks(env.get("MACHINERY_DENY_NETWORKS", "")),
+            max_request_bytes=int(number("MAX_REQUEST_BYTES", cls.max_request_bytes)),
+            max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
+            max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -103,7 +116,8 @@ class Machinery:
         self.config = config
         self.store = _open_store(config)
         expressions = CelExpressions(config.expression_budget)
-        self.registry = Registry(self.store, expressions)
+        self.guard = AddressGuard(config.deny_networks)
+        self.registry = Registry(self.store, expressions, self.guard)
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
@@ -112,7 +126,7 @@ class Machinery:
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {"http": HttpCaller(pool_size=max(10, config.concurrency), secrets=self.secrets)},
+            {"http": HttpCaller(max(10, config.concurrency), config.max_response_bytes, self.guard, self.secrets)},
             config.engine,
             self.plans,
             ServiceCache(self.store),
@@ -137,6 +151,7 @@ class Machinery:
                 self.config.health_down_after,
                 self.config.health_interval,
                 secrets=self.secrets,
+                guard=self.guard,
             )
             self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 

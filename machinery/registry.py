@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from machinery.addresses import DEFAULT_GUARD, AddressGuard
 from machinery.engine.checker import check_service, check_workflow
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
@@ -20,9 +21,10 @@ class Registry:
     """The services and workflows users register: every write is type-checked before the store keeps it, so a
     workflow never calls a service whose contract does not fit. The management API and the CLI write through it."""
 
-    def __init__(self, store: RegistryStore, expressions: Expressions) -> None:
+    def __init__(self, store: RegistryStore, expressions: Expressions, guard: AddressGuard = DEFAULT_GUARD) -> None:
         self.store = store
         self.expressions = expressions
+        self.guard = guard
 
     def add_service(self, service: Service) -> Service:
         self._check_service(service)
@@ -91,16 +93,25 @@ class Registry:
 
     def _check_service(self, service: Service) -> None:
         problems = check_service(service)
+        problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
         if problems:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
 
     def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
+        refused = self._refused(notify=workflow.notify)
+        if refused:
+            raise InvalidDefinition(f"workflow '{workflow.name}' is not valid", refused)
         services, missing = self._services_of(workflow)
         problems = check_workflow(workflow, services, self.expressions)
         if problems:
             what = f"unknown service{'s' if len(missing) > 1 else ''} " + ", ".join(missing) if missing else "problems"
             raise InvalidDefinition(f"workflow '{workflow.name}' does not type-check ({what})", problems)
         return {name: s.revision for name, s in services.items()}
+
+    def _refused(self, **urls: str | None) -> list[Problem]:
+        """A problem for each URL, by field, whose host is a literal address the workers may not call."""
+        reasons = {name: self.guard.check_url(url) for name, url in urls.items() if url}
+        return [Problem(f"the workers may not call it: {why}", field=name) for name, why in reasons.items() if why]
 
     def _services_of(self, workflow: Workflow, override: Service | None = None) -> tuple[dict[str, Service], list[str]]:
         services: dict[str, Service] = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from machinery.addresses import AddressGuard
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.health import DOWN, UNREACHABLE, UP
 from machinery.engine.model import HttpEndpoint, Service
@@ -116,3 +117,20 @@ def test_the_calls_held_while_a_service_was_down_are_sent_when_it_is_up_and_at_t
     probe.probe()
     assert sent.units == [("ev-1", "upper"), ("ev-2", "upper")]
     service.stop()
+
+
+def test_a_health_check_whose_name_resolves_to_a_refused_address_is_not_sent_and_counts_as_failed(
+    machinery: Machinery,
+) -> None:
+    machinery.registry.add_service(
+        Service(name="upper", endpoint=HttpEndpoint("http://127.0.0.1:1/event"), healthcheck="http://meta.test/")
+    )
+    guard = AddressGuard(resolver={"meta.test": ["169.254.169.254"]}.__getitem__)
+    HealthProber(machinery.store, Sent(), down_after=2, interval=1.0, timeout=1.0, guard=guard).probe()
+
+    health = machinery.store.health()["upper"]
+    assert health.status == UNREACHABLE
+    assert health.error == (
+        "GET http://meta.test/ was not sent: meta.test resolves to a refused address: 169.254.169.254 is link-local"
+        " (where clouds serve instance metadata); not connected to"
+    )

@@ -26,20 +26,20 @@ DEFAULTS: Mapping[str, Any] = {
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
-    "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
 
 
 def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | None = None) -> Flask:
     """The API of ``machinery``, by default the one ``MACHINERY_*`` environment variables configure.
 
-    Flask settings come from ``DEFAULTS``, then ``MACHINERY_FLASK_*`` environment variables, then ``config``.
+    Flask settings come from ``DEFAULTS`` and ``MAX_CONTENT_LENGTH`` from ``MACHINERY_MAX_REQUEST_BYTES``, then
+    ``MACHINERY_FLASK_*`` environment variables, then ``config``.
     """
     app = Flask(__name__)
-    app.config.from_mapping(DEFAULTS)
+    machinery = machinery or Machinery(Config.from_env())
+    app.config.from_mapping(DEFAULTS, MAX_CONTENT_LENGTH=machinery.config.max_request_bytes)
     app.config.from_prefixed_env("MACHINERY_FLASK")
     app.config.from_mapping(config or {})
-    machinery = machinery or Machinery(Config.from_env())
     app.extensions[EXTENSION] = machinery
 
     tokens = machinery.config.api_tokens

@@ -6,6 +6,7 @@ reporting on the whole deployment, its store and broker, take the :class:`Machin
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import flask_smorest
@@ -44,17 +45,39 @@ def current_plans() -> Plans:
     return current_machinery().plans
 
 
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def nests_deeper(text: bytes, limit: int) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``limit`` deep, found by counting brackets
+    outside strings, without parsing (which recurses, and fails past a thousand levels or so)."""
+    depth = 0
+    for bracket in _STRING.sub(b"", text).translate(None, _NOT_BRACKETS):
+        if bracket in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def window(pagination: PaginationParameters) -> dict[str, int]:
     """The ``offset`` and ``limit`` of the requested page, for a store's list method."""
     return {"offset": min(pagination.first_item, MAX_OFFSET), "limit": pagination.page_size}
 
 
 class JsonParser(FlaskParser):
-    """webargs' parser, refusing a body that does not say it is JSON instead of reading it as empty."""
+    """webargs' parser, refusing a body that does not say it is JSON instead of reading it as empty, and one that
+    nests deeper than ``MACHINERY_MAX_JSON_DEPTH`` before parsing it."""
 
     def load_json(self, req: Request, schema: Schema) -> Any:
         if not is_json_request(req):
             abort(415, message=f"the body should be application/json, not {req.mimetype or 'untyped'}")
+        limit = current_machinery().config.max_json_depth
+        if nests_deeper(req.get_data(cache=True), limit):
+            abort(400, message=f"the body nests deeper than {limit} levels (MACHINERY_MAX_JSON_DEPTH)")
         return super().load_json(req, schema)
 
 

@@ -95,6 +95,10 @@ def handle_http_exception(error: HTTPException) -> ErrorResponse:
         message = " ".join(whole)
     elif errors:
         message = f"invalid field{'s' if len(errors) > 1 else ''}: {', '.join(errors)}"
+    elif code == 413 and request.max_content_length:
+        message = (
+            f"the body is larger than the {request.max_content_length} bytes allowed (MACHINERY_MAX_REQUEST_BYTES)"
+        )
     else:
         message = error.description or HTTPStatus(code).phrase
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]

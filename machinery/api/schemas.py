@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
+from machinery.api.blueprint import current_machinery, nests_deeper
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import Step
 from machinery.engine.plan import Plan
@@ -125,6 +126,9 @@ class DataQuery(fields.Field):
     """A JSON object in a query parameter, whose keys are field names at every level."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        limit = current_machinery().config.max_json_depth
+        if isinstance(value, str) and nests_deeper(value.encode(), limit):
+            raise ValidationError(f"nests deeper than {limit} levels (MACHINERY_MAX_JSON_DEPTH)")
         try:
             parsed = json.loads(value)
         except (TypeError, ValueError):

@@ -56,8 +56,9 @@ def finish_notification(
     state = event.notification = state.copy()
     drop_claim(state)
     state.ended_at = now
-    # A 2xx whose body is not JSON (often "ok") is delivered all the same: the answer is not read.
-    if error is None or error.kind is ErrorKind.JSON:
+    # A 2xx whose body is not JSON (often "ok"), or is too large to read, is delivered all the same: the answer is
+    # not read.
+    if error is None or error.kind in (ErrorKind.JSON, ErrorKind.SIZE):
         state.status = COMPLETED
         state.error = None
         event.due_at = None

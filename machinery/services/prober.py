@@ -15,10 +15,12 @@ from collections.abc import Callable
 import urllib3
 from urllib3.exceptions import HTTPError
 
+from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.health import DOWN, UP, Health, after_probe
 from machinery.engine.model import Service
 from machinery.engine.ports import Dispatcher, Store, every
+from machinery.services.http import GuardedPool, read_at_most
 from machinery.services.secrets import Secrets
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class HealthProber:
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
         secrets: Secrets | None = None,
+        guard: AddressGuard = DEFAULT_GUARD,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -53,7 +56,7 @@ class HealthProber:
         self.interval = interval
         self.timeout = timeout
         self.clock = clock
-        self.pool = urllib3.PoolManager(retries=False)
+        self.pool = GuardedPool(guard)
         self.secrets = secrets or Secrets()
 
     def probe(self) -> int:
@@ -80,12 +83,13 @@ class HealthProber:
         """Why ``service`` is not healthy, asked at ``url`` with its headers, or None if it is."""
         try:
             headers = self.secrets.resolve(service.endpoint.headers)
-            response = self.pool.request(
-                "GET", url, headers=headers, timeout=urllib3.Timeout(total=self.timeout), redirect=False
-            )
+            response = self.pool.request("GET", url, headers=headers, timeout=urllib3.Timeout(total=self.timeout))
+            read_at_most(response, 0)  # the body is not read: the connection is closed if there is one
         except InvalidConfig as e:
             return f"GET {url} not sent: {e.message}"
-        except HTTPError as e:
+        except RefusedAddress as e:
+            return f"GET {url} was not sent: {e}"
+        except (HTTPError, OSError) as e:  # OSError: the name does not resolve
             return f"GET {url} failed: {e}"
         return None if 200 <= response.status < 300 else f"GET {url} answered {response.status}"
 

@@ -74,12 +74,13 @@ def test_a_delivered_notification_is_not_sent_again_and_the_event_is_no_longer_d
     assert driver.claim(delivered, NOTIFY_UNIT, now=106) is None
 
 
-def test_an_answer_that_is_not_json_still_delivers_it():
+@pytest.mark.parametrize("kind", [ErrorKind.JSON, ErrorKind.SIZE])
+def test_an_answer_that_is_not_json_or_too_large_to_read_still_delivers_it(kind):
     driver = notifying()
     event = driver.run(driver.accept({"message": "hi"}), "upper", {"message": "HI"}, now=101)
     claimed, call = driver.call(event, NOTIFY_UNIT, now=103)
 
-    delivered = driver.done(claimed, call, now=104, error=CallFailure("not JSON", False, ErrorKind.JSON))
+    delivered = driver.done(claimed, call, now=104, error=CallFailure("not read", False, kind))
 
     assert delivered.notification.status is StepStatus.COMPLETED
 
