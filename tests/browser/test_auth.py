@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from werkzeug.serving import make_server
 
 from machinery.api import create_app
-from machinery.bootstrap import Config, Machinery
+from machinery.bootstrap import Config, Machinery, Role
 from machinery.validation import WorkflowSchema
 from tests.browser.test_dashboard import definition, service_at
 from tests.support import free_port
@@ -26,7 +26,7 @@ TOKEN = "the-right-token"
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Where a machinery configured with ``TOKEN`` serves its API and the dashboard; it runs no worker."""
-    machinery = Machinery(Config(data_dir=tmp_path_factory.mktemp("data"), api_tokens=(TOKEN,)))
+    machinery = Machinery(Config(data_dir=tmp_path_factory.mktemp("data"), api_tokens={TOKEN: Role.ADMIN}))
     for name in ("upper", "reverse", "space-counter"):
         machinery.registry.add_service(service_at(name, f"http://127.0.0.1:9/{name}"))
     machinery.registry.add_workflow(WorkflowSchema().load(definition("workflow-process-text.json")))
