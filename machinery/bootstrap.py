@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import kombu
@@ -38,6 +39,48 @@ BROKER_PROBE_TIMEOUT = 2.0
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "machinery"
+
+
+class Role(StrEnum):
+    """What a bearer token may do; each role may do all that those listed before it may."""
+
+    READER = "reader"
+    """Every ``GET``."""
+    PRODUCER = "producer"
+    """Send events and act on them: signals, cancel, pause, resume, retry, rerun."""
+    ADMIN = "admin"
+    """Everything, registering and removing services and workflows too."""
+
+    def includes(self, other: Role) -> bool:
+        """Whether a token of this role may do what one of ``other`` may."""
+        roles = list(Role)
+        return roles.index(self) >= roles.index(other)
+
+
+def _read_tokens(setting: str) -> dict[str, Role]:
+    """``MACHINERY_API_TOKENS``: comma-separated tokens, each ``role:token``, or a bare token, an admin's.
+
+    Whatever comes before an entry's first ``:`` must be a role, so that a mistyped role is an error rather
+    than part of an admin's token: a token that contains ``:`` is written after its role, ``admin:to:ken``.
+    Errors name a token by its position in the list, never by its text, which is a secret.
+    """
+    tokens: dict[str, Role] = {}
+    for position, entry in enumerate(filter(None, (t.strip() for t in setting.split(","))), start=1):
+        prefix, colon, rest = entry.partition(":")
+        token = rest.strip() if colon else entry
+        where = f"MACHINERY_API_TOKENS, token {position}"
+        if colon and prefix not in set(Role):
+            raise InvalidConfig(
+                f"{where}: what comes before its first ':' is not a role (admin, producer or reader);"
+                " a token that contains ':' is written after its role, as in admin:<token>"
+            )
+        role = Role(prefix) if colon else Role.ADMIN
+        if not token:
+            raise InvalidConfig(f"{where}: the role {role} has no token after it")
+        if token in tokens:
+            raise InvalidConfig(f"{where}: the same token is listed before it; a token has one role")
+        tokens[token] = role
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -68,8 +111,8 @@ class Config:
     max_response_bytes: int = 10 * 1024 * 1024
     """The largest answer read from a service; a larger one fails the step."""
     engine: Settings = Settings()
-    api_tokens: tuple[str, ...] = field(default=(), repr=False)
-    """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
+    api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
+    """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
 
     @property
     def embedded_worker(self) -> bool:
@@ -105,7 +148,7 @@ class Config:
                 stale_after=number("STALE_AFTER", defaults.stale_after),
                 max_lost=int(number("MAX_LOST", defaults.max_lost)),
             ),
-            api_tokens=tuple(filter(None, (t.strip() for t in env.get("MACHINERY_API_TOKENS", "").split(",")))),
+            api_tokens=_read_tokens(env.get("MACHINERY_API_TOKENS", "")),
         )
 
 

@@ -3,7 +3,7 @@
 ``create_app`` is the app factory; ``flask --app machinery.api run`` finds it.
 The OpenAPI document is served at ``/openapi.json`` and Swagger UI, from
 files shipped with the flask-swagger-ui package, at ``/docs``. With
-``MACHINERY_API_TOKENS`` set, requests need a bearer token (see ``auth``).
+``MACHINERY_API_TOKENS`` set, requests need a bearer token whose role allows them (see ``auth``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     Flask settings come from ``DEFAULTS`` and ``MAX_CONTENT_LENGTH`` from ``MACHINERY_MAX_REQUEST_BYTES``, then
     ``MACHINERY_FLASK_*`` environment variables, then ``config``.
     """
-    app = Flask(__name__)
+    # No /static: the dashboard's blueprint serves its files, and an endpoint of Flask's own would need a role.
+    app = Flask(__name__, static_folder=None)
     machinery = machinery or Machinery(Config.from_env())
     app.config.from_mapping(DEFAULTS, MAX_CONTENT_LENGTH=machinery.config.max_request_bytes)
     app.config.from_prefixed_env("MACHINERY_FLASK")
@@ -46,7 +47,7 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     api = Api(app, spec_kwargs=auth.spec_options(tokens))
     auth.protect(app, api, tokens)
     app.register_error_handler(MachineryError, handle_machinery_error)
-    for module in (probes, services, workflows, events, graphs):
+    for module in (probes, services, workflows, events, graphs, auth):
         api.register_blueprint(module.blp)
     app.register_blueprint(dashboard.bp)
     metrics.init_app(app)

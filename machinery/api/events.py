@@ -7,6 +7,7 @@ from typing import Any
 from flask import url_for
 from flask_smorest.pagination import PaginationParameters
 
+from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_events, current_plans, window
 from machinery.api.schemas import (
     AckSchema,
@@ -20,6 +21,7 @@ from machinery.api.schemas import (
     ack_to_dict,
     event_to_dict,
 )
+from machinery.bootstrap import Role
 from machinery.engine.state import Event
 
 blp = Blueprint("events", __name__, description="Events sent to workflows, and how far each has gone")
@@ -29,6 +31,7 @@ _REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"t
 
 
 @blp.route("/e/<workflow>", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.arguments(SubmitHeadersSchema, location="headers")
 @blp.arguments(EventRequestSchema)
 @blp.response(202, AckSchema, description="Accepted, and stored", headers=_LOCATION)
@@ -50,6 +53,7 @@ def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tupl
 
 
 @blp.route("/events", methods=["GET"])
+@requires(Role.READER)
 @blp.arguments(EventQuerySchema, location="query")
 @blp.response(200, EventSchema(many=True))
 @blp.paginate()
@@ -67,6 +71,7 @@ def list_events(query: dict[str, Any], pagination_parameters: PaginationParamete
 
 
 @blp.route("/events/retry", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.arguments(BulkRetrySchema)
 @blp.response(202, BulkRetryReportSchema)
 @blp.alt_response(404, response="NOT_FOUND")
@@ -80,6 +85,7 @@ def retry_failed(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>", methods=["GET"])
+@requires(Role.READER)
 @blp.response(200, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 def get_event(event_id: str) -> dict[str, Any]:
@@ -88,6 +94,7 @@ def get_event(event_id: str) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>/cancel", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.response(200, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(409, response="CONFLICT")
@@ -97,6 +104,7 @@ def cancel(event_id: str) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>/pause", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.response(200, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(409, response="CONFLICT")
@@ -106,6 +114,7 @@ def pause(event_id: str) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>/resume", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.response(202, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(409, response="CONFLICT")
@@ -115,6 +124,7 @@ def resume(event_id: str) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>/retry", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.response(202, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(409, response="CONFLICT")
@@ -124,6 +134,7 @@ def retry(event_id: str) -> dict[str, Any]:
 
 
 @blp.route("/events/<event_id>/rerun", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.response(202, EventSchema, headers=_LOCATION)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
@@ -134,6 +145,7 @@ def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 @blp.route("/events/<event_id>/signals/<name>", methods=["POST"])
+@requires(Role.PRODUCER)
 @blp.arguments(SignalSchema)
 @blp.response(202, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")

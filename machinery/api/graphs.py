@@ -13,7 +13,9 @@ import graphviz
 from flask import Response
 from marshmallow import Schema, fields, validate
 
+from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_events, current_plans, current_registry
+from machinery.bootstrap import Role
 from machinery.render import FORMATS, render
 from machinery.render import event_graph as draw_event
 from machinery.render import workflow_graph as draw_workflow
@@ -39,6 +41,7 @@ class GraphQuerySchema(Schema):
 
 @blp.route("/workflows/<key>/graph", methods=["GET"], endpoint="workflow_graph")
 @blp.route(f"/workflows/<key>/graph.{_SUFFIX}", methods=["GET"], endpoint="workflow_graph_file")
+@requires(Role.READER)
 @blp.arguments(GraphQuerySchema, location="query")
 @blp.doc(responses=_PICTURE)
 @blp.alt_response(404, response="NOT_FOUND")
@@ -52,6 +55,7 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 
 @blp.route("/events/<event_id>/graph", methods=["GET"], endpoint="event_graph")
 @blp.route(f"/events/<event_id>/graph.{_SUFFIX}", methods=["GET"], endpoint="event_graph_file")
+@requires(Role.READER)
 @blp.arguments(GraphQuerySchema, location="query")
 @blp.doc(responses=_PICTURE)
 @blp.alt_response(404, response="NOT_FOUND")

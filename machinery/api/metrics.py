@@ -2,7 +2,7 @@
 
 The counts come from the store, so that every API instance reports the same figures whatever process
 did the work; the API's own process adds its resource use. Like the API, ``/metrics`` needs a bearer
-token when tokens are configured, and it stays out of the OpenAPI document.
+token when tokens are configured, of any role (a reader's will do), and it stays out of the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from machinery.api.auth import requires
 from machinery.api.blueprint import current_machinery
+from machinery.bootstrap import Role
 from machinery.engine.health import UP
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus
@@ -67,6 +69,7 @@ class StoreCollector(Collector):
 
 
 @bp.get("/metrics")
+@requires(Role.READER)
 def metrics() -> Response:
     return Response(generate_latest(current_app.extensions[_REGISTRY]), content_type=CONTENT_TYPE_LATEST)
 

@@ -8,7 +8,9 @@ from typing import Any
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
+from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.bootstrap import Role
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
 from machinery.engine.ports import every
 
@@ -41,6 +43,7 @@ def healthcheck() -> None:
 
 
 @blp.route("/health/services")
+@requires(Role.READER)
 @blp.response(200, ServiceHealthSchema(many=True))
 def services_health() -> list[dict[str, Any]]:
     """The last probe of each service that has a health check, by name"""

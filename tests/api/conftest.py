@@ -17,11 +17,14 @@ from flask.testing import FlaskClient
 
 from examples.services import DEFINITIONS, EXAMPLES
 from machinery.api import create_app
-from machinery.bootstrap import Config, Machinery
+from machinery.bootstrap import Config, Machinery, Role
 from tests.support import ScriptedService
 
 SEED = Path(__file__).parents[1] / "fixtures" / "seed"
 SERVICES = ("upper", "reverse", "space-counter")
+ROLE_TOKENS = {Role.ADMIN: "admin-token", Role.PRODUCER: "producer-token", Role.READER: "reader-token"}
+ROLES_SETTING = "admin:admin-token, producer:producer-token, reader:reader-token, bare-token, reader:to:ken"
+"""``MACHINERY_API_TOKENS`` with ``ROLE_TOKENS``, a bare token and a reader's token that contains ':'."""
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -98,3 +101,20 @@ def workflow(client: FlaskClient, text_services: list[dict[str, Any]], process_t
     response = client.post("/workflows", json=process_text)
     assert response.status_code == 201, response.json
     return response.json
+
+
+@pytest.fixture
+def app_with_roles(
+    tmp_path: Path, text_services: list[dict[str, Any]], process_text: dict[str, Any]
+) -> Iterator[Flask]:
+    """An app whose tokens are read from ``ROLES_SETTING``, where an admin registered ``process-text``."""
+    machinery = Machinery(Config.from_env({"MACHINERY_DATA_DIR": str(tmp_path), "MACHINERY_API_TOKENS": ROLES_SETTING}))
+    app = create_app(machinery, {"TESTING": True})
+    admin = {"Authorization": f"Bearer {ROLE_TOKENS[Role.ADMIN]}"}
+    client = app.test_client()
+    for service in text_services:
+        assert client.post("/services", json=service, headers=admin).status_code == 201
+    assert client.post("/workflows", json=process_text, headers=admin).status_code == 201
+    yield app
+    machinery.stop()
+    machinery.store.close()

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from werkzeug.serving import make_server
 
 from machinery.api import create_app
-from machinery.bootstrap import Config, Machinery
+from machinery.bootstrap import Config, Machinery, Role
 from machinery.validation import WorkflowSchema
 from tests.browser.test_dashboard import definition, service_at
 from tests.support import free_port
@@ -21,15 +21,19 @@ from tests.support import free_port
 pytestmark = pytest.mark.browser
 
 TOKEN = "the-right-token"
+READER_TOKEN = "a-readers-token"
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Where a machinery configured with ``TOKEN`` serves its API and the dashboard; it runs no worker."""
-    machinery = Machinery(Config(data_dir=tmp_path_factory.mktemp("data"), api_tokens=(TOKEN,)))
+    """Where a machinery configured with an admin's ``TOKEN`` and ``READER_TOKEN`` serves its API and the
+    dashboard; it runs no worker, and its one event stays accepted."""
+    tokens = {TOKEN: Role.ADMIN, READER_TOKEN: Role.READER}
+    machinery = Machinery(Config(data_dir=tmp_path_factory.mktemp("data"), api_tokens=tokens))
     for name in ("upper", "reverse", "space-counter"):
         machinery.registry.add_service(service_at(name, f"http://127.0.0.1:9/{name}"))
     machinery.registry.add_workflow(WorkflowSchema().load(definition("workflow-process-text.json")))
+    machinery.events.submit("process-text", {"message": "a b"}, None)
     server = make_server("127.0.0.1", free_port(), create_app(machinery), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.port}"
@@ -67,3 +71,24 @@ def test_the_dashboard_asks_for_a_token_refuses_a_wrong_one_and_forgets_it_on_si
     expect(page.locator("#api-token")).to_be_visible()
     expect(sign_out).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+@pytest.mark.parametrize(("token", "acts"), [(READER_TOKEN, False), (TOKEN, True)], ids=["reader", "admin"])
+def test_the_dashboard_shows_the_actions_of_the_tokens_role_only(page: Page, token: str, acts: bool) -> None:
+    def expect_buttons(*names: str) -> None:
+        for name in names:
+            expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1 if acts else 0)
+
+    page.goto("/#/events?workflow=process-text&status=failed")
+    sign_in(page, token)
+    expect(page.locator(".pager")).to_contain_text("page 1 of 1")
+    expect_buttons("Retry them all")
+
+    page.goto("/#/events")
+    page.locator("td a.mono").click()
+    expect(page.locator("#event-status")).to_have_text("accepted")
+    expect_buttons("Cancel", "Pause", "Resume", "Retry", "Rerun", "Send signal")
+
+    page.goto("/#/workflows/process-text")
+    expect(page.locator("#workflow-graph svg")).to_be_visible()
+    expect_buttons("Send event")

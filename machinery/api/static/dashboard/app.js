@@ -104,6 +104,22 @@ function signIn(error) {
   input.focus();
 }
 
+// The roles of the stored token, its own and those it includes, asked of the API once per token so that the
+// pages leave out what it may not do; an open API answers an admin's. A failed answer is asked again next time.
+let grant = null;
+
+function may(role) {
+  const token = storedToken();
+  if (grant?.token !== token) {
+    const roles = api("GET", "/whoami").then(({ ok, data }) => {
+      if (!ok && grant?.roles === roles) grant = null;
+      return new Set(ok ? data.roles : []);
+    });
+    grant = { token, roles };
+  }
+  return grant.roles.then((held) => held.has(role));
+}
+
 signOutLink.hidden = !storedToken();
 signOutLink.addEventListener("click", (clicked) => {
   clicked.preventDefault();
@@ -481,7 +497,10 @@ async function workflowsPage(page) {
 
 async function workflowPage(page, _query, name) {
   page.show(crumbs(["Workflows", "#/workflows"]), loading());
-  const { ok, data: workflow } = await api("GET", `/workflows/${enc(name)}`);
+  const [{ ok, data: workflow }, produces] = await Promise.all([
+    api("GET", `/workflows/${enc(name)}`),
+    may("producer"),
+  ]);
   if (!ok) return page.show(crumbs(["Workflows", "#/workflows"]), alertBox(workflow));
   const graph = h("div", { class: "graph", id: "workflow-graph" }, loading());
   const recent = h("div", {}, loading());
@@ -495,7 +514,7 @@ async function workflowPage(page, _query, name) {
     h(
       "div",
       { class: "columns" },
-      card("Send a test event", eventForm(workflow)),
+      produces && card("Send a test event", eventForm(workflow)),
       card(
         "Recent events",
         recent,
@@ -611,6 +630,7 @@ function readControl(field, control) {
 // Events
 
 async function eventsPage(page, query) {
+  const produces = await may("producer");
   const filters = {
     workflow: query.get("workflow") ?? "",
     status: query.get("status") ?? "",
@@ -668,7 +688,7 @@ async function eventsPage(page, query) {
   );
   page.show(
     pageHeader("Events", "What was sent to the workflows, and how far each has gone"),
-    h("div", { class: "filters" }, workflowSelect, statusSelect, dataInput, retryAll),
+    h("div", { class: "filters" }, workflowSelect, statusSelect, dataInput, produces && retryAll),
     feedback,
     card(null, list, pager),
   );
@@ -707,6 +727,7 @@ async function eventsPage(page, query) {
 }
 
 async function eventPage(page, _query, id) {
+  const produces = await may("producer");
   const url = `/events/${enc(id)}`;
   const status = statusBadge("…", { id: "event-status" });
   const meta = h("p", { class: "lead" });
@@ -759,7 +780,7 @@ async function eventPage(page, _query, id) {
     pageHeader(
       h("span", {}, "Event ", h("code", { class: "event-id" }, id), " ", status),
       meta,
-      h("div", { class: "actions" }, cancel, pause, resume, retry, rerun),
+      produces && h("div", { class: "actions" }, cancel, pause, resume, retry, rerun),
     ),
     unreachable,
     feedback,
@@ -769,7 +790,7 @@ async function eventPage(page, _query, id) {
       "div",
       { class: "columns wide-left" },
       card("Steps", steps),
-      h("div", {}, outputsCard, card("Data", data), signal),
+      h("div", {}, outputsCard, card("Data", data), produces && signal),
     ),
   );
 
