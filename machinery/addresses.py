@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from urllib.parse import urlsplit
 
-from machinery.engine.errors import InvalidConfig
+from machinery.engine.errors import InvalidConfig, MachineryError
 
 IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
@@ -62,7 +62,7 @@ def resolve(host: str) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
 
 
-class RefusedAddress(Exception):
+class RefusedAddress(MachineryError):
     """A host the workers may not call; the message says which address and why."""
 
 

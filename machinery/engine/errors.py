@@ -10,9 +10,10 @@
     ├── InvalidState        the event cannot do that now (retry a completed event, ...)
     ├── InvalidConfig       a ``MACHINERY_*`` setting or a service's secret cannot be read
     ├── ConversionError     an Orchy or gorchestrator document cannot be converted
-    └── GraphvizMissing     an image needs Graphviz's ``dot`` binary, which is not installed
+    ├── GraphvizMissing     an image needs Graphviz's ``dot`` binary, which is not installed
+    └── RefusedAddress      a host the workers may not call (``machinery.addresses``)
 
-The engine and its ports raise the first six, the adapters around them the last three. Each is mapped in
+The engine and its ports raise the first six, the adapters around them the others. Each is mapped in
 one place: to an HTTP status by ``machinery.api.errors``, to an exit code by
 ``machinery.cli``.
 """
