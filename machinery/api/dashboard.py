@@ -1,6 +1,7 @@
 """The dashboard: one page of plain HTML, CSS and JavaScript over the API, served at ``/`` and ``/ui``.
 
-It is no part of the API, so it stays out of the OpenAPI document.
+Its script is native ES modules, one per page and ``shared.js``, which the browser loads from the static folder
+as they are. It is no part of the API, so it stays out of the OpenAPI document.
 """
 
 from __future__ import annotations

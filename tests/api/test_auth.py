@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from flask.testing import FlaskClient
 
-from machinery.api import create_app
+from machinery.api import create_app, dashboard
 from machinery.bootstrap import Config, Machinery, Role
 
 TOKENS = ("first-token", "second-token")
@@ -97,7 +97,8 @@ def test_the_probes_documentation_and_dashboard_shell_answer_without_a_token(sec
     assert docs.status_code == 200
     for asset in re.findall(r'(?:src|href)="(/docs/[^"]+\.(?:js|css))"', docs.get_data(as_text=True)):
         assert secured.get(asset).status_code == 200, asset
-    for path in ("/", "/ui", "/ui/static/app.js", "/ui/static/app.css"):
+    modules = [f"/ui/static/{path.name}" for path in Path(str(dashboard.bp.static_folder)).glob("*.js")]
+    for path in ("/", "/ui", "/ui/static/app.css", *modules):
         assert secured.get(path).status_code == 200, path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import ConsoleMessage, Locator, Page, expect
 from werkzeug.serving import make_server
 
 from examples.services import DEFINITIONS, EXAMPLES, JsonService
@@ -149,6 +149,39 @@ def test_the_services_page_shows_each_service_with_its_typed_contract(page: Page
     expect(counter.locator(".badge.type")).to_have_text(["string", "int"])
     expect(page.locator("nav a[aria-current=page]")).to_have_text("Services")
     screenshot(page, "dashboard-services.png")
+
+
+def test_the_workflows_page_lists_each_workflow_with_its_steps_and_typed_signature(page: Page) -> None:
+    page.goto("/#/workflows")
+    row = page.locator("table.list tbody tr").filter(has_text="process-text")
+    expect(row.locator("td")).to_have_text(
+        [re.compile(r"^process-text v1"), "3", "message: string", "message: string, space_count: int"]
+    )
+    expect(page.locator("nav a[aria-current=page]")).to_have_text("Workflows")
+
+
+def test_every_page_loads_without_an_error_in_the_browsers_console(page: Page) -> None:
+    """A module the server does not find, or a name a page uses but does not import, shows up here."""
+    event_id = page.request.post("/e/process-text", data={"data": {"message": "quiet"}}).json()["event_id"]
+    errors: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", note)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    pages = {
+        "#/services": ".service",
+        "#/workflows": "table.list",
+        "#/workflows/process-text": "#workflow-graph svg",
+        "#/events": "table.list tbody tr",
+        f"#/events/{event_id}": "#event-graph svg",
+    }
+    for fragment, shown in pages.items():
+        page.goto(f"/{fragment}")
+        expect(page.locator(shown).first).to_be_visible()
+    assert errors == []
 
 
 def test_an_event_sent_from_the_workflow_page_runs_to_completion_on_its_live_graph(page: Page) -> None:

@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from examples.services import DEFINITIONS
-from machinery.api import create_app
+from machinery.api import create_app, dashboard
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import GraphvizMissing
 from machinery.engine.kinds import KINDS
@@ -447,3 +447,13 @@ def test_the_dashboard_loads_its_script_and_style_from_the_app_itself(client: Fl
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html), "nothing is fetched from elsewhere"
     assert client.get("/ui/static/app.js").mimetype == "text/javascript"
     assert client.get("/ui/static/app.css").mimetype == "text/css"
+
+
+def test_the_dashboards_modules_import_one_another_by_relative_paths_and_are_all_served(client: FlaskClient) -> None:
+    """app.js imports one module per page and shared.js, as the browser finds them: no build step, no bundler."""
+    sources = {path.name: path.read_text() for path in Path(str(dashboard.bp.static_folder)).glob("*.js")}
+    imports = [target for text in sources.values() for target in re.findall(r'\bfrom "([^"]+)"', text)]
+    assert all(re.fullmatch(r"\./[\w-]+\.js", target) for target in imports), imports
+    assert {target.removeprefix("./") for target in imports} == set(sources) - {"app.js"}
+    for name in sources:
+        assert client.get(f"/ui/static/{name}").mimetype == "text/javascript", name

@@ -1,0 +1,233 @@
+// An event's page, followed live: its graph, its steps, its outputs and data, its actions and a signal form.
+
+import {
+  FINISHED,
+  enc,
+  h,
+  api,
+  may,
+  graphView,
+  pageHeader,
+  crumbs,
+  card,
+  loading,
+  alertBox,
+  statusBadge,
+  when,
+  took,
+  plural,
+} from "./shared.js";
+
+const EVENT_POLL_MS = 1000;
+
+// What a notification's status means, said of a notification.
+const NOTIFICATION_STATES = {
+  ready: "to send",
+  running: "being sent",
+  retrying: "to send again",
+  completed: "delivered",
+  failed: "given up",
+};
+
+export async function eventPage(page, _query, id) {
+  const produces = await may("producer");
+  const url = `/events/${enc(id)}`;
+  const status = statusBadge("…", { id: "event-status" });
+  const meta = h("p", { class: "lead" });
+  const unreachable = h("div", {});
+  const feedback = h("div", {});
+  const problem = h("div", { id: "event-error" });
+  const outputs = h("div", { id: "event-outputs" });
+  const outputsCard = card("Outputs", outputs);
+  const graph = h("div", { class: "graph", id: "event-graph" }, loading());
+  const steps = h("ol", { class: "timeline" });
+  const data = h("div", {});
+  // A user's action, after which the page looks again at once.
+  const act = async (path, body) => {
+    const answer = await api("POST", `${url}/${path}`, body);
+    poller.kick();
+    return answer;
+  };
+  const button = (label, path) =>
+    h(
+      "button",
+      {
+        onclick: async () => {
+          feedback.replaceChildren();
+          const { ok, data: answer } = await act(path);
+          if (!ok) feedback.replaceChildren(alertBox(answer));
+        },
+      },
+      label,
+    );
+  const cancel = button("Cancel", "cancel");
+  const pause = button("Pause", "pause");
+  const resume = button("Resume", "resume");
+  const retry = button("Retry", "retry");
+  const rerun = h(
+    "button",
+    {
+      onclick: async () => {
+        feedback.replaceChildren();
+        const { ok, data: answer } = await act("rerun");
+        if (ok) location.hash = `#/events/${enc(answer.id)}`;
+        else feedback.replaceChildren(alertBox(answer));
+      },
+    },
+    "Rerun",
+  );
+  const signal = signalCard((name, body) => act(`signals/${enc(name)}`, body));
+
+  page.show(
+    crumbs(["Events", "#/events"]),
+    pageHeader(
+      h("span", {}, "Event ", h("code", { class: "event-id" }, id), " ", status),
+      meta,
+      produces && h("div", { class: "actions" }, cancel, pause, resume, retry, rerun),
+    ),
+    unreachable,
+    feedback,
+    problem,
+    card("Graph", graph),
+    h(
+      "div",
+      { class: "columns wide-left" },
+      card("Steps", steps),
+      h("div", {}, outputsCard, card("Data", data), produces && signal),
+    ),
+  );
+
+  let seen = null;
+  const poller = page.poll(EVENT_POLL_MS, async () => {
+    const { ok, status: code, data: event } = await api("GET", url);
+    unreachable.replaceChildren(...(ok ? [] : [alertBox(event)]));
+    if (!ok) return code !== 404;
+    if (event.updated_at !== seen) {
+      // The graph is fetched before anything changes on the page, so that the page shows one state at a time.
+      const view = await graphView(`${url}/graph.svg`);
+      seen = event.updated_at;
+      graph.replaceChildren(view);
+      status.className = `badge status status-${event.status}`;
+      status.textContent = event.status;
+      meta.replaceChildren(
+        "workflow ",
+        h("a", { href: `#/workflows/${enc(event.workflow.name)}` }, event.workflow.name),
+        ` v${event.workflow.version} · created ${when(event.created_at)}`,
+        FINISHED.has(event.status)
+          ? ` · took ${took(event.created_at, event.updated_at)}`
+          : ` · updated ${when(event.updated_at)}`,
+        !FINISHED.has(event.status) && event.deadline ? ` · fails if not over by ${when(event.deadline)}` : "",
+        event.notification ? ` · notification ${NOTIFICATION_STATES[event.notification.status]}` : "",
+      );
+      problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
+      outputs.replaceChildren(json(event.outputs));
+      outputsCard.hidden = event.outputs == null;
+      keepOpen(steps, () => steps.replaceChildren(...event.steps.map(stepItem)));
+      data.replaceChildren(json(event.data));
+      cancel.disabled = FINISHED.has(event.status);
+      pause.disabled = FINISHED.has(event.status) || event.status === "paused";
+      resume.disabled = event.status !== "paused";
+      rerun.disabled = !FINISHED.has(event.status);
+      retry.disabled = event.status !== "failed";
+      signal.hidden = FINISHED.has(event.status);
+    }
+    return !FINISHED.has(event.status);
+  });
+}
+
+// Rebuilds a list with render(), keeping open the <details> that were open.
+function keepOpen(container, render) {
+  const open = new Set([...container.querySelectorAll("details[open]")].map((d) => d.dataset.key));
+  render();
+  for (const details of container.querySelectorAll("details")) details.open = open.has(details.dataset.key);
+}
+
+function stepItem(step) {
+  const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service]
+    .filter(Boolean)
+    .join(" · ");
+  const facts = [
+    step.items && `${step.items.filter((item) => item.status === "completed").length}/${step.items.length} items done`,
+    step.attempts && plural(step.attempts, "attempt"),
+    step.started_at && `started ${when(step.started_at)}`,
+    took(step.started_at, step.ended_at) && `took ${took(step.started_at, step.ended_at)}`,
+    step.route && `took route ${step.route}`,
+    step.wakes_at && `wakes ${when(step.wakes_at)}`,
+    step.next_attempt_at && `next attempt ${when(step.next_attempt_at)}`,
+  ].filter(Boolean);
+  const section = (name, value) =>
+    value != null && h("details", { "data-key": `${step.id}/${name}` }, h("summary", {}, name), json(value));
+  return h(
+    "li",
+    { class: `step status-${step.status}`, id: `timeline-${step.id}` },
+    h(
+      "div",
+      { class: "step-head" },
+      h("span", { class: "dot" }),
+      h("strong", {}, step.id),
+      what && h("span", { class: "muted" }, what),
+      statusBadge(step.status),
+    ),
+    facts.length > 0 && h("div", { class: "muted small" }, facts.join(" · ")),
+    step.error && h("div", { class: "alert small" }, step.error.message),
+    section("inputs", step.inputs),
+    section("outputs", step.outputs),
+    step.history?.length > 0 &&
+      h(
+        "details",
+        { "data-key": `${step.id}/history` },
+        h("summary", {}, `failed attempts (${step.history.length})`),
+        h(
+          "ul",
+          { class: "history" },
+          step.history.map((a) =>
+            h("li", {}, h("strong", {}, `#${a.attempt}`), ` ${when(a.ended_at)}: `, a.error?.message ?? "failed"),
+          ),
+        ),
+      ),
+  );
+}
+
+// A form to send a signal; send(name, body) resolves to the API's answer.
+function signalCard(send) {
+  const name = h("input", {
+    type: "text",
+    id: "signal-name",
+    placeholder: "approve",
+    required: true,
+    autocomplete: "off",
+  });
+  const body = h("textarea", { id: "signal-body", rows: 3, spellcheck: "false" }, "{}");
+  const button = h("button", { type: "submit" }, "Send signal");
+  const result = h("div", { class: "form-result" });
+  const submit = async (submitted) => {
+    submitted.preventDefault();
+    let payload;
+    try {
+      payload = JSON.parse(body.value || "{}");
+    } catch {
+      result.replaceChildren(alertBox({ message: "The body is not JSON." }));
+      return;
+    }
+    result.replaceChildren();
+    const { ok, data } = await send(name.value.trim(), payload);
+    result.replaceChildren(
+      ok ? h("p", { class: "success small" }, `Signal '${name.value.trim()}' sent.`) : alertBox(data),
+    );
+  };
+  return card(
+    "Send a signal",
+    h(
+      "form",
+      { class: "signal-form", onsubmit: submit },
+      h("div", { class: "field" }, h("label", { for: "signal-name" }, "Name"), name),
+      h("div", { class: "field" }, h("label", { for: "signal-body" }, "Body (JSON)"), body),
+      h("div", { class: "actions" }, button),
+      result,
+    ),
+  );
+}
+
+function json(value) {
+  return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
+}
