@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kombu
 
+from machinery import logs
 from machinery.cel import CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
@@ -53,6 +54,8 @@ class Config:
     """Failed probes in a row after which a service is down, and its calls are held."""
     retention_days: float | None = None
     """Days a finished event is kept; None keeps them all."""
+    log_format: str = "text"
+    """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     engine: Settings = Settings()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     """The bearer tokens the API accepts, any of them; with none, the API is open. Secrets: out of ``repr``."""
@@ -71,6 +74,9 @@ class Config:
                 raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
+        log_format = env.get("MACHINERY_LOG_FORMAT") or "text"
+        if log_format not in logs.FORMATS:
+            raise InvalidConfig(f"MACHINERY_LOG_FORMAT should be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
         return cls(
             data_dir=Path(env["MACHINERY_DATA_DIR"]) if env.get("MACHINERY_DATA_DIR") else default_data_dir(),
             mongo_uri=env.get("MACHINERY_MONGO_URI") or None,
@@ -80,6 +86,7 @@ class Config:
             health_interval=number("HEALTH_INTERVAL", 10.0),
             health_down_after=int(number("HEALTH_DOWN_AFTER", 3)),
             retention_days=number("RETENTION_DAYS", 0) or None,
+            log_format=log_format,
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
