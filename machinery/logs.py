@@ -53,10 +53,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "text", level: int | str = logging.INFO) -> None:
-    """Send every record of ``level`` or above to standard error in ``fmt``, one of ``FORMATS``; the root
-    logger's handlers are replaced, so each library's logger (gunicorn's, Celery's) propagates to this one."""
+    """Send every record of ``level`` or above to standard error in ``fmt``, one of ``FORMATS``, and the
+    warnings too; the root logger's handlers are replaced, so each library's logger (gunicorn's, Celery's)
+    propagates to this one."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)

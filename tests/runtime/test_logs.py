@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ def json_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lines]:
     yield lambda: [json.loads(line) for line in stderr.getvalue().splitlines()]
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def logging_service(name: str) -> Any:
@@ -66,3 +68,10 @@ def test_an_exception_is_kept_in_its_line(json_lines: Lines) -> None:
     (line,) = json_lines()
     assert line["level"] == "ERROR" and line["message"] == "it failed"
     assert "ValueError: boom" in line["exception"]
+
+
+def test_a_warning_is_a_line_too(json_lines: Lines) -> None:
+    warnings.warn("careful", UserWarning, stacklevel=1)
+
+    (line,) = json_lines()
+    assert line["logger"] == "py.warnings" and "UserWarning: careful" in line["message"]
