@@ -16,6 +16,7 @@ from pathlib import Path
 
 import kombu
 
+from machinery import logs
 from machinery.addresses import AddressGuard, Network, parse_networks
 from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
@@ -110,6 +111,8 @@ class Config:
     """How deeply a JSON request body may nest; a deeper one is answered 400 before it is parsed."""
     max_response_bytes: int = 10 * 1024 * 1024
     """The largest answer read from a service; a larger one fails the step."""
+    log_format: str = "text"
+    """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
@@ -128,6 +131,9 @@ class Config:
                 raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
+        log_format = env.get("MACHINERY_LOG_FORMAT") or "text"
+        if log_format not in logs.FORMATS:
+            raise InvalidConfig(f"MACHINERY_LOG_FORMAT should be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
         return cls(
             data_dir=Path(env["MACHINERY_DATA_DIR"]) if env.get("MACHINERY_DATA_DIR") else default_data_dir(),
             mongo_uri=env.get("MACHINERY_MONGO_URI") or None,
@@ -143,6 +149,7 @@ class Config:
             max_request_bytes=int(number("MAX_REQUEST_BYTES", cls.max_request_bytes)),
             max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
             max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
+            log_format=log_format,
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from celery.signals import setup_logging
 from marshmallow import ValidationError
 
+from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
 from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound
@@ -20,7 +23,10 @@ from machinery.engine.ports import every
 from machinery.importers import convert
 from machinery.registry import Registry
 from machinery.render import FORMATS, event_graph, render, workflow_graph
+from machinery.server import DEFAULT_THREADS, Server, default_workers
 from machinery.validation import ServiceSchema, WorkflowSchema
+
+log = logging.getLogger(__name__)
 
 EXIT_INVALID = 2
 """What it was given cannot be read: a setting, a file, a document to convert."""
@@ -63,19 +69,32 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Serve the API and dashboard; without a broker, run the workers in this process too."""
-    from werkzeug.serving import run_simple
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    help="Server processes (default: one per core). Always 1 without MACHINERY_BROKER_URL.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Threads per server process, each serving one request at a time.",
+)
+def serve(host: str, port: int, workers: int | None, threads: int) -> None:
+    """Serve the API and dashboard with gunicorn; without a broker, run the workers in its one process too.
 
-    from machinery.api import create_app
-
-    machinery = _machinery()
-    if machinery.config.embedded_worker:
-        machinery.start_embedded_worker()
-    try:
-        run_simple(host, port, create_app(machinery), threaded=True)
-    finally:
-        machinery.stop()
+    SIGTERM stops it gracefully: it accepts no more connections, and the requests under way have
+    30 s to finish.
+    """
+    config = Config.from_env()
+    logs.configure(config.log_format)
+    if config.embedded_worker:
+        if workers not in (None, 1):
+            log.warning("without MACHINERY_BROKER_URL the workers share one process's memory: serving with 1 process")
+        workers = 1
+    Server(config, host, port, workers or default_workers(), threads).run()
 
 
 @main.command()
@@ -85,6 +104,9 @@ def serve(host: str, port: int) -> None:
 def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     machinery = _machinery()
+    logs.configure(machinery.config.log_format, loglevel.upper())
+    # Logging is configured: Celery's worker must leave it as it is.
+    setup_logging.connect(lambda **_: None, weak=False)
     if machinery.config.embedded_worker:
         raise click.UsageError(
             "set MACHINERY_BROKER_URL (redis://... or amqp://...) to run workers apart; "
@@ -92,6 +114,7 @@ def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
         )
     machinery.start_sweeper()
     argv = [
+        *(["--quiet"] if machinery.config.log_format == "json" else []),  # no banner amid the JSON lines
         "worker",
         f"--loglevel={loglevel}",
         f"--pool={pool}",

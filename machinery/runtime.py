@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from machinery import logs
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure
 from machinery.engine.errors import InvalidState, NotFound
@@ -253,13 +254,15 @@ class Runner:
 
     def run(self, event_id: str, unit: str) -> None:
         """Handle the message "look at ``unit`` of ``event_id``"."""
-        event, call = self._claim(event_id, unit)
-        while call is not None:
-            try:
-                outputs, error = self._call(call, event.id)
-            finally:
-                self._release(call)
-            event, call = self._finish(event.id, call, outputs, error)
+        with logs.context(event_id=event_id, step=unit):
+            event, call = self._claim(event_id, unit)
+            while call is not None:
+                with logs.context(step=call.unit, attempt=call.attempt):
+                    try:
+                        outputs, error = self._call(call, event.id)
+                    finally:
+                        self._release(call)
+                    event, call = self._finish(event.id, call, outputs, error)
 
     def sweep(self, limit: int = 500) -> int:
         """Fail the events past their deadline, and send again every unit whose message is overdue or whose

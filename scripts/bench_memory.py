@@ -97,10 +97,12 @@ def run_chain(machinery: Machinery, api: str, count: int, args: argparse.Namespa
 
 
 def resident(api: psutil.Process, worker: psutil.Process, data_dir: Path) -> list[float]:
-    """MiB: the API, the worker's main process, its pool processes together, the store's files on disk."""
+    """MiB: the API (gunicorn's master and its worker process together), the worker's main process, its pool
+    processes together, the store's files on disk."""
+    server = sum(process.memory_info().rss for process in [api, *api.children(recursive=True)])
     pool = sum(child.memory_info().rss for child in worker.children(recursive=True))
     disk = sum(f.stat().st_size for f in data_dir.iterdir() if f.is_file())
-    return [api.memory_info().rss / MIB, worker.memory_info().rss / MIB, pool / MIB, disk / MIB]
+    return [server / MIB, worker.memory_info().rss / MIB, pool / MIB, disk / MIB]
 
 
 def countdowns_held(machinery: Machinery) -> int:
@@ -119,7 +121,8 @@ def measure(args: argparse.Namespace, children: Children, data_dir: Path) -> dic
         machinery.registry.add_workflow(hold_workflow(args.wait_timeout))
         worker = start_worker(children, env, args.concurrency)
         port = free_port()
-        api_process = children.start("api", [sys.executable, "-m", "machinery", "serve", "--port", str(port)], env)
+        serve = [sys.executable, "-m", "machinery", "serve", "--port", str(port), "--workers", "1"]
+        api_process = children.start("api", serve, env)
         api = f"http://127.0.0.1:{port}"
         wait_healthy(api, 60, children.check_alive)
         processes = psutil.Process(api_process.pid), psutil.Process(worker.pid)

@@ -15,11 +15,13 @@ import requests
 from click.testing import CliRunner, Result
 
 from examples.services import DEFINITIONS
+from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
 from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
 from machinery.engine.plan import Settings
 from machinery.engine.state import EventStatus
 from machinery.runtime import Events
+from machinery.server import DEFAULT_THREADS, GRACEFUL_TIMEOUT, Server
 from tests.support import free_port, reachable, wait_for
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
@@ -163,6 +165,39 @@ def test_serve_answers_on_its_port_and_runs_events_in_its_own_process(tmp_path: 
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Server]:
+    """The gunicorn apps `serve` builds, kept rather than run; logging is left as it is."""
+    built: list[Server] = []
+    monkeypatch.setattr(Server, "run", lambda server: built.append(server))
+    monkeypatch.setattr(logs, "configure", lambda *args: None)
+    return built
+
+
+def test_serve_builds_a_gunicorn_app_with_the_processes_and_threads_asked(served: list[Server], tmp_path: Path) -> None:
+    env = {"MACHINERY_DATA_DIR": str(tmp_path), "MACHINERY_BROKER_URL": "redis://127.0.0.1:6379/13"}
+
+    result = CliRunner().invoke(
+        main, ["serve", "--host", "0.0.0.0", "--port", "9000", "-w", "3", "--threads", "5"], env=env
+    )
+
+    assert result.exit_code == 0, result.output
+    (server,) = served
+    assert server.cfg.bind == ["0.0.0.0:9000"]
+    assert (server.cfg.workers, server.cfg.threads, server.cfg.worker_class_str) == (3, 5, "gthread")
+    assert server.cfg.graceful_timeout == GRACEFUL_TIMEOUT and not server.cfg.preload_app
+    assert server.machinery is None, "each worker process makes its own, after the fork"
+
+
+def test_serve_without_a_broker_runs_one_process_whatever_is_asked(served: list[Server], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "-w", "4"], env={"MACHINERY_DATA_DIR": str(tmp_path), "MACHINERY_BROKER_URL": ""}
+    )
+
+    assert result.exit_code == 0, result.output
+    assert (served[0].cfg.workers, served[0].cfg.threads) == (1, DEFAULT_THREADS)
 
 
 def test_render_draws_a_registered_workflow_and_names_an_unknown_one(run: Invoke) -> None:

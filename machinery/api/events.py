@@ -32,8 +32,9 @@ _REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"t
 
 @blp.route("/e/<workflow>", methods=["POST"])
 @requires(Role.PRODUCER)
-@blp.arguments(SubmitHeadersSchema, location="headers")
-@blp.arguments(EventRequestSchema)
+# Instances, not classes: webargs would make both schemas again for every event accepted.
+@blp.arguments(SubmitHeadersSchema(), location="headers")
+@blp.arguments(EventRequestSchema())
 @blp.response(202, AckSchema, description="Accepted, and stored", headers=_LOCATION)
 @blp.alt_response(
     200,
