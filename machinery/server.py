@@ -43,6 +43,10 @@ class _Logger(glogging.Logger):
             log.propagate = True
 
 
+CONNECTIONS_PER_THREAD = 2
+"""Connections a worker process holds per thread, so that keep-alive clients spread over the processes."""
+
+
 class Server(BaseApplication):
     """The API under gunicorn, for ``config``, at ``host``:``port``, with ``workers`` processes of ``threads``
     threads each.
@@ -57,6 +61,10 @@ class Server(BaseApplication):
             "bind": f"{host}:{port}",
             "workers": workers,
             "threads": threads,
+            # Connections stay with the worker that accepted them; unbounded, the first worker to wake takes a
+            # burst of keep-alive clients and the others idle. Two per thread, of which gthread keeps at most
+            # one per thread alive (it answers the others with Connection: close): no client waits for a slot.
+            "worker_connections": threads * CONNECTIONS_PER_THREAD,
             # Each worker process loads the app after the fork, so that nothing it connects to is shared.
             "preload_app": False,
             "graceful_timeout": GRACEFUL_TIMEOUT,

@@ -21,7 +21,7 @@ from machinery.cli import EXIT_INVALID, EXIT_REFUSED, main
 from machinery.engine.plan import Settings
 from machinery.engine.state import EventStatus
 from machinery.runtime import Events
-from machinery.server import DEFAULT_THREADS, GRACEFUL_TIMEOUT, Server
+from machinery.server import CONNECTIONS_PER_THREAD, DEFAULT_THREADS, GRACEFUL_TIMEOUT, Server
 from tests.support import free_port, reachable, wait_for
 
 SEED = Path(__file__).parent / "fixtures" / "seed"
@@ -187,6 +187,7 @@ def test_serve_builds_a_gunicorn_app_with_the_processes_and_threads_asked(served
     (server,) = served
     assert server.cfg.bind == ["0.0.0.0:9000"]
     assert (server.cfg.workers, server.cfg.threads, server.cfg.worker_class_str) == (3, 5, "gthread")
+    assert server.cfg.worker_connections == 5 * CONNECTIONS_PER_THREAD
     assert server.cfg.graceful_timeout == GRACEFUL_TIMEOUT and not server.cfg.preload_app
     assert server.machinery is None, "each worker process makes its own, after the fork"
 
