@@ -145,6 +145,25 @@ def test_the_health_check_carries_the_services_headers_with_its_secrets(
     assert recorder.received[0]["Authorization"] == TOKEN
 
 
+def test_a_health_check_on_another_origin_is_asked_without_the_services_headers(
+    machinery: Machinery, recorder: HeaderRecorder, client: FlaskClient
+) -> None:
+    service = {
+        "name": "upper",
+        "address": f"{recorder.url.replace('127.0.0.1', 'localhost')}/event",
+        "healthcheck": f"{recorder.url}/healthcheck",
+        "headers": {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Tenant": "acme"},
+    }
+    assert client.post("/services", json=service).status_code == 201
+    prober = HealthProber(machinery.store, machinery.dispatcher, 2, 1.0, secrets=machinery.secrets)
+
+    prober.probe()
+
+    assert machinery.store.health()["upper"].status == UP
+    assert "Authorization" not in recorder.received[0]
+    assert "X-Tenant" not in recorder.received[0]
+
+
 def test_the_environment_is_read_before_the_directory_and_a_file_loses_one_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "A").write_text("from-file\n\n")
     (tmp_path / "B").write_text("from-file")

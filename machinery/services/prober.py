@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import urllib3
 from urllib3.exceptions import HTTPError
+from urllib3.util import parse_url
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.errors import InvalidConfig
@@ -80,9 +81,14 @@ class HealthProber:
         return changed
 
     def _check(self, service: Service, url: str) -> str | None:
-        """Why ``service`` is not healthy, asked at ``url`` with its headers, or None if it is."""
+        """Why ``service`` is not healthy, asked at ``url``, or None if it is.
+
+        The service's headers (its credentials among them) go only to its own origin: a health check on another
+        host is asked without them.
+        """
         try:
-            headers = self.secrets.resolve(service.endpoint.headers)
+            same_origin = _origin(url) == _origin(service.endpoint.address)
+            headers = self.secrets.resolve(service.endpoint.headers) if same_origin else {}
             response = self.pool.request("GET", url, headers=headers, timeout=urllib3.Timeout(total=self.timeout))
             read_at_most(response, 0)  # the body is not read: the connection is closed if there is one
         except InvalidConfig as e:
@@ -102,3 +108,9 @@ class HealthProber:
     def _release(self, name: str) -> None:
         for event_id, unit in self.store.take_waiters(name):
             self.dispatcher.dispatch(event_id, unit)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: where a URL's requests go, as browsers scope credentials."""
+    parsed = parse_url(url)
+    return (parsed.scheme or "", (parsed.host or "").lower(), parsed.port)
