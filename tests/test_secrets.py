@@ -127,41 +127,36 @@ def test_a_missing_secret_fails_the_step_at_once_naming_it_and_nothing_is_sent(
     assert recorder.received == []
 
 
+def probed_headers(machinery: Machinery, client: FlaskClient, recorder: HeaderRecorder, address: str) -> dict[str, str]:
+    """Register ``upper`` at ``address`` with a secret and a plain header, its health check on ``recorder``, and
+    probe it once: the headers the health check received."""
+    service = {
+        "name": "upper",
+        "address": address,
+        "healthcheck": f"{recorder.url}/healthcheck",
+        "headers": {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Tenant": "acme"},
+    }
+    assert client.post("/services", json=service).status_code == 201
+    HealthProber(machinery.store, machinery.dispatcher, 2, 1.0, secrets=machinery.secrets).probe()
+    assert machinery.store.health()["upper"].status == UP
+    return recorder.received[0]
+
+
 def test_the_health_check_carries_the_services_headers_with_its_secrets(
     machinery: Machinery, recorder: HeaderRecorder, client: FlaskClient
 ) -> None:
-    service = {
-        "name": "upper",
-        "address": f"{recorder.url}/event",
-        "healthcheck": f"{recorder.url}/healthcheck",
-        "headers": {"Authorization": {"secret": "UPPER_TOKEN"}},
-    }
-    assert client.post("/services", json=service).status_code == 201
-    prober = HealthProber(machinery.store, machinery.dispatcher, 2, 1.0, secrets=machinery.secrets)
+    headers = probed_headers(machinery, client, recorder, f"{recorder.url}/event")
 
-    prober.probe()
-
-    assert machinery.store.health()["upper"].status == UP
-    assert recorder.received[0]["Authorization"] == TOKEN
+    assert (headers["Authorization"], headers["X-Tenant"]) == (TOKEN, "acme")
 
 
 def test_a_health_check_on_another_origin_is_asked_without_the_services_headers(
     machinery: Machinery, recorder: HeaderRecorder, client: FlaskClient
 ) -> None:
-    service = {
-        "name": "upper",
-        "address": f"{recorder.url.replace('127.0.0.1', 'localhost')}/event",
-        "healthcheck": f"{recorder.url}/healthcheck",
-        "headers": {"Authorization": {"secret": "UPPER_TOKEN"}, "X-Tenant": "acme"},
-    }
-    assert client.post("/services", json=service).status_code == 201
-    prober = HealthProber(machinery.store, machinery.dispatcher, 2, 1.0, secrets=machinery.secrets)
+    headers = probed_headers(machinery, client, recorder, f"{recorder.url.replace('127.0.0.1', 'localhost')}/event")
 
-    prober.probe()
-
-    assert machinery.store.health()["upper"].status == UP
-    assert "Authorization" not in recorder.received[0]
-    assert "X-Tenant" not in recorder.received[0]
+    assert "Authorization" not in headers
+    assert "X-Tenant" not in headers
 
 
 def test_the_environment_is_read_before_the_directory_and_a_file_loses_one_trailing_newline(tmp_path: Path) -> None:
