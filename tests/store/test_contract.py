@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import mongomock
 import pytest
 
 from machinery.engine.errors import Conflict, NotFound
@@ -32,7 +31,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield sqlite
         sqlite.close()
     else:
-        yield MongoStore(mongomock.MongoClient().db)
+        # Built as machinery.bootstrap builds it, on a database: so it creates its indexes, as in production.
+        yield MongoStore(request.getfixturevalue("mongo_database"))
 
 
 def service(name: str = "upper", **changes: Any) -> Service:
