@@ -241,8 +241,8 @@ class MongoStore:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
         query: Doc = {field: value for field, value in filters.items() if value is not None}
-        for path, value in data_conditions(data or {}):
-            query["data." + ".".join(path)] = _same_json(value)
+        if conditions := [_same_json(("data", *path), value) for path, value in data_conditions(data or {})]:
+            query["$and"] = conditions
         return _page(
             self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
         )
@@ -394,13 +394,26 @@ def _from_mongo(doc: Doc) -> Doc:
     return {("id" if key == "_id" else key): value for key, value in doc.items()}
 
 
-def _same_json(value: Any) -> Any:
-    """A condition that a field is ``value``, of the same JSON type, as the SQLite store compares them."""
-    if value is None or isinstance(value, list):
-        return value
-    kind = "bool" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
-    # Without the last two, true would match 1 and "a" an array holding it.
-    return {"$eq": value, "$type": kind, "$not": {"$type": "array"}}
+def _same_json(path: tuple[str, ...], value: Any) -> Doc:
+    """The condition that the field at ``path`` is ``value``, of the same JSON type, as the SQLite store compares them.
+
+    As a JSON path does, the path goes through objects only: a dotted path in MongoDB would also look into the
+    elements of any array on the way, and an array is equal to a value it merely holds.
+    """
+    field = ".".join(path)
+    # Each object on the way below the event's data, which is always an object.
+    between = [".".join(path[:end]) for end in range(2, len(path))]
+    if value is None:
+        # Missing counts as null, and so does a path through an array, which a JSON path finds nothing at.
+        leaf = {field: {"$eq": None, "$not": {"$type": "array"}}}
+        return {"$or": [leaf, *({prefix: {"$type": "array"}} for prefix in between)]}
+    if isinstance(value, list):
+        condition: Doc = {"$eq": value, "$not": {"$elemMatch": {"$eq": value}}}
+    else:
+        kind = "bool" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+        # Without the last two, true would match 1 and "a" an array holding it.
+        condition = {"$eq": value, "$type": kind, "$not": {"$type": "array"}}
+    return {field: condition} | {prefix: {"$not": {"$type": "array"}} for prefix in between}
 
 
 def _load_event(doc: Doc) -> Event:

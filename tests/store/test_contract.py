@@ -427,13 +427,14 @@ SEARCHED = {
     "plain": {"customer": "acme", "total": 12, "paid": True, "tags": ["a", "b"], "address": {"city": "Lyon"}},
     "other": {"customer": "acme", "total": 12.5, "paid": 1, "tags": "a", "address": {"city": "Nice"}, "note": None},
     "third": {"customer": ["acme"], "total": "12", "paid": "true", "address": "Lyon"},
+    "lists": {"customer": "lists", "lines": [{"sku": "x"}], "matrix": [["a", "b"]]},
 }
 
 
 @pytest.mark.parametrize(
     ("data", "found"),
     [
-        ({}, {"plain", "other", "third"}),
+        ({}, {"plain", "other", "third", "lists"}),
         ({"customer": "acme"}, {"plain", "other"}),
         ({"customer": "acme", "total": 12}, {"plain"}),
         ({"total": 12.0}, {"plain"}),
@@ -443,7 +444,12 @@ SEARCHED = {
         ({"tags": ["a", "b"]}, {"plain"}),
         ({"tags": "a"}, {"other"}),
         ({"address": {"city": "Lyon"}}, {"plain"}),
-        ({"note": None}, {"plain", "other", "third"}),
+        ({"note": None}, {"plain", "other", "third", "lists"}),
+        # A path goes through objects, never into an array's elements; an array is compared whole.
+        ({"lines": {"sku": "x"}}, set()),
+        ({"lines": {"sku": None}}, {"plain", "other", "third", "lists"}),
+        ({"matrix": ["a", "b"]}, set()),
+        ({"matrix": [["a", "b"]]}, {"lists"}),
         ({"customer": "nobody"}, set()),
     ],
 )
