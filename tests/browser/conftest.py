@@ -1,6 +1,8 @@
 """What every browser test needs: Debian's Chromium, headless, and a fresh page on the module's ``base_url``.
 
-Playwright cannot download its own Chromium here; ``scripts/install --dev`` installs Debian's.
+Playwright cannot download its own Chromium here; ``scripts/install --dev`` installs Debian's. Elsewhere,
+``MACHINERY_TEST_CHROMIUM`` names another Chromium or Chrome binary (as on GitHub's Ubuntu runners, whose
+``chromium`` package is a snap).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("MACHINERY_TEST_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -27,7 +29,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        message = f"no Chromium at {CHROMIUM}: install it with scripts/install --dev"
+        message = f"no Chromium at {CHROMIUM}: install it with scripts/install --dev, or set MACHINERY_TEST_CHROMIUM"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI must run the browser tests")
         pytest.skip(message)
