@@ -131,6 +131,9 @@ _STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is n
 """Every field's default; ``from_doc`` copies ``history``, so that the default list is never shared."""
 
 
+_TRANSIENT = frozenset({"_owned", "spawned"})
+
+
 @dataclass
 class Event:
     """One run of a workflow version: its data, the state of each of its steps, and how it ended.
@@ -163,12 +166,16 @@ class Event:
     Replaced, never changed in place, so that copies may share it."""
     version: int = 0
     """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
+    spawned: list[Item] = field(default_factory=list)
+    """Items a map step fanned out into in this transition, for the store to add before it writes the event;
+    not part of the event's document."""
 
     def copy(self) -> Event:
         """A copy to change: its step states are shared with this event until :meth:`own` takes one."""
         copied = object.__new__(Event)
         copied.__dict__ = self.__dict__.copy()
         copied.steps = dict(self.steps)
+        copied.spawned = []
         copied.__dict__["_owned"] = set()
         return copied
 
@@ -183,7 +190,7 @@ class Event:
         return state
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k != "_owned"}
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k not in _TRANSIENT}
         doc["status"] = self.status.value
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
         if self.notification is not None:
@@ -220,6 +227,8 @@ class Item:
     workflow_version: int
     inputs: dict[str, Any]
     state: StepState = field(default_factory=StepState)
+    successor: int | None = None
+    """The index of the next item of its lane, if there is one."""
     handed_on: bool = False
     due_at: float | None = None
     """When the sweeper should look at this item if nothing moves it; None once nothing is left to do."""
