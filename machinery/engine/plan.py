@@ -28,6 +28,8 @@ class Settings:
     """Lost claims a step survives; one more fails it instead of looping for ever."""
     max_map_items: int = 1_000_000
     """Items a map step may have; one with more fails."""
+    max_map_results: int = 10 * 2**20
+    """Bytes of answers a map step keeps in its ``results``; past them, only its items keep them."""
 
 
 @dataclass(frozen=True)
