@@ -428,7 +428,13 @@ class Lanes:
         """Record ``call``'s result in its item, then what follows it: the event as it then is."""
         assert call.item is not None
         finished = decider.finish_item(
-            self.items[call.item], call, status=event.status, now=now, random=0.0, settings=self.driver.settings, **options
+            self.items[call.item],
+            call,
+            status=event.status,
+            now=now,
+            random=0.0,
+            settings=self.driver.settings,
+            **options,
         )
         assert finished is not None, f"the result of item {call.item} was refused"
         self.items[call.item] = finished
