@@ -154,6 +154,8 @@ class Config:
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
                 max_lost=int(number("MAX_LOST", defaults.max_lost)),
+                max_map_items=int(number("MAX_MAP_ITEMS", defaults.max_map_items)),
+                max_map_results=int(number("MAX_MAP_RESULTS", defaults.max_map_results)),
             ),
             api_tokens=_read_tokens(env.get("MACHINERY_API_TOKENS", "")),
         )

@@ -218,7 +218,9 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
     if of_event:
         event = machinery.events.get(key)
         workflow = machinery.plans.for_event(event).workflow
-        graph = event_graph(workflow, machinery.registry.services_of(workflow), event)
+        graph = event_graph(
+            workflow, machinery.registry.services_of(workflow), event, machinery.events.item_counts(event)
+        )
     else:
         workflow = machinery.registry.get_workflow(key)
         graph = workflow_graph(workflow, machinery.registry.services_of(workflow))

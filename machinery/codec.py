@@ -16,6 +16,7 @@ from typing import Any
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import (
     DELAY,
+    DISCARD,
     FAIL,
     MAP,
     SERVICE,
@@ -43,7 +44,7 @@ KIND_FIELDS = {
     DELAY: {"seconds", "until"},
     WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
     TRANSFORM: {"compute", "outputs", "output"},
-    MAP: {"service", "input", "output", "items", "item", "concurrency"},
+    MAP: {"service", "input", "output", "items", "item", "concurrency", "results"},
     FAIL: {"message"},
     SUCCEED: {"message"},
 }
@@ -59,6 +60,7 @@ _PLAIN_STEP_FIELDS = (
     "compute",
     "item",
     "concurrency",
+    "results",
     "message",
 )
 _REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
@@ -178,6 +180,7 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         "items": str(step.items) if step.items is not None else None,
         "item": step.item,
         "concurrency": step.concurrency,
+        "results": step.results if step.results == DISCARD else None,
         "message": step.message,
     }
     for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):

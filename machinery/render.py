@@ -94,10 +94,16 @@ def workflow_graph(workflow: Workflow, services: Mapping[str, Service]) -> graph
     return _draw(workflow, services, f"{workflow.name} v{workflow.version}", None)
 
 
-def event_graph(workflow: Workflow, services: Mapping[str, Service], event: Event) -> graphviz.Digraph:
-    """The graph of ``workflow``, which ``event`` runs, each step painted with its state."""
+def event_graph(
+    workflow: Workflow,
+    services: Mapping[str, Service],
+    event: Event,
+    counts: Mapping[str, Mapping[str, int]] | None = None,
+) -> graphviz.Digraph:
+    """The graph of ``workflow``, which ``event`` runs, each step painted with its state; ``counts`` gives each map
+    step's items by status."""
     title = f"{workflow.name} v{workflow.version}, event {event.id}: {event.status}"
-    return _draw(workflow, services, title, event.steps)
+    return _draw(workflow, services, title, event.steps, counts or {})
 
 
 def render(graph: graphviz.Digraph, fmt: str) -> bytes:
@@ -114,7 +120,11 @@ def render(graph: graphviz.Digraph, fmt: str) -> bytes:
 
 
 def _draw(
-    workflow: Workflow, services: Mapping[str, Service], title: str, states: Mapping[str, StepState] | None
+    workflow: Workflow,
+    services: Mapping[str, Service],
+    title: str,
+    states: Mapping[str, StepState] | None,
+    counts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> graphviz.Digraph:
     """The graph; ``states`` paints each step with its state, None draws the bare definition."""
     structure, problems = build(workflow)
@@ -128,7 +138,8 @@ def _draw(
     )
     _add_end(dot, INPUTS, "inputs", "the event's data", workflow.inputs)
     for step in structure.order:
-        _add_step(dot, step, services, None if states is None else states.get(step.id, StepState()))
+        state = None if states is None else states.get(step.id, StepState())
+        _add_step(dot, step, services, state, (counts or {}).get(step.id))
     _add_end(dot, OUTPUTS, "outputs", "once every step is over", workflow.outputs)
     dependencies = _dependencies(structure)
     for (tail, head), labels in _flows(workflow, structure, services, dependencies).items():
@@ -142,14 +153,20 @@ def _add_end(dot: graphviz.Digraph, name: str, title: str, subtitle: str, fields
     dot.node(name, label, _attributes=_paint(DEFINITION, "box") | {"id": name.replace(" ", "-")})
 
 
-def _add_step(dot: graphviz.Digraph, step: Step, services: Mapping[str, Service], state: StepState | None) -> None:
+def _add_step(
+    dot: graphviz.Digraph,
+    step: Step,
+    services: Mapping[str, Service],
+    state: StepState | None,
+    counts: Mapping[str, int] | None,
+) -> None:
     rows = _heading(step.id, _subtitle(step, services)) + [_row(_shorten(d), 10) for d in _details(step)]
     rows += _contract(step, services)
     if state is None:
         look, css = DEFINITION, "step"
     else:
         look, css = STATE_LOOKS[state.status], f"step {state.status}"
-        rows += _progress(state)
+        rows += _progress(state, counts)
     dot.node(
         step.id, _table(rows), _attributes=_paint(look, SHAPES[step.kind]) | {"id": f"step-{step.id}", "class": css}
     )
@@ -227,12 +244,12 @@ def _contract(step: Step, services: Mapping[str, Service]) -> list[str]:
     return ["<HR/>", *_fields("in  ", inputs, sources), *_fields("out ", outputs, renames)]
 
 
-def _progress(state: StepState) -> list[str]:
+def _progress(state: StepState, counts: Mapping[str, int] | None) -> list[str]:
     """The status, attempts and duration of a step's latest attempt, and its error if any."""
     parts = [str(state.status)]
-    if state.items is not None:
-        done = sum(item.status is StepStatus.COMPLETED for item in state.items)
-        parts.append(f"{done}/{len(state.items)} items")
+    if state.fanout is not None:
+        done = state.fanout if state.status is StepStatus.COMPLETED else (counts or {}).get(StepStatus.COMPLETED, 0)
+        parts.append(f"{done}/{state.fanout} items")
     if state.attempts:
         parts.append(f"{state.attempts} attempt{'' if state.attempts == 1 else 's'}")
     if state.started_at is not None and state.ended_at is not None:

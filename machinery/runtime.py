@@ -15,9 +15,11 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from machinery import logs
 from machinery.engine import decider
@@ -25,10 +27,12 @@ from machinery.engine.calls import Call, CallFailure
 from machinery.engine.errors import InvalidState, NotFound
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
-from machinery.engine.model import Service, Workflow
+from machinery.engine.kinds import MAP_RESULTS
+from machinery.engine.model import DISCARD, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
-from machinery.engine.state import Event
+from machinery.engine.state import COMPLETED, FAILED, IDLE, READY, RETRYING, RUNNING, Event, Item, StepStatus
+from machinery.engine.units import parse_unit
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,10 @@ class Plans:
         return self._plan((workflow.id or workflow.name, workflow.version), lambda: workflow)
 
     def for_event(self, event: Event) -> Plan:
-        key = (event.workflow_id, event.workflow_version)
+        return self.version(event.workflow_id, event.workflow_version)
+
+    def version(self, workflow_id: str, version: int) -> Plan:
+        key = (workflow_id, version)
         return self._plan(key, lambda: self.store.get_workflow_version(*key))
 
     def _plan(self, key: tuple[str, int], load: Callable[[], Workflow]) -> Plan:
@@ -156,11 +163,46 @@ class Events:
 
     def resume(self, event_id: str) -> Event:
         """Go on with a paused event."""
-        return self._update(event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings))
+        event = self._update(
+            event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings)
+        )
+        self._rearm(event, retry=False)
+        return event
 
     def retry(self, event_id: str) -> Event:
-        """Run a failed event again from its failed steps."""
-        return self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
+        """Run a failed event again from its failed steps; a map step from its failed items."""
+        event = self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
+        self._rearm(event, retry=True)
+        return event
+
+    def items(
+        self, event_id: str, step_id: str, *, statuses: Collection[str] | None = None, after: int = -1, limit: int
+    ) -> list[Item]:
+        """A page of the items of a map step, by index; NotFound if the event has no such step."""
+        if step_id not in self.store.get_event(event_id).steps:
+            raise NotFound(f"event {event_id!r} has no step {step_id!r}")
+        return self.store.list_items(event_id, step_id, statuses=statuses, after=after, limit=limit)
+
+    def item_counts(self, event: Event) -> dict[str, dict[str, int]]:
+        """How many items of each map step of ``event`` that fanned out are in each status, by step id."""
+        return {
+            step_id: self.store.count_items(event.id, step_id)
+            for step_id, state in event.steps.items()
+            if state.fanout is not None
+        }
+
+    def _rearm(self, event: Event, *, retry: bool) -> None:
+        """Send the items of a resumed or retried event's running map steps to the workers again: those ready
+        or to be retried, and on a retry the failed ones."""
+        statuses = (READY, RETRYING, FAILED) if retry else (READY, RETRYING)
+        now = self.clock()
+        for step_id, state in event.steps.items():
+            if state.fanout is None or state.status is not RUNNING:
+                continue
+            for item in _every_item(self.store, event.id, step_id, statuses):
+                rearmed = change_item(self.store, item, lambda i: decider.rearm(i, now, self.settings, retry=retry))
+                if rearmed is not None:
+                    _send_item(self.dispatcher, rearmed, now)
 
     def rerun(self, event_id: str) -> Event:
         """A new event with the data of ``event_id``, on its workflow's current version (after a fix, say)."""
@@ -210,8 +252,7 @@ class Events:
         while True:
             event = self.store.get_event(event_id)
             changed = change(event)
-            if self.store.save_event(changed):
-                follow_up(self.dispatcher, event, changed)
+            if save(self.store, self.dispatcher, event, changed):
                 return changed
 
 
@@ -255,6 +296,10 @@ class Runner:
     def run(self, event_id: str, unit: str) -> None:
         """Handle the message "look at ``unit`` of ``event_id``"."""
         with logs.context(event_id=event_id, step=unit):
+            step_id, index = parse_unit(unit)
+            if index is not None:
+                self._run_lane(event_id, step_id, index)
+                return
             event, call = self._claim(event_id, unit)
             while call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
@@ -278,7 +323,26 @@ class Runner:
                 for unit in overdue:
                     _send(self.dispatcher, event.id, unit)
                 sent += len(overdue)
+        for item in self.store.due_items(now, limit):
+            sent += self._sweep_item(item, now)
         return sent
+
+    def _sweep_item(self, item: Item, now: float) -> int:
+        """Move on an item nothing moved: hand its lane on, send it again, or park it while its event is idle."""
+        if item.state.status is COMPLETED:
+            released = self._hand_on(item)
+            if released is not None and self.store.event_status(item.event_id) not in IDLE:
+                _send_item(self.dispatcher, released, now)
+                return 1
+            return 0
+        if self.store.event_status(item.event_id) in IDLE:
+            change_item(self.store, item, decider.parked)
+            return 0
+        nudged = change_item(self.store, item, lambda i: decider.nudged_item(i, now, self.settings))
+        if nudged is None:
+            return 0
+        _send(self.dispatcher, item.event_id, item.unit)
+        return 1
 
     def _claim(self, event_id: str, unit: str) -> tuple[Event, Call | None]:
         while True:
@@ -288,32 +352,34 @@ class Runner:
             if claimed is None:
                 return event, None
             changed, call = claimed
-            if self.store.save_event(changed):
-                follow_up(self.dispatcher, event, changed, call)
+            if save(self.store, self.dispatcher, event, changed, call):
                 return changed, call
             self._release(call)
 
     def _try_claim(self, plan: Plan, event: Event, unit: str, now: float) -> tuple[Event, Call | None] | None:
         """The claim of ``unit``; None when there is nothing to do, or when its service is down or has no slot
-        free for it.
-
-        In those cases the unit is noted as waiting, and sent again once the service is up or a slot is given back.
-        """
+        free for it (see :meth:`_admit`)."""
         claimed = decider.claim(
             plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
         )
         call = claimed[1] if claimed is not None else None
-        if call is not None and call.service.healthcheck is not None and self.services.down(call.service.name):
+        return claimed if call is None or self._admit(call, event.id, unit, now) else None
+
+    def _admit(self, call: Call, event_id: str, unit: str, now: float) -> bool:
+        """Whether ``call`` may be made now: its service is not down, and has a slot free for it.
+
+        Otherwise the unit is noted as waiting, and sent again once the service is up or a slot is given back.
+        """
+        if call.service.healthcheck is not None and self.services.down(call.service.name):
             # Held, not claimed: a call now would only use up its retries. The prober sends it once it is up.
-            self.store.hold(call.service.name, (event.id, unit), since=now)
-            return None
-        limit = call.service.concurrency if call is not None else None
-        if call is None or limit is None:
-            return claimed
-        taken = self.store.acquire_slot(
-            call.service.name, limit, call.token, until=call.lease_until, now=now, waiter=(event.id, unit)
+            self.store.hold(call.service.name, (event_id, unit), since=now)
+            return False
+        limit = call.service.concurrency
+        if limit is None:
+            return True
+        return self.store.acquire_slot(
+            call.service.name, limit, call.token, until=call.lease_until, now=now, waiter=(event_id, unit)
         )
-        return claimed if taken else None
 
     def _release(self, call: Call | None) -> None:
         """Give back the slot ``call`` held, if its service limits its calls, and wake the unit waiting longest."""
@@ -346,14 +412,168 @@ class Runner:
                 if claimed is not None:
                     changed, next_call = claimed
                     break
-            if self.store.save_event(changed):
-                follow_up(self.dispatcher, event, changed, next_call)
+            if save(self.store, self.dispatcher, event, changed, next_call):
                 return changed, next_call
             self._release(next_call)
+
+    # Items of map steps
+
+    def _run_lane(self, event_id: str, step_id: str, index: int) -> None:
+        """Run item ``index`` of a map step and, as each completes, the next of its lane: up to :data:`LANE_RUN`
+        items for one message, after which the lane goes back to the broker, so that other work gets its turn."""
+        try:
+            item = self.store.get_item(event_id, step_id, index)
+        except NotFound:
+            return
+        for _ in range(LANE_RUN):
+            claimed = self._claim_item(item)
+            if claimed is None:
+                return
+            finished: Item | None = claimed[0]
+            call = claimed[1]
+            if call is not None:
+                with logs.context(step=call.unit, attempt=call.attempt):
+                    try:
+                        outputs, error = self._call(call, event_id)
+                    finally:
+                        self._release(call)
+                    finished = self._finish_item(claimed[0], call, outputs, error)
+            following = self._after_item(finished) if finished is not None else None
+            if following is None:
+                return
+            item = following
+        _send_item(self.dispatcher, item, self.clock())
+
+    def _claim_item(self, item: Item) -> tuple[Item, Call | None] | None:
+        while True:
+            plan = self.plans.version(item.workflow_id, item.workflow_version)
+            status = self.store.event_status(item.event_id)
+            now = self.clock()
+            claimed = decider.claim_item(
+                plan, self.services.of(plan), status, item, now=now, token=uuid.uuid4().hex, settings=self.settings
+            )
+            if claimed is None:
+                return None
+            changed, call = claimed
+            if call is not None and not self._admit(call, item.event_id, item.unit, now):
+                return None
+            if self.store.save_item(changed):
+                return changed, call
+            self._release(call)
+            item = self.store.get_item(item.event_id, item.step_id, item.index)
+
+    def _finish_item(self, item: Item, call: Call, outputs: Any, error: CallFailure | None) -> Item | None:
+        def finish(item: Item) -> Item | None:
+            status = self.store.event_status(item.event_id)
+            return decider.finish_item(
+                item,
+                call,
+                status=status,
+                outputs=outputs,
+                error=error,
+                now=self.clock(),
+                random=self.rng(),
+                settings=self.settings,
+            )
+
+        return change_item(self.store, item, finish)
+
+    def _after_item(self, item: Item) -> Item | None:
+        """What follows a change of ``item``: its lane's next item, released, to run now if there is one."""
+        status = item.state.status
+        if status is FAILED:
+            plan = self.plans.version(item.workflow_id, item.workflow_version)
+            self._update(item.event_id, lambda e: decider.item_failed(plan, e, item, self.clock(), self.settings))
+        elif status is RETRYING:
+            _send_item(self.dispatcher, item, self.clock())
+        elif status is COMPLETED:
+            if item.successor is not None:
+                return self._hand_on(item)
+            self._complete_map(item)
+        return None
+
+    def _hand_on(self, item: Item) -> Item | None:
+        """Release the next item of a completed item's lane; it, if this worker released it."""
+        assert item.successor is not None
+        now = self.clock()
+        successor = self.store.get_item(item.event_id, item.step_id, item.successor)
+        released = change_item(self.store, successor, lambda i: decider.release(i, now, self.settings))
+        change_item(self.store, item, lambda i: decider.handed_on(i, self.settings))
+        return released
+
+    def _complete_map(self, item: Item) -> None:
+        """Complete the map step of the last item of a lane, if every other item has completed too.
+
+        Whichever lane ends last sees every other item completed, as each looks after its own write.
+        """
+        if self.store.list_items(item.event_id, item.step_id, statuses=UNFINISHED, limit=1):
+            return
+        plan = self.plans.version(item.workflow_id, item.workflow_version)
+        step = plan.graph.steps[item.step_id]
+        outputs, note = self._results(item.event_id, step)
+        self._update(
+            item.event_id,
+            lambda e: decider.items_completed(plan, e, step.id, outputs, note, self.clock(), self.settings),
+        )
+
+    def _results(self, event_id: str, step: Step) -> tuple[dict[str, Any], str | None]:
+        """A map step's outputs: its items' answers in order, unless it discards them or they are too large."""
+        if step.results == DISCARD:
+            return {}, None
+        results, size = [], 0
+        for item in _every_item(self.store, event_id, step.id, None):
+            size += len(orjson.dumps(item.state.outputs))
+            if size > self.settings.max_map_results:
+                note = (
+                    f"its results are larger than {self.settings.max_map_results} bytes: each item keeps its own "
+                    "(GET /events/<id>/steps/<step>/items)"
+                )
+                return {}, note
+            results.append(item.state.outputs)
+        return {MAP_RESULTS.name: results}, None
+
+    def _update(self, event_id: str, change: Callable[[Event], Event | None]) -> None:
+        while True:
+            event = self.store.get_event(event_id)
+            changed = change(event)
+            if changed is None or save(self.store, self.dispatcher, event, changed):
+                return
+
+
+def save(store: EventStore, dispatcher: Dispatcher, before: Event, after: Event, claimed: Call | None = None) -> bool:
+    """Write ``after`` if nobody wrote ``before`` since it was read, with the items it fanned out into, and follow
+    it up; whether it was written."""
+    if after.spawned:
+        # Added first, and again if the write fails and is made again: they are the same items, kept once.
+        store.add_items(after.spawned)
+    if not store.save_event(after):
+        return False
+    follow_up(dispatcher, before, after, claimed)
+    return True
+
+
+def change_item(store: EventStore, item: Item, change: Callable[[Item], Item | None]) -> Item | None:
+    """Write ``change(item)``, reading the item again and changing it again while others write it first; the item
+    as written, or None once there is nothing to change."""
+    while True:
+        changed = change(item)
+        if changed is None or store.save_item(changed):
+            return changed
+        item = store.get_item(item.event_id, item.step_id, item.index)
+
+
+def _every_item(store: EventStore, event_id: str, step_id: str, statuses: Collection[str] | None) -> Iterator[Item]:
+    after = -1
+    while page := store.list_items(event_id, step_id, statuses=statuses, after=after, limit=ITEM_PAGE):
+        yield from page
+        after = page[-1].index
 
 
 def follow_up(dispatcher: Dispatcher, before: Event | None, after: Event, claimed: Call | None = None) -> None:
     """After a write: send what it made ready (but the unit this worker goes on with), and wake-ups for its timers."""
+    for item in after.spawned:
+        if item.state.status is READY:
+            _send(dispatcher, after.id, item.unit)
     ready = set(decider.ready_units(before)) if before is not None else set()
     skip = claimed.unit if claimed is not None else None
     for unit in decider.ready_units(after):
@@ -367,6 +587,16 @@ def follow_up(dispatcher: Dispatcher, before: Event | None, after: Event, claime
 
 # Longer waits are left to the sweeper: Celery holds a countdown message in the worker's memory until it is due.
 MAX_COUNTDOWN = 300.0
+LANE_RUN = 100
+"""Items of a lane one message runs in a row."""
+ITEM_PAGE = 1000
+UNFINISHED = tuple(status.value for status in StepStatus if status is not StepStatus.COMPLETED)
+
+
+def _send_item(dispatcher: Dispatcher, item: Item, now: float) -> None:
+    """Send ``item`` to the workers: now, or when its retry is due."""
+    run_at = item.state.run_at if item.state.status is RETRYING else None
+    _send(dispatcher, item.event_id, item.unit, (run_at - now) if run_at is not None else 0.0)
 
 
 def _send(dispatcher: Dispatcher, event_id: str, unit: str, delay: float = 0.0) -> None:

@@ -55,6 +55,12 @@ class StubDispatcher:
         """The messages not run yet, due ones and later ones, in the order they will run."""
         return [message for _, _, message in sorted(self._heap)]
 
+    def drop(self) -> list[Message]:
+        """Forget every queued message, as a broker that lost them; the messages forgotten."""
+        dropped = self.queued
+        self._heap.clear()
+        return dropped
+
     def drain(self, runner: Runner, limit: int = 10_000) -> int:
         """Run every message that is due, earliest first, including those sent meanwhile; how many ran.
 

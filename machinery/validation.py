@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import DELAY, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.model import DELAY, DISCARD, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
 from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
@@ -179,6 +179,12 @@ class StepSchema(StrictSchema):
     items = fields.String(metadata={"description": "map: a reference to the array to map over"})
     item = fields.String(validate=FIELD_NAME, metadata={"description": "map: the service input each item goes to"})
     concurrency = fields.Integer(validate=validate.Range(1, 1000), metadata={"description": "map: calls at once"})
+    results = fields.String(
+        validate=validate.OneOf(("keep", DISCARD)),
+        metadata={
+            "description": "map: keep (the default) the answers in order as its output 'results', or discard them"
+        },
+    )
     message = fields.String(validate=validate.Length(max=2000), metadata={"description": "fail, succeed: why"})
 
     @validates_schema

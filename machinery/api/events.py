@@ -16,10 +16,13 @@ from machinery.api.schemas import (
     EventQuerySchema,
     EventRequestSchema,
     EventSchema,
+    ItemQuerySchema,
+    ItemSchema,
     SignalSchema,
     SubmitHeadersSchema,
     ack_to_dict,
     event_to_dict,
+    item_to_dict,
 )
 from machinery.bootstrap import Role
 from machinery.engine.state import Event
@@ -90,8 +93,10 @@ def retry_failed(body: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, EventSchema)
 @blp.alt_response(404, response="NOT_FOUND")
 def get_event(event_id: str) -> dict[str, Any]:
-    """Read an event and each of its steps"""
-    return _to_dict(current_events().get(event_id))
+    """Read an event and each of its steps, with how many items of each map step are in each status"""
+    events = current_events()
+    event = events.get(event_id)
+    return event_to_dict(event, current_plans().for_event(event), events.item_counts(event))
 
 
 @blp.route("/events/<event_id>/cancel", methods=["POST"])
@@ -155,6 +160,19 @@ def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 def send_signal(body: dict[str, Any], event_id: str, name: str) -> dict[str, Any]:
     """Send a signal to an event; its body becomes the output of the step waiting for it"""
     return _to_dict(current_events().signal(event_id, name, body))
+
+
+@blp.route("/events/<event_id>/steps/<step_id>/items", methods=["GET"])
+@requires(Role.READER)
+@blp.arguments(ItemQuerySchema, location="query")
+@blp.response(200, ItemSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def list_items(query: dict[str, Any], event_id: str, step_id: str) -> list[dict[str, Any]]:
+    """List the items of a map step in order, a page at a time: the next page is ``after`` the last index"""
+    items = current_events().items(
+        event_id, step_id, statuses=query.get("status"), after=query["after"], limit=query["limit"]
+    )
+    return [item_to_dict(item) for item in items]
 
 
 def _to_dict(event: Event) -> dict[str, Any]:

@@ -62,9 +62,11 @@ def workflow_graph(query: dict[str, Any], key: str, suffix: str | None = None) -
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def event_graph(query: dict[str, Any], event_id: str, suffix: str | None = None) -> Response:
     """Draw an event: the graph of the workflow version it runs, each step coloured by its state"""
-    event = current_events().get(event_id)
+    events = current_events()
+    event = events.get(event_id)
     workflow = current_plans().for_event(event).workflow
-    return _picture(draw_event(workflow, current_registry().services_of(workflow), event), suffix or query["format"])
+    graph = draw_event(workflow, current_registry().services_of(workflow), event, events.item_counts(event))
+    return _picture(graph, suffix or query["format"])
 
 
 def _picture(graph: graphviz.Digraph, fmt: str) -> Response:

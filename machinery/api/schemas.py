@@ -7,7 +7,7 @@ Definitions are validated with :mod:`machinery.validation` and written with
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from machinery.api.blueprint import current_machinery, nests_deeper
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import Step
 from machinery.engine.plan import Plan
-from machinery.engine.state import Event, EventStatus, StepState, StepStatus
+from machinery.engine.state import Event, EventStatus, Item, StepState, StepStatus
 from machinery.engine.types import type_of
 from machinery.validation import FIELD_NAME, StrictSchema
 
@@ -42,6 +42,7 @@ class AttemptSchema(Schema):
 
 
 class ItemSchema(Schema):
+    index = fields.Integer(required=True, metadata={"description": "Its place in the array the step maps over"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
     attempts = fields.Integer(required=True)
     started_at = fields.DateTime(allow_none=True)
@@ -51,6 +52,27 @@ class ItemSchema(Schema):
     error = fields.Dict(allow_none=True)
 
 
+class ItemCountsSchema(Schema):
+    total = fields.Integer(required=True)
+    counts = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        allow_none=True,
+        metadata={"description": "How many are in each status; only in the answer about one event"},
+    )
+
+
+class ItemQuerySchema(Schema):
+    status = fields.List(
+        fields.String(validate=validate.OneOf([s.value for s in StepStatus])),
+        metadata={"description": "Only the items in one of these statuses; repeat it for several"},
+    )
+    after = fields.Integer(
+        load_default=-1, validate=validate.Range(-1), metadata={"description": "Only the items after this index"}
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
 class EventStepSchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(tuple(KINDS)))
@@ -58,7 +80,12 @@ class EventStepSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
     route = fields.String(allow_none=True, metadata={"description": "The route a switch or wait step took"})
     wakes_at = fields.DateTime(allow_none=True, metadata={"description": "When a waiting delay or wait times out"})
-    items = fields.List(fields.Nested(ItemSchema), allow_none=True, metadata={"description": "A map step's calls"})
+    items = fields.Nested(
+        ItemCountsSchema,
+        allow_none=True,
+        metadata={"description": "A map step's items, once it has fanned out; each is read at /items"},
+    )
+    note = fields.String(allow_none=True, metadata={"description": "Say, that a map step's results were left out"})
     attempts = fields.Integer(required=True, metadata={"description": "Calls started, lost ones included"})
     started_at = fields.DateTime(allow_none=True, metadata={"description": "When the latest attempt started"})
     ended_at = fields.DateTime(allow_none=True)
@@ -183,8 +210,9 @@ class BulkRetryReportSchema(Schema):
     skipped = fields.List(fields.Nested(SkippedSchema), required=True, metadata={"description": "And of those not"})
 
 
-def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
-    """An event as :class:`EventSchema` dumps it, its steps in the order of the workflow it runs."""
+def event_to_dict(event: Event, plan: Plan, counts: Mapping[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """An event as :class:`EventSchema` dumps it, its steps in the order of the workflow it runs; with ``counts``,
+    how many items of each map step are in each status."""
     return {
         "id": event.id,
         "workflow": {"id": event.workflow_id, "name": event.workflow_name, "version": event.workflow_version},
@@ -197,7 +225,7 @@ def event_to_dict(event: Event, plan: Plan) -> dict[str, Any]:
         "idempotency_key": event.idempotency_key,
         "deadline": _time(event.deadline),
         "notification": _notification(event.notification),
-        "steps": [_step(step, event.steps[step.id]) for step in plan.order],
+        "steps": [_step(step, event.steps[step.id], (counts or {}).get(step.id)) for step in plan.order],
     }
 
 
@@ -205,15 +233,16 @@ def ack_to_dict(event: Event) -> dict[str, Any]:
     return {"event_id": event.id, "ack_date": _time(event.created_at), "status": event.status.value}
 
 
-def _step(step: Step, state: StepState) -> dict[str, Any]:
+def _step(step: Step, state: StepState, counts: dict[str, int] | None) -> dict[str, Any]:
     return {
         "id": step.id,
         "kind": step.kind,
         "service": step.service,
         "route": state.route,
         "wakes_at": _time(state.run_at) if state.status is StepStatus.WAITING else None,
-        "items": [_item(item) for item in state.items] if state.items is not None else None,
-        **_item(state),
+        "items": {"total": state.fanout, "counts": counts} if state.fanout is not None else None,
+        "note": state.note,
+        **_state(state),
         "history": [
             {**attempt, "started_at": _time(attempt.get("started_at")), "ended_at": _time(attempt.get("ended_at"))}
             for attempt in state.history
@@ -222,7 +251,11 @@ def _step(step: Step, state: StepState) -> dict[str, Any]:
     }
 
 
-def _item(state: StepState) -> dict[str, Any]:
+def item_to_dict(item: Item) -> dict[str, Any]:
+    return {"index": item.index, **_state(item.state)}
+
+
+def _state(state: StepState) -> dict[str, Any]:
     return {
         "status": state.status.value,
         "attempts": state.attempts,

@@ -25,9 +25,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from machinery.engine.attempts import record, start, take_over, unregistered
 from machinery.engine.calls import Call, CallFailure, ErrorKind
-from machinery.engine.dataflow import check_outputs, contract_failure, fill
+from machinery.engine.dataflow import contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
+from machinery.engine.fanout import (
+    claim_item,
+    finish_item,
+    handed_on,
+    item_failed,
+    items_completed,
+    nudged_item,
+    parked,
+    rearm,
+    release,
+    settle,
+)
 from machinery.engine.model import Service
 from machinery.engine.notification import claim_notification, finish_notification
 from machinery.engine.operations import cancel, expire, nudged, pause, resume, retry, signal
@@ -39,31 +52,28 @@ from machinery.engine.state import (
     COMPLETED,
     EVENT_RUNNING,
     IDLE,
-    RETRYING,
     RUNNING,
-    TERMINAL_EVENT,
     WAITING,
     Event,
     StepState,
 )
 from machinery.engine.types import type_of
-from machinery.engine.units import (
-    NOTIFY_UNIT,
-    complete,
-    drop_claim,
-    fail_unit,
-    own_unit,
-    parse_unit,
-    record_attempt,
-    start_attempt,
-    unit_state,
-)
+from machinery.engine.units import NOTIFY_UNIT, fail_step, unit_state
 
 __all__ = [
     "NOTIFY_UNIT",
     "accept",
     "cancel",
     "claim",
+    "claim_item",
+    "finish_item",
+    "handed_on",
+    "item_failed",
+    "items_completed",
+    "nudged_item",
+    "parked",
+    "rearm",
+    "release",
     "expire",
     "finish",
     "nudged",
@@ -135,8 +145,7 @@ def claim(
     """
     if unit == NOTIFY_UNIT:
         return claim_notification(plan, event, now, token, settings)
-    step_id, item = parse_unit(unit)
-    state = unit_state(event, step_id, item)
+    state = unit_state(event, unit)
     if event.status in IDLE or state is None or state.status not in CLAIMABLE:
         return None
     if event.deadline is not None and now >= event.deadline:
@@ -145,43 +154,37 @@ def claim(
         return None
     event = event.copy()
     event.status = EVENT_RUNNING
-    state = own_unit(event, step_id, item)
-    step = plan.graph.steps[step_id]
-    kind = plan.kinds[step_id]
+    state = event.own(unit)
+    step = plan.graph.steps[unit]
+    kind = plan.kinds[unit]
     if state.status is WAITING or not kind.calls_service:
         if state.status is WAITING:
             kind.wake(plan, event, step, state, now)
         else:
             kind.start(plan, event, step, state, now)
         if state.status is COMPLETED:
-            advance(plan, event, now, ended=step_id)
+            advance(plan, event, now, ended=unit)
         return close(plan, event, now, settings), None
-    if state.status is RUNNING:
-        state.lost += 1
-        record_attempt(
-            state, now, {"kind": ErrorKind.LOST.value, "message": "the worker was lost before it recorded a result"}
-        )
-        if state.lost > settings.max_lost:
-            message = f"the worker running this step was lost {state.lost} times; giving up"
-            error = CallFailure(message, False, ErrorKind.LOST)
-            fail_unit(event, step_id, item, error, now)
-            return close(plan, event, now, settings), None
     service = services.get(step.service or "")
-    if service is None:
-        error = CallFailure(f"service '{step.service}' is no longer registered", False, ErrorKind.CONFIG)
-        fail_unit(event, step_id, item, error, now)
+    failure = take_over(state, now, settings)
+    if failure is not None or service is None:
+        fail_step(event, unit, failure or unregistered(step.service), now)
         return close(plan, event, now, settings), None
-    inputs, problems = kind.call_inputs(plan, event, step, service, item)
+    if kind.fans_out:
+        event.spawned = [
+            settle(item, settings) for item in kind.fan_out(plan, event, step, state, service, now, settings)
+        ]
+        if state.status is COMPLETED:
+            advance(plan, event, now, ended=unit)
+        return close(plan, event, now, settings), None
+    inputs, problems = kind.call_inputs(plan, event, step, service)
     if problems:
-        error = contract_failure(f"step '{step_id}' cannot call '{service.name}': ", problems, ErrorKind.INPUT)
-        fail_unit(event, step_id, item, error, now)
+        error = contract_failure(f"step '{unit}' cannot call '{service.name}': ", problems, ErrorKind.INPUT)
+        fail_step(event, unit, error, now)
         return close(plan, event, now, settings), None
-    lease_until = now + service.timeout + settings.lease_grace
-    start_attempt(state, token, now, lease_until)
-    state.budget_used += 1
-    state.ended_at = None
-    state.inputs = inputs
-    call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{unit}", item, lease_until)
+    call = start(
+        state, unit, service, inputs, token=token, key=f"{event.id}/{unit}", item=None, now=now, settings=settings
+    )
     return close(plan, event, now, settings), call
 
 
@@ -204,37 +207,14 @@ def finish(
     """
     if call.step_id == NOTIFY_UNIT:
         return finish_notification(event, call, error, now, random, settings)
-    state = unit_state(event, call.step_id, call.item)
+    state = unit_state(event, call.step_id)
     if state is None or state.status is not RUNNING or state.token != call.token:
         return None
     event = event.copy()
-    state = own_unit(event, call.step_id, call.item)
-    if error is None:
-        checked, problems = check_outputs(call.service, outputs)
-        if not problems:
-            _complete_call(plan, event, call, state, checked, now)
-            return close(plan, event, now, settings)
-        error = contract_failure(f"service '{call.service.name}' answered outside its contract: ", problems)
-    record_attempt(state, now, error.to_doc())
-    budget_left = state.budget_used - state.lost < call.service.retry.attempts
-    if error.transient and budget_left and event.status not in TERMINAL_EVENT:
-        state.status = RETRYING
-        state.error = error.to_doc()
-        state.ended_at = now
-        state.run_at = now + call.service.retry.delay(state.budget_used - state.lost, random)
-        drop_claim(state)
-        return close(plan, event, now, settings)
-    if error.transient and not budget_left:
-        error = CallFailure(
-            f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
-        )
-    fail_unit(event, call.step_id, call.item, error, now)
-    return close(plan, event, now, settings)
-
-
-def _complete_call(plan: Plan, event: Event, call: Call, state: StepState, outputs: dict[str, Any], now: float) -> None:
-    complete(state, outputs, now)
-    if call.item is not None:
-        plan.kinds[call.step_id].item_done(plan, event, call.step_id, now)
-    if event.steps[call.step_id].status is COMPLETED:
+    state = event.own(call.step_id)
+    failure = record(state, call, outputs, error, status=event.status, now=now, random=random)
+    if failure is not None:
+        fail_step(event, call.step_id, failure, now)
+    elif state.status is COMPLETED:
         advance(plan, event, now, ended=call.step_id)
+    return close(plan, event, now, settings)

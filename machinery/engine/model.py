@@ -143,6 +143,8 @@ TRANSFORM = "transform"
 MAP = "map"
 FAIL = "fail"
 SUCCEED = "succeed"
+DISCARD = "discard"
+"""A map step's ``results`` when it keeps none of its items' answers."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,8 @@ class Step:
       after ``timeout`` seconds it takes the route ``on_timeout`` instead of its dependents.
     - ``transform``: ``compute`` maps each of its ``outputs`` to an expression.
     - ``map``: calls ``service`` once per element of ``items``, passing it as input ``item``,
-      at most ``concurrency`` at once; its output ``results`` lists the answers in order.
+      at most ``concurrency`` at once; its output ``results`` lists the answers in order,
+      unless ``results`` is ``discard`` (then it has no outputs).
     - ``fail`` and ``succeed``: end the event, saying ``message``.
     """
 
@@ -183,6 +186,7 @@ class Step:
     items: Ref | None = None
     item: str | None = None
     concurrency: int = 10
+    results: str = "keep"
     message: str = ""
 
     def input_ref(self, name: str) -> Ref:

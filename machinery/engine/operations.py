@@ -38,9 +38,7 @@ from machinery.engine.units import (
     NOTIFY_UNIT,
     complete,
     drop_claim,
-    own_unit,
     owned_units,
-    parse_unit,
     unit_state,
     units,
 )
@@ -131,10 +129,10 @@ def resume(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
         raise InvalidState(f"event '{event.id}' is {event.status.value}; only a paused event can be resumed")
     event = event.copy()
     event.status = EVENT_RUNNING
-    for step_id, item, state in list(units(event)):
+    for step_id, state in list(units(event)):
         # What fell due during the pause is sent at once, as by the sweeper; a lease that ran out stays overdue.
         if state.status is not RUNNING and (due := unit_due(state, settings)) is not None and due <= now:
-            own_unit(event, step_id, item).nudged_at = now
+            event.own(step_id).nudged_at = now
     return close(plan, event, now, settings)
 
 
@@ -167,9 +165,8 @@ def nudged(event: Event, sent: list[str], now: float, settings: Settings) -> Eve
             event.notification = event.notification.copy()
             event.notification.nudged_at = now
             continue
-        step_id, item = parse_unit(unit)
-        if unit_state(event, step_id, item) is not None:
-            own_unit(event, step_id, item).nudged_at = now
+        if unit_state(event, unit) is not None:
+            event.own(unit).nudged_at = now
     if event.status not in TERMINAL_EVENT:
         event.due_at = until_deadline(event, scan(event, settings)[3])
     elif event.notification is not None:

@@ -18,7 +18,7 @@ from machinery.engine.model import Step, Workflow
 
 @dataclass(frozen=True)
 class Settings:
-    """Timing the decider needs; the composition root sets it from the configuration."""
+    """Timing and limits the decider needs; the composition root sets it from the configuration."""
 
     lease_grace: float = 5.0
     """Seconds a claim outlives its service's timeout before its worker is presumed lost."""
@@ -26,6 +26,10 @@ class Settings:
     """Seconds a ready step may wait for a worker before the sweeper sends it again."""
     max_lost: int = 3
     """Lost claims a step survives; one more fails it instead of looping for ever."""
+    max_map_items: int = 1_000_000
+    """Items a map step may have; one with more fails."""
+    max_map_results: int = 10 * 2**20
+    """Bytes of answers a map step keeps in its ``results``; past them, only its items keep them."""
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ returns False, for event state) instead of overwriting somebody else's write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from machinery.engine.calls import Call, CallFailure
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
-from machinery.engine.state import Event
+from machinery.engine.state import Event, EventStatus, Item
 
 T = TypeVar("T")
 
@@ -110,7 +110,36 @@ class RegistryStore(Protocol):
         """The last recorded health of each probed service, by name."""
 
 
-class EventStore(Protocol):
+class ItemStore(Protocol):
+    """The items of map steps, one record each (see :class:`~machinery.engine.state.Item`), so that a
+    transition of one item reads and writes that item only."""
+
+    def add_items(self, items: Sequence[Item]) -> None:
+        """Store new items. An item already stored (same event, step and index) is kept as it is, so that
+        adding the same items again (after a redelivered message, say) changes nothing."""
+
+    def get_item(self, event_id: str, step_id: str, index: int) -> Item:
+        """NotFound if there is no such item."""
+
+    def save_item(self, item: Item) -> bool:
+        """Write ``item`` if the stored version is still ``item.version``, as :meth:`EventStore.save_event`."""
+
+    def list_items(
+        self, event_id: str, step_id: str, *, statuses: Collection[str] | None = None, after: int = -1, limit: int
+    ) -> list[Item]:
+        """Up to ``limit`` items of a step in the order of their index, from the first past ``after``;
+        with ``statuses``, only the items in one of them. Each page costs the same however deep it is."""
+
+    def count_items(self, event_id: str, step_id: str) -> dict[str, int]:
+        """How many items of a step are in each status; statuses with none are left out."""
+
+    def due_items(self, now: float, limit: int) -> list[Item]:
+        """Items whose ``due_at`` has come, earliest first, found without looking at the others."""
+
+
+class EventStore(ItemStore, Protocol):
+    """Events, and the items of their map steps."""
+
     def create_event(self, event: Event) -> tuple[Event, bool]:
         """Store a new event durably; with an idempotency key already used for the same
         workflow, store nothing and return the existing event and False."""
@@ -144,7 +173,12 @@ class EventStore(Protocol):
         """
 
     def delete_events(self, *, created_before: float, limit: int) -> int:
-        """Delete up to ``limit`` finished events created before ``created_before``, oldest first; how many."""
+        """Delete up to ``limit`` finished events created before ``created_before``, oldest first, with their
+        items; how many events."""
+
+    def event_status(self, event_id: str) -> EventStatus:
+        """The status of an event, read without its document (which a large map's items can make large);
+        NotFound if there is no such event."""
 
     def acquire_slot(
         self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]

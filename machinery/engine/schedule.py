@@ -6,7 +6,6 @@ it first: the earliest time one of its units is due, or its deadline.
 
 from __future__ import annotations
 
-from machinery.engine.calls import unit_key
 from machinery.engine.model import Workflow
 from machinery.engine.plan import Settings
 from machinery.engine.state import (
@@ -30,14 +29,7 @@ def ready_units(event: Event) -> list[str]:
     if event.status in IDLE:
         notification = event.notification
         return [NOTIFY_UNIT] if notification is not None and notification.status is READY else []
-    found = []
-    for step_id, state in event.steps.items():
-        if state.items is None:
-            if state.status is READY:
-                found.append(step_id)
-        else:
-            found += [unit_key(step_id, i) for i, item in enumerate(state.items) if item.status is READY]
-    return found
+    return [step_id for step_id, state in event.steps.items() if state.status is READY]
 
 
 def timers(event: Event) -> list[tuple[str, float]]:
@@ -48,8 +40,8 @@ def timers(event: Event) -> list[tuple[str, float]]:
             return [(NOTIFY_UNIT, notification.run_at)]
         return []
     return [
-        (unit_key(step_id, item), state.run_at)
-        for step_id, item, state in units(event)
+        (step_id, state.run_at)
+        for step_id, state in units(event)
         if (state.status is RETRYING or state.status is WAITING) and state.run_at is not None
     ]
 
@@ -60,11 +52,7 @@ def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
         notification = event.notification
         due = unit_due(notification, settings) if notification is not None else None
         return [NOTIFY_UNIT] if due is not None and due <= now else []
-    return [
-        unit_key(step_id, item)
-        for step_id, item, state in units(event)
-        if (due := unit_due(state, settings)) is not None and due <= now
-    ]
+    return [step_id for step_id, state in units(event) if (due := unit_due(state, settings)) is not None and due <= now]
 
 
 def past_deadline(event: Event, now: float) -> bool:
@@ -83,17 +71,19 @@ def scan(event: Event, settings: Settings) -> tuple[bool, bool, bool, float | No
         if status in OVER:
             continue
         over = False
-        for unit in (state,) if state.items is None else state.items:
-            status = unit.status
-            if status in ACTIVE:
-                active = True
-            elif status is WAITING:
-                waiting = True
-            else:
-                continue
-            due_at = unit_due(unit, settings)
-            if due_at is not None and (due is None or due_at < due):
-                due = due_at
+        if state.fanout is not None:
+            # A map step whose items are under way, each due on its own.
+            active = active or status is RUNNING
+            continue
+        if status in ACTIVE:
+            active = True
+        elif status is WAITING:
+            waiting = True
+        else:
+            continue
+        due_at = unit_due(state, settings)
+        if due_at is not None and (due is None or due_at < due):
+            due = due_at
     return over, active, waiting, due
 
 

@@ -100,26 +100,23 @@ class StepState:
     Replaced by a longer list, never appended to, so that copies may share it."""
     route: str | None = None
     """The route a switch or wait step took."""
-    items: list[StepState] | None = None
-    """A map step's calls, one per item."""
+    fanout: int | None = None
+    """How many items a map step has; they are records of their own (:class:`Item`), not part of the event."""
+    note: str | None = None
+    """What a completed step wants its reader to know: a map step's results left out of its outputs, say."""
 
-    # copy and from_doc bypass __init__ (and dataclasses.replace): a map step holds thousands of these,
-    # and every transition reads and copies them all.
+    # copy and from_doc bypass __init__ (and dataclasses.replace): every transition copies the states it changes,
+    # and a map step's items are states too.
 
     def copy(self) -> StepState:
-        """A copy to change; a map step's items stay shared until :meth:`Event.own_item` takes one."""
         copied = object.__new__(StepState)
         copied.__dict__ = self.__dict__.copy()
-        if self.items is not None:
-            copied.items = list(self.items)
         return copied
 
     def to_doc(self) -> dict[str, Any]:
-        """Without the fields that hold their defaults: a map step's items are most of a large event's document."""
+        """Without the fields that hold their defaults, which most of them do."""
         doc = {k: v for k, v in self.__dict__.items() if v is not None and v != _STEP_DEFAULTS[k]}
         doc["status"] = self.status._value_
-        if self.items is not None:
-            doc["items"] = [item.to_doc() for item in self.items]
         return doc
 
     @classmethod
@@ -127,13 +124,14 @@ class StepState:
         state = object.__new__(cls)
         state.__dict__ = {**_STEP_DEFAULTS, **doc, "status": _STEP_STATUSES[doc["status"]]}
         state.history = list(state.history)
-        if "items" in doc:
-            state.items = [cls.from_doc(item) for item in doc["items"]]
         return state
 
 
 _STEP_DEFAULTS = {f.name: f.default for f in fields(StepState) if f.default is not MISSING} | {"history": []}
 """Every field's default; ``from_doc`` copies ``history``, so that the default list is never shared."""
+
+
+_TRANSIENT = frozenset({"_owned", "spawned"})
 
 
 @dataclass
@@ -168,12 +166,16 @@ class Event:
     Replaced, never changed in place, so that copies may share it."""
     version: int = 0
     """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
+    spawned: list[Item] = field(default_factory=list)
+    """Items a map step fanned out into in this transition, for the store to add before it writes the event;
+    not part of the event's document."""
 
     def copy(self) -> Event:
         """A copy to change: its step states are shared with this event until :meth:`own` takes one."""
         copied = object.__new__(Event)
         copied.__dict__ = self.__dict__.copy()
         copied.steps = dict(self.steps)
+        copied.spawned = []
         copied.__dict__["_owned"] = set()
         return copied
 
@@ -187,20 +189,8 @@ class Event:
         owned.add(id(state))
         return state
 
-    def own_item(self, step_id: str, item: int) -> StepState:
-        """Item ``item`` of map step ``step_id``, to change, as :meth:`own` gives steps."""
-        items = self.own(step_id).items
-        assert items is not None
-        state = items[item]
-        owned: set[int] | None = self.__dict__.get("_owned")
-        if owned is None or id(state) in owned:
-            return state
-        state = items[item] = state.copy()
-        owned.add(id(state))
-        return state
-
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k != "_owned"}
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and v != [] and k not in _TRANSIENT}
         doc["status"] = self.status.value
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
         if self.notification is not None:
@@ -218,3 +208,49 @@ class Event:
                 "notification": StepState.from_doc(doc["notification"]) if "notification" in doc else None,
             }
         )
+
+
+@dataclass
+class Item:
+    """One element of a map step, kept apart from its event, so that its transitions cost the same however
+    many items there are: its call's inputs and the state of its call.
+
+    Items run in ``concurrency`` lanes: item ``i`` is released (made ready) once item ``i - concurrency`` has
+    completed. A completed item has ``handed_on`` once the next item of its lane was released; until then the
+    sweeper sees it as due, so that a worker lost between the two writes stalls no lane.
+    """
+
+    event_id: str
+    step_id: str
+    index: int
+    workflow_id: str
+    workflow_version: int
+    inputs: dict[str, Any]
+    state: StepState = field(default_factory=StepState)
+    successor: int | None = None
+    """The index of the next item of its lane, if there is one."""
+    handed_on: bool = False
+    due_at: float | None = None
+    """When the sweeper should look at this item if nothing moves it; None once nothing is left to do."""
+    version: int = 0
+    """Bumped by every write; a write succeeds only if nobody else wrote since this was read."""
+
+    @property
+    def unit(self) -> str:
+        return f"{self.step_id}[{self.index}]"
+
+    def copy(self) -> Item:
+        """A copy to change, its state copied too."""
+        copied = object.__new__(Item)
+        copied.__dict__ = self.__dict__.copy()
+        copied.state = self.state.copy()
+        return copied
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if v is not None}
+        doc["state"] = self.state.to_doc()
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Item:
+        return cls(**{**doc, "state": StepState.from_doc(doc["state"])})

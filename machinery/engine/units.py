@@ -1,8 +1,9 @@
 """Units of work and the transitions of one unit's state.
 
 Work is handed out in units: a step (``upper``), or one item of a map step
-(``each[3]``). The functions here find a unit's state in an event and change
-it; they know nothing of kinds of step, nor of what runs next.
+(``each[3]``), which is a record of its own. The functions here find a step's
+state in an event and change a unit's state; they know nothing of kinds of
+step, nor of what runs next.
 """
 
 from __future__ import annotations
@@ -36,41 +37,23 @@ def parse_unit(unit: str) -> tuple[str, int | None]:
     return (match["step"], int(match["item"])) if match else (unit, None)
 
 
-def units(event: Event) -> Iterator[tuple[str, int | None, StepState]]:
-    """Every unit as step id, item and state: steps, and each item of a map step (in place of the step itself)."""
+def units(event: Event) -> Iterator[tuple[str, StepState]]:
+    """Every unit of the event's own: its steps but the map steps whose items are under way, each a unit of its own
+    (an :class:`~machinery.engine.state.Item`) kept apart from the event."""
     for step_id, state in event.steps.items():
-        if state.items is None:
-            yield step_id, None, state
-        else:
-            for i, item in enumerate(state.items):
-                yield step_id, i, item
+        if state.fanout is None:
+            yield step_id, state
 
 
-def unit_state(event: Event, step_id: str, item: int | None) -> StepState | None:
-    """The state of a unit, to read; None if the event has no such unit."""
+def unit_state(event: Event, step_id: str) -> StepState | None:
+    """The state of a step to hand out as a unit, to read; None if the event has no such unit."""
     state = event.steps.get(step_id)
-    if state is None or item is None:
-        return state if state is None or state.items is None else None
-    if state.items is None or not 0 <= item < len(state.items):
-        return None
-    return state.items[item]
-
-
-def own_unit(event: Event, step_id: str, item: int | None) -> StepState:
-    """The state of a unit, to change (see :meth:`Event.own`)."""
-    return event.own(step_id) if item is None else event.own_item(step_id, item)
+    return state if state is not None and state.fanout is None else None
 
 
 def owned_units(event: Event, keep: Callable[[StepState], bool]) -> list[StepState]:
-    """Every unit (map steps and their items alike) that ``keep`` keeps, taken to be changed."""
-    found = []
-    for step_id, state in list(event.steps.items()):
-        if keep(state):
-            found.append(event.own(step_id))
-        for i, item in enumerate(state.items or ()):
-            if keep(item):
-                found.append(event.own_item(step_id, i))
-    return found
+    """Every step that ``keep`` keeps, taken to be changed."""
+    return [event.own(step_id) for step_id, state in list(event.steps.items()) if keep(state)]
 
 
 def drop_claim(state: StepState) -> None:
@@ -101,15 +84,6 @@ def fail_step(event: Event, step_id: str, error: CallFailure, now: float) -> Non
     if event.status not in TERMINAL_EVENT:
         event.status = EVENT_FAILED
         event.error = {"step": step_id, **error.to_doc(), "message": f"step '{step_id}' failed: {error.message}"}
-
-
-def fail_unit(event: Event, step_id: str, item: int | None, error: CallFailure, now: float) -> None:
-    """Fail a unit: a step, or an item and with it its map step."""
-    if item is None:
-        fail_step(event, step_id, error, now)
-        return
-    fail_state(event.own_item(step_id, item), error, now)
-    fail_step(event, step_id, CallFailure(f"item {item}: {error.message}", False, error.kind), now)
 
 
 def record_attempt(state: StepState, now: float, error: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ Documents are the plain shapes of :mod:`machinery.codec` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
@@ -29,14 +29,14 @@ from uuid import uuid4
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
-from machinery.engine.state import Event, EventStatus
+from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
@@ -46,7 +46,8 @@ _TERMINAL = [status.value for status in EventStatus if status.terminal]
 
 
 class MongoStore:
-    """RegistryStore and EventStore in a MongoDB database, for workers on several hosts; creates its indexes."""
+    """The three stores (registry, events, items) in a MongoDB database, for workers on several hosts;
+    creates its indexes."""
 
     def __init__(self, database: Database[Doc]) -> None:
         self._services: Collection[Doc] = database.services
@@ -56,8 +57,10 @@ class MongoStore:
         self._slots: Collection[Doc] = database.slots
         self._slot_waiters: Collection[Doc] = database.slot_waiters
         self._service_health: Collection[Doc] = database.service_health
+        self._items: Collection[Doc] = database.items
         self._database = database
         self._create_indexes()
+        self._create_item_indexes()
 
     def ping(self) -> None:
         self._database.command("ping")
@@ -253,11 +256,21 @@ class MongoStore:
             .sort("created_at")
             .limit(limit)
         )
-        return self._events.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}}).deleted_count
+        ids = [doc["_id"] for doc in old]
+        # Items first: if this stops half-way, the events are still there, and found again next time.
+        self._items.delete_many({"event_id": {"$in": ids}})
+        return self._events.delete_many({"_id": {"$in": ids}}).deleted_count
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         docs = self._events.find({"due_at": {"$lte": now}}).sort("due_at").limit(limit)
         return [_load_event(doc) for doc in docs]
+
+    def event_status(self, event_id: str) -> EventStatus:
+        """NotFound if there is no such event."""
+        doc = self._events.find_one({"_id": event_id}, {"status": True})
+        if doc is None:
+            raise NotFound(f"no event {event_id!r}")
+        return EventStatus(doc["status"])
 
     def acquire_slot(
         self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
@@ -303,6 +316,72 @@ class MongoStore:
             return None
         first = self._slot_waiters.find_one_and_delete({"service": service}, sort=[("since", ASCENDING)])
         return (first["_id"]["event_id"], first["_id"]["unit"]) if first else None
+
+    # Items: documents of the shape of Item.to_doc, with an _id of MongoDB's own; found by (event_id, step_id,
+    # index), which a unique index keeps to one item each.
+
+    def add_items(self, items: Sequence[Item]) -> None:
+        """Store new items; an item already stored is kept as it is. Not atomic: after a failure, some may be
+        stored, and adding them all again stores the rest."""
+        if not items:
+            return
+        try:
+            self._items.insert_many([item.to_doc() for item in items], ordered=False)
+        except BulkWriteError as error:
+            if error.details.get("writeConcernErrors") or any(
+                e["code"] != _DUPLICATE_KEY for e in error.details["writeErrors"]
+            ):
+                raise
+
+    def get_item(self, event_id: str, step_id: str, index: int) -> Item:
+        """NotFound if there is no such item."""
+        doc = self._items.find_one(_item_key(event_id, step_id, index), {"_id": False})
+        if doc is None:
+            raise NotFound(f"no item {step_id}[{index}] in event {event_id!r}")
+        return Item.from_doc(doc)
+
+    def save_item(self, item: Item) -> bool:
+        """Write ``item`` if the stored version is still ``item.version``, and then bump both."""
+        doc = item.to_doc()
+        doc["version"] = item.version + 1
+        # A whole replacement, not $set: a due_at the item no longer has must go.
+        current = _item_key(item.event_id, item.step_id, item.index) | {"version": item.version}
+        if not self._items.replace_one(current, doc).matched_count:
+            return False
+        item.version += 1
+        return True
+
+    def list_items(
+        self, event_id: str, step_id: str, *, statuses: Iterable[str] | None = None, after: int = -1, limit: int
+    ) -> list[Item]:
+        query: Doc = {"event_id": event_id, "step_id": step_id, "index": {"$gt": after}}
+        if statuses is not None:
+            # MongoDB reads the index once per status and merges them in the order of the index.
+            query["state.status"] = {"$in": sorted({str(status) for status in statuses})}
+        docs = self._items.find(query, {"_id": False}).sort("index", ASCENDING).limit(limit)
+        return [Item.from_doc(doc) for doc in docs]
+
+    def count_items(self, event_id: str, step_id: str) -> dict[str, int]:
+        grouped = self._items.aggregate(
+            [
+                {"$match": {"event_id": event_id, "step_id": step_id}},
+                {"$group": {"_id": "$state.status", "count": {"$sum": 1}}},
+            ]
+        )
+        return {group["_id"]: group["count"] for group in grouped}
+
+    def due_items(self, now: float, limit: int) -> list[Item]:
+        # The $type is the filter of the partial index: MongoDB uses that index only for queries that say so.
+        docs = self._items.find({"due_at": {"$type": "number", "$lte": now}}, {"_id": False})
+        return [Item.from_doc(doc) for doc in docs.sort("due_at", ASCENDING).limit(limit)]
+
+    def _create_item_indexes(self) -> None:
+        self._items.create_index([("event_id", ASCENDING), ("step_id", ASCENDING), ("index", ASCENDING)], unique=True)
+        self._items.create_index(
+            [("event_id", ASCENDING), ("step_id", ASCENDING), ("state.status", ASCENDING), ("index", ASCENDING)]
+        )
+        # Only the items with something left to do: most of a large map's items are done and have no due_at.
+        self._items.create_index("due_at", partialFilterExpression={"due_at": {"$type": "number"}})
 
     # Helpers
 
@@ -384,6 +463,13 @@ class MongoStore:
         """Remove the workflow's mark from the services (those whose name matches ``names``, if given)."""
         query = {"used_by": workflow_id} | ({"name": names} if names else {})
         self._services.update_many(query, {"$pull": {"used_by": workflow_id}})
+
+
+_DUPLICATE_KEY = 11000
+
+
+def _item_key(event_id: str, step_id: str, index: int) -> Doc:
+    return {"event_id": event_id, "step_id": step_id, "index": index}
 
 
 def _to_mongo(doc: Doc) -> Doc:

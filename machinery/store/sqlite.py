@@ -9,11 +9,12 @@ first statement (``BEGIN IMMEDIATE``), so what it checked cannot change under it
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, Statistics
-from machinery.engine.state import Event, EventStatus
+from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
@@ -91,6 +92,18 @@ CREATE TABLE IF NOT EXISTS slot_waiters (
     PRIMARY KEY (service, event_id, unit)
 );
 CREATE INDEX IF NOT EXISTS slot_waiters_in_order ON slot_waiters (service, since);
+CREATE TABLE IF NOT EXISTS items (
+    event_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    due_at REAL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (event_id, step_id, idx)
+);
+CREATE INDEX IF NOT EXISTS items_by_status ON items (event_id, step_id, status, idx);
+CREATE INDEX IF NOT EXISTS items_due ON items (due_at) WHERE due_at IS NOT NULL;
 """
 
 _INSERT_EVENT = """
@@ -105,7 +118,7 @@ _TERMINAL = tuple(status.value for status in EventStatus if status.terminal)
 
 _DELETE_OLD_EVENTS = (
     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < ?"
-    f" AND status IN ({', '.join('?' * len(_TERMINAL))}) ORDER BY created_at LIMIT ?)"
+    f" AND status IN ({', '.join('?' * len(_TERMINAL))}) ORDER BY created_at LIMIT ?) RETURNING id"
 )
 _HOLD = "INSERT OR IGNORE INTO slot_waiters VALUES (?, ?, ?, ?)"
 _OVERDUE_EVENTS = f"SELECT COUNT(*) FROM events WHERE due_at <= ? AND status NOT IN ({', '.join('?' * len(_TERMINAL))})"
@@ -114,8 +127,8 @@ _DUE_EVENTS = "SELECT doc FROM events WHERE due_at <= ? ORDER BY due_at LIMIT ?"
 
 
 class SqliteStore:
-    """RegistryStore and EventStore in the SQLite database at ``path``, created if need be: the default store,
-    which needs no server, for the processes of one host."""
+    """RegistryStore, EventStore and ItemStore in the SQLite database at ``path``, created if need be: the default
+    store, which needs no server, for the processes of one host."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = path
@@ -332,11 +345,21 @@ class SqliteStore:
         return self._page(query, params, "created_at DESC, id DESC", offset, limit, Event.from_doc)
 
     def delete_events(self, *, created_before: float, limit: int) -> int:
-        return self._db().execute(_DELETE_OLD_EVENTS, (created_before, *_TERMINAL, limit)).rowcount
+        with self._transaction() as db:
+            deleted = [(row["id"],) for row in db.execute(_DELETE_OLD_EVENTS, (created_before, *_TERMINAL, limit))]
+            db.executemany(_DELETE_ITEMS, deleted)
+        return len(deleted)
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         rows = self._db().execute(_DUE_EVENTS, (now, limit))
         return [Event.from_doc(_doc(row)) for row in rows]
+
+    def event_status(self, event_id: str) -> EventStatus:
+        """NotFound if there is no such event."""
+        row = self._db().execute("SELECT status FROM events WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no event {event_id!r}")
+        return EventStatus(row["status"])
 
     def acquire_slot(
         self, service: str, limit: int, holder: str, *, until: float, now: float, waiter: tuple[str, str]
@@ -391,6 +414,83 @@ class SqliteStore:
             ).fetchall()
             return (first[0]["event_id"], first[0]["unit"]) if first else None
 
+    # Items
+
+    def add_items(self, items: Sequence[Item]) -> None:
+        """Store new items, in one transaction; an item already stored is kept as it is."""
+        # A list, not a generator: written before the transaction, so that others wait only for the inserts.
+        rows = [
+            (
+                item.event_id,
+                item.step_id,
+                item.index,
+                item.state.status.value,
+                item.due_at,
+                item.version,
+                _dumps(item.to_doc()),
+            )
+            for item in items
+        ]
+        with self._transaction() as db:
+            db.executemany(_INSERT_ITEM, rows)
+
+    def get_item(self, event_id: str, step_id: str, index: int) -> Item:
+        """NotFound if there is no such item."""
+        row = (
+            self._db()
+            .execute("SELECT doc FROM items WHERE event_id = ? AND step_id = ? AND idx = ?", (event_id, step_id, index))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no item {step_id}[{index}] in event {event_id!r}")
+        return Item.from_doc(_doc(row))
+
+    def save_item(self, item: Item) -> bool:
+        """Write ``item`` if the stored version is still ``item.version``, and then bump both."""
+        doc = item.to_doc()
+        doc["version"] = item.version + 1
+        saved = (
+            self._db()
+            .execute(
+                _SAVE_ITEM,
+                (
+                    _dumps(doc),
+                    item.state.status.value,
+                    item.due_at,
+                    item.event_id,
+                    item.step_id,
+                    item.index,
+                    item.version,
+                ),
+            )
+            .rowcount
+        )
+        if saved:
+            item.version += 1
+        return bool(saved)
+
+    def list_items(
+        self, event_id: str, step_id: str, *, statuses: Collection[str] | None = None, after: int = -1, limit: int
+    ) -> list[Item]:
+        if statuses is None:
+            rows = self._db().execute(_LIST_ITEMS, (event_id, step_id, after, limit))
+        else:
+            wanted = sorted({str(status) for status in statuses})
+            if not wanted:
+                return []
+            rows = self._db().execute(_list_items_in(len(wanted)), (event_id, step_id, after, limit, *wanted))
+        return [Item.from_doc(_doc(row)) for row in rows]
+
+    def count_items(self, event_id: str, step_id: str) -> dict[str, int]:
+        rows = self._db().execute(
+            "SELECT status, COUNT(*) FROM items WHERE event_id = ? AND step_id = ? GROUP BY status", (event_id, step_id)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def due_items(self, now: float, limit: int) -> list[Item]:
+        rows = self._db().execute("SELECT doc FROM items WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
+        return [Item.from_doc(_doc(row)) for row in rows]
+
     # Connections
 
     def _db(self) -> sqlite3.Connection:
@@ -431,6 +531,38 @@ class SqliteStore:
         total = db.execute(f"SELECT COUNT(*) {query}", params).fetchone()[0]
         rows = db.execute(f"SELECT doc {query} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset))
         return Page([load(_doc(row)) for row in rows], total)
+
+
+# Items
+
+# Only a clash on the key is ignored: any other failure (a NULL where none may be) still raises.
+_INSERT_ITEM = """
+INSERT INTO items (event_id, step_id, idx, status, due_at, version, doc) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id, step_id, idx) DO NOTHING
+"""
+_SAVE_ITEM = (
+    "UPDATE items SET doc = ?, version = version + 1, status = ?, due_at = ?"
+    " WHERE event_id = ? AND step_id = ? AND idx = ? AND version = ?"
+)
+_LIST_ITEMS = "SELECT doc FROM items WHERE event_id = ? AND step_id = ? AND idx > ? ORDER BY idx LIMIT ?"
+_DELETE_ITEMS = "DELETE FROM items WHERE event_id = ?"
+
+
+@functools.cache
+def _list_items_in(statuses: int) -> str:
+    """The query of a page of the items in any of ``statuses`` statuses (parameters: event_id, step_id, after,
+    limit, then the statuses).
+
+    One page per status, merged: with ``status IN (...)``, SQLite either reads the step's items in the order of
+    their index, passing over those in other statuses (all of them, if none is in one of those wanted), or reads
+    every wanted item past ``after`` to sort them. This way it reads at most ``limit`` items per status.
+    """
+    one = (
+        "SELECT * FROM (SELECT idx, doc FROM items WHERE event_id = ?1 AND step_id = ?2 AND status = ?{}"
+        " AND idx > ?3 ORDER BY idx LIMIT ?4)"
+    )
+    pages = " UNION ALL ".join(one.format(5 + i) for i in range(statuses))
+    return f"SELECT doc FROM ({pages}) ORDER BY idx LIMIT ?4"
 
 
 def _data_clause(at: str, value: Any) -> tuple[str, list[Any]]:

@@ -147,6 +147,7 @@ def test_an_accepted_event_shows_its_steps_in_the_workflows_order(
         "error": None,
         "history": [],
         "next_attempt_at": None,
+        "note": None,
     }
 
 

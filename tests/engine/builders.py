@@ -34,7 +34,7 @@ from machinery.engine.model import (
 )
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.retry import RetryPolicy
-from machinery.engine.state import Event
+from machinery.engine.state import Event, Item, StepStatus
 from machinery.engine.types import FieldType
 from machinery.engine.units import parse_unit
 
@@ -186,6 +186,7 @@ def map_step(
     after: Iterable[str] = (),
     input: Mapping[str, Ref] | None = None,
     output: Mapping[str, str] | None = None,
+    results: str = "keep",
 ) -> Step:
     """A map: calls ``service_name`` once per element of ``items``, passed as its input ``item``."""
     return Step(
@@ -198,6 +199,7 @@ def map_step(
         after=tuple(after),
         input=dict(input or {}),
         output=dict(output or {}),
+        results=results,
     )
 
 
@@ -388,11 +390,79 @@ def statuses(event: Event) -> dict[str, str]:
     return {step_id: state.status.value for step_id, state in event.steps.items()}
 
 
-def item_statuses(event: Event, step_id: str) -> list[str]:
-    """The status of each item of the map step ``step_id``."""
-    items = event.steps[step_id].items
-    assert items is not None, f"step {step_id!r} has no items"
-    return [item.status.value for item in items]
+@dataclass
+class Lanes:
+    """The items of one map step, held in memory as a store holds them, and moved on as the runtime moves them:
+    claimed, finished, their lane handed on, the step completed once every item has."""
+
+    driver: Driver
+    items: dict[int, Item]
+
+    @classmethod
+    def fan_out(cls, driver: Driver, event: Event, step_id: str, now: float) -> tuple[Event, Lanes]:
+        """Claim the map step ``step_id``, which fans it out."""
+        claimed = driver.claim(event, step_id, now)
+        assert claimed is not None and claimed[1] is None, f"map step {step_id!r} did not fan out"
+        event = claimed[0]
+        return event, cls(driver, {item.index: item for item in event.spawned})
+
+    def statuses(self) -> list[str]:
+        return [self.items[i].state.status.value for i in sorted(self.items)]
+
+    def claim(self, event: Event, index: int, now: float) -> Call | None:
+        claimed = decider.claim_item(
+            self.driver.plan,
+            self.driver.services,
+            event.status,
+            self.items[index],
+            now=now,
+            token=f"i{index}-{now}",
+            settings=self.driver.settings,
+        )
+        if claimed is None:
+            return None
+        self.items[index], call = claimed
+        return call
+
+    def finish(self, event: Event, call: Call, now: float, **options: Any) -> Event:
+        """Record ``call``'s result in its item, then what follows it: the event as it then is."""
+        assert call.item is not None
+        finished = decider.finish_item(
+            self.items[call.item],
+            call,
+            status=event.status,
+            now=now,
+            random=0.0,
+            settings=self.driver.settings,
+            **options,
+        )
+        assert finished is not None, f"the result of item {call.item} was refused"
+        self.items[call.item] = finished
+        return self.after(event, finished, now)
+
+    def after(self, event: Event, item: Item, now: float) -> Event:
+        plan, settings = self.driver.plan, self.driver.settings
+        if item.state.status is StepStatus.FAILED:
+            return decider.item_failed(plan, event, item, now, settings) or event
+        if item.state.status is not StepStatus.COMPLETED:
+            return event
+        if item.successor is not None:
+            released = decider.release(self.items[item.successor], now, settings)
+            if released is not None:
+                self.items[item.successor] = released
+            self.items[item.index] = decider.handed_on(item, settings) or item
+            return event
+        if any(other.state.status is not StepStatus.COMPLETED for other in self.items.values()):
+            return event
+        results = [self.items[i].state.outputs for i in sorted(self.items)]
+        outputs = {} if plan.graph.steps[item.step_id].results == "discard" else {"results": results}
+        return decider.items_completed(plan, event, item.step_id, outputs, None, now, settings) or event
+
+    def run(self, event: Event, index: int, outputs: Any, now: float) -> Event:
+        """Claim item ``index`` and finish it with ``outputs``."""
+        call = self.claim(event, index, now)
+        assert call is not None, f"item {index} could not be claimed at {now}"
+        return self.finish(event, call, now, outputs=outputs)
 
 
 TRANSIENT = CallFailure("connection refused", transient=True, kind=ErrorKind.CONNECTION)

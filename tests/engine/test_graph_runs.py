@@ -14,6 +14,7 @@ from tests.engine.builders import (
     EXPRESSIONS,
     PERMANENT,
     Driver,
+    Lanes,
     chain,
     check,
     const,
@@ -22,7 +23,6 @@ from tests.engine.builders import (
     from_input,
     from_step,
     graph,
-    item_statuses,
     map_step,
     registry,
     service,
@@ -195,7 +195,8 @@ def test_the_context_holds_the_data_and_every_completed_steps_outputs_under_thei
     event = driver.run(driver.accept({"message": "a b", "list": [2]}), "upper", {"message": "A B"}, now=101)
     event = driver.run(event, "count", {"n": 1}, now=103)
     event = driver.signal(event, "go", {"ok": True}, now=105)
-    event = driver.run(event, "m[0]", {"square": 4}, now=106)
+    event, lanes = Lanes.fan_out(driver, event, "m", now=106)
+    event = lanes.run(event, 0, {"square": 4}, now=106)
     assert event.status is EventStatus.COMPLETED
     assert driver.context(event) == {
         "message": "a b",
@@ -308,18 +309,6 @@ def test_retry_keeps_a_wait_waiting_with_its_timer_and_the_signal_then_completes
     event = driver.signal(event, "go", {"ok": True}, now=201)
     event = driver.run(event, "upper", {"message": "M"}, now=202)
     assert statuses(event) == {"w": "completed", "upper": "completed", "count": "ready", "late": "skipped"}
-
-
-def test_retry_of_a_map_retries_only_its_failed_items():
-    workflow = graph([map_step("m", "square", from_input("ns"), "n")], inputs=["ns:array<int>"])
-    driver = Driver(workflow, SERVICES)
-    event = driver.accept({"ns": [1, 2, 3]})
-    event = driver.run(event, "m[0]", {"square": 1}, now=101)
-    event, call = driver.call(event, "m[1]", now=101)
-    event = driver.done(event, call, now=102, error=PERMANENT)
-    event = driver.retry(event, 200)
-    assert item_statuses(event, "m") == ["completed", "ready", "ready"]
-    assert event.steps["m"].items[0].outputs == {"square": 1}
 
 
 def test_retry_runs_a_failed_switch_again_in_the_engine():

@@ -1,5 +1,7 @@
-"""Map steps at run time: one unit per element of an array (``m[0]``, ``m[1]``, ...), a concurrency limit, and the
-answers collected in order into the step's output ``results``.
+"""Map steps at run time: a worker claiming the step fans it out into items, records of their own (``m[0]``,
+``m[1]``, ...) run in ``concurrency`` lanes, and the answers are collected in order into the step's output
+``results``. :class:`~tests.engine.builders.Lanes` holds the items as a store would and moves them as the runtime
+does.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ import pytest
 
 from machinery.engine import decider
 from machinery.engine.calls import unit_key
-from machinery.engine.state import Event, EventStatus, StepStatus
+from machinery.engine.plan import Settings
+from machinery.engine.state import Event, EventStatus, Item, StepStatus
 from machinery.engine.units import parse_unit
 from tests.engine.builders import (
     PERMANENT,
     SETTINGS,
     TRANSIENT,
     Driver,
+    Lanes,
     from_input,
     graph,
-    item_statuses,
     map_step,
     registry,
     service,
@@ -52,63 +55,111 @@ def accepted(driver: Driver, ns: list[int]) -> Event:
     return driver.accept({"ns": ns, "base": 10}, now=100)
 
 
-def test_each_item_becomes_a_unit_and_at_most_concurrency_of_them_are_ready():
-    event = accepted(mapping(concurrency=2), [1, 2, 3, 4])
-    assert event.steps["squares"].status is StepStatus.RUNNING
-    assert item_statuses(event, "squares") == ["ready", "ready", "pending", "pending"]
-    assert decider.ready_units(event) == ["squares[0]", "squares[1]"]
-    assert statuses(event)["report"] == "pending"
+def fanned(driver: Driver, ns: list[int]) -> tuple[Event, Lanes]:
+    return Lanes.fan_out(driver, accepted(driver, ns), "squares", now=100.5)
+
+
+def test_the_map_step_is_ready_for_a_worker_which_fans_it_out_into_items_in_lanes():
+    driver = mapping(concurrency=2)
+    event = accepted(driver, [1, 2, 3, 4, 5])
+    assert decider.ready_units(event) == ["squares"]
+    event, lanes = Lanes.fan_out(driver, event, "squares", now=101)
+    state = event.steps["squares"]
+    assert (state.status, state.fanout) == (StepStatus.RUNNING, 5)
+    assert lanes.statuses() == ["ready", "ready", "pending", "pending", "pending"]
+    assert [item.successor for item in lanes.items.values()] == [2, 3, 4, None, None]
+    assert [item.inputs for item in lanes.items.values()][3] == {"n": 4, "base": 10}
+    assert lanes.items[0].due_at == 101 + SETTINGS.stale_after
+    assert lanes.items[2].due_at is None
+    assert decider.ready_units(event) == []
+    assert event.due_at is None
+
+
+def test_the_events_document_holds_the_number_of_items_not_the_items():
+    driver = mapping()
+    event, _ = fanned(driver, list(range(1000)))
+    doc = event.to_doc()
+    assert doc["steps"]["squares"]["fanout"] == 1000
+    assert "spawned" not in doc
+    assert len(json.dumps(doc)) < 5000 + len(json.dumps(event.data))
+    assert Event.from_doc(json.loads(json.dumps(doc))) == event.copy()
+
+
+def test_an_item_survives_its_stored_form():
+    driver = mapping()
+    event, lanes = fanned(driver, [1, 2, 3])
+    lanes.claim(event, 0, now=101)
+    item = lanes.items[0]
+    assert Item.from_doc(json.loads(json.dumps(item.to_doc()))) == item
 
 
 def test_a_claim_of_an_item_calls_the_service_with_the_item_and_the_other_inputs():
     driver = mapping()
-    event, call = driver.call(accepted(driver, [3, 4]), "squares[1]", now=101)
+    event, lanes = fanned(driver, [3, 4])
+    call = lanes.claim(event, 1, now=101)
+    assert call is not None
     assert (call.step_id, call.item, call.unit, call.service.name) == ("squares", 1, "squares[1]", "square")
     assert call.inputs == {"n": 4, "base": 10}
     assert call.idempotency_key == "ev-1/squares[1]"
-    item = event.steps["squares"].items[1]
+    item = lanes.items[1].state
     assert (item.status, item.token, item.inputs, item.attempts) == (StepStatus.RUNNING, call.token, call.inputs, 1)
-    assert item.lease_until == 101 + 10 + 5
+    assert item.lease_until == lanes.items[1].due_at == 101 + 10 + 5
 
 
-def test_a_claim_of_the_map_step_itself_or_of_an_item_out_of_range_returns_none():
-    driver = mapping()
-    event = accepted(driver, [3, 4])
-    assert driver.claim(event, "squares", now=101) is None
-    assert driver.claim(event, "squares[2]", now=101) is None
-    assert driver.claim(event, "squares[-1]", now=101) is None
-
-
-def test_no_more_than_concurrency_items_run_at_once_and_the_next_is_made_ready_when_one_completes():
-    driver = mapping(concurrency=2)
-    event = accepted(driver, [1, 2, 3, 4])
-    event, first = driver.call(event, "squares[0]", now=101)
-    event, second = driver.call(event, "squares[1]", now=101)
-    assert decider.ready_units(event) == []
-    assert driver.claim(event, "squares[2]", now=101) is None
-    event = driver.done(event, second, now=102, outputs={"square": 4})
-    assert item_statuses(event, "squares") == ["running", "completed", "ready", "pending"]
-    assert decider.ready_units(event) == ["squares[2]"]
-    assert event.steps["squares"].items[2].run_at == 102
-
-
-def test_a_retrying_item_still_counts_against_the_concurrency():
+def test_a_pending_item_or_an_item_of_an_idle_event_is_not_claimed():
     driver = mapping(concurrency=1)
-    event, call = driver.call(accepted(driver, [1, 2]), "squares[0]", now=101)
-    event = driver.done(event, call, now=102, error=TRANSIENT)
-    assert item_statuses(event, "squares") == ["retrying", "pending"]
-    assert decider.timers(event) == [("squares[0]", 103.0)]
-    assert decider.ready_units(event) == []
+    event, lanes = fanned(driver, [3, 4])
+    assert lanes.claim(event, 1, now=101) is None
+    assert lanes.claim(driver.pause(event, 101), 0, now=101) is None
+    assert lanes.claim(driver.cancel(event, 101), 0, now=101) is None
+
+
+def test_an_item_completed_releases_the_next_of_its_lane_and_hands_it_on():
+    driver = mapping(concurrency=2)
+    event, lanes = fanned(driver, [1, 2, 3, 4])
+    first = lanes.claim(event, 0, now=101)
+    lanes.claim(event, 1, now=101)
+    assert first is not None
+    event = lanes.finish(event, first, now=102, outputs={"square": 11})
+    assert lanes.statuses() == ["completed", "running", "ready", "pending"]
+    assert lanes.items[2].state.run_at == 102
+    assert lanes.items[0].handed_on and lanes.items[0].due_at is None
+    assert decider.release(lanes.items[2], 103, SETTINGS) is None
+
+
+def test_a_completed_item_is_due_until_it_has_handed_its_lane_on():
+    driver = mapping(concurrency=1)
+    event, lanes = fanned(driver, [1, 2])
+    call = lanes.claim(event, 0, now=101)
+    assert call is not None
+    finished = decider.finish_item(
+        lanes.items[0], call, status=event.status, outputs={"square": 11}, now=102, random=0.0, settings=SETTINGS
+    )
+    assert finished is not None and finished.due_at == 102 + SETTINGS.stale_after
+    assert decider.handed_on(finished, SETTINGS).due_at is None
+
+
+def test_a_retrying_item_still_holds_its_lane():
+    driver = mapping(concurrency=1)
+    event, lanes = fanned(driver, [1, 2])
+    call = lanes.claim(event, 0, now=101)
+    assert call is not None
+    lanes.finish(event, call, now=102, error=TRANSIENT)
+    assert lanes.statuses() == ["retrying", "pending"]
+    assert lanes.items[0].state.run_at == 103.0
+    assert lanes.claim(event, 0, now=102.5) is None
+    again = lanes.claim(event, 0, now=103)
+    assert again is not None and (again.attempt, again.idempotency_key) == (2, "ev-1/squares[0]")
 
 
 def test_the_results_are_collected_in_the_order_of_the_items_whatever_the_order_of_completion():
     driver = mapping(concurrency=4)
-    event = accepted(driver, [1, 2, 3])
-    calls = {}
-    for i in range(3):
-        event, calls[i] = driver.call(event, f"squares[{i}]", now=101)
+    event, lanes = fanned(driver, [1, 2, 3])
+    calls = {i: lanes.claim(event, i, now=101) for i in range(3)}
     for i, now in ((2, 102), (0, 103), (1, 104)):
-        event = driver.done(event, calls[i], now=now, outputs={"square": 10 + (i + 1) ** 2})
+        call = calls[i]
+        assert call is not None
+        event = lanes.finish(event, call, now=now, outputs={"square": 10 + (i + 1) ** 2})
     state = event.steps["squares"]
     assert state.status is StepStatus.COMPLETED
     assert state.outputs == {"results": [{"square": 11}, {"square": 14}, {"square": 19}]}
@@ -118,140 +169,173 @@ def test_the_results_are_collected_in_the_order_of_the_items_whatever_the_order_
     assert report.inputs == {"results": [{"square": 11}, {"square": 14}, {"square": 19}]}
 
 
-def test_every_item_is_run_with_a_concurrency_of_one():
+def test_every_item_is_run_in_turn_with_a_concurrency_of_one():
     driver = mapping(concurrency=1)
-    event = accepted(driver, [1, 2, 3])
+    event, lanes = fanned(driver, [1, 2, 3])
     for i in range(3):
-        assert decider.ready_units(event) == [f"squares[{i}]"]
-        event = driver.run(event, f"squares[{i}]", {"square": i}, now=101 + 2 * i)
+        assert lanes.statuses()[i] == "ready"
+        event = lanes.run(event, i, {"square": i}, now=101 + 2 * i)
     assert event.steps["squares"].outputs == {"results": [{"square": 0}, {"square": 1}, {"square": 2}]}
 
 
-def test_a_map_over_an_empty_array_completes_at_once_with_no_results():
-    event = accepted(mapping(), [])
+def test_a_map_over_an_empty_array_completes_with_no_results_when_it_is_claimed():
+    driver = mapping()
+    event, lanes = fanned(driver, [])
     assert event.steps["squares"].status is StepStatus.COMPLETED
     assert event.steps["squares"].outputs == {"results": []}
-    assert event.steps["squares"].items == []
+    assert lanes.items == {}
     assert decider.ready_units(event) == ["report"]
 
 
-def test_a_failed_item_fails_the_map_step_and_the_event():
+def test_a_map_that_discards_its_results_completes_with_no_outputs():
+    workflow = graph(
+        [map_step("squares", "square", from_input("ns"), "n", input={"base": from_input("base")}, results="discard")],
+        inputs=["ns:array<int>", "base:int"],
+    )
+    driver = Driver(workflow, SERVICES)
+    event, lanes = Lanes.fan_out(driver, driver.accept({"ns": [1, 2], "base": 1}), "squares", now=101)
+    for i in range(2):
+        event = lanes.run(event, i, {"square": i}, now=102)
+    assert event.status is EventStatus.COMPLETED
+    assert event.steps["squares"].outputs == {}
+
+
+def test_a_failed_item_fails_the_map_step_and_the_event_naming_the_item():
     driver = mapping()
-    event = accepted(driver, [1, 2])
-    event, first = driver.call(event, "squares[0]", now=101)
-    event, second = driver.call(event, "squares[1]", now=101)
-    event = driver.done(event, first, now=102, error=PERMANENT)
+    event, lanes = fanned(driver, [1, 2])
+    first, second = lanes.claim(event, 0, now=101), lanes.claim(event, 1, now=101)
+    assert first is not None and second is not None
+    event = lanes.finish(event, first, now=102, error=PERMANENT)
     assert event.status is EventStatus.FAILED
-    assert item_statuses(event, "squares") == ["failed", "running"]
+    assert lanes.statuses() == ["failed", "running"]
     assert event.steps["squares"].status is StepStatus.FAILED
-    assert event.steps["squares"].items[0].error == {
-        "kind": "http",
-        "message": "HTTP 400: bad request",
-        "transient": False,
-    }
+    assert lanes.items[0].state.error == {"kind": "http", "message": "HTTP 400: bad request", "transient": False}
+    assert lanes.items[0].due_at is None
     assert event.error["step"] == "squares"
+    assert event.error["item"] == 0
     assert event.error["message"] == "step 'squares' failed: item 0: HTTP 400: bad request"
-    assert decider.ready_units(event) == []
     assert event.due_at is None
+    assert decider.item_failed(driver.plan, event, lanes.items[0], 103, SETTINGS) is None
 
 
 def test_an_item_whose_answer_is_outside_the_contract_fails_the_event():
     driver = mapping()
-    event, call = driver.call(accepted(driver, [1]), "squares[0]", now=101)
-    event = driver.done(event, call, now=102, outputs={"square": "one"})
+    event, lanes = fanned(driver, [1])
+    call = lanes.claim(event, 0, now=101)
+    assert call is not None
+    event = lanes.finish(event, call, now=102, outputs={"square": "one"})
     assert event.status is EventStatus.FAILED
     assert "item 0: service 'square' answered outside its contract" in event.error["message"]
 
 
-def test_an_item_that_does_not_fit_the_service_input_fails_the_event_at_claim():
+def test_an_item_that_does_not_fit_the_service_input_fails_the_map_when_it_fans_out():
     workflow = graph([map_step("squares", "square", from_input("ns"), "n")], inputs=["ns:array", "base:int"])
     driver = Driver(workflow, SERVICES)
-    event, call = driver.claim(driver.accept({"ns": ["x"], "base": 1}), "squares[0]", now=101)
-    assert call is None
+    claimed = driver.claim(driver.accept({"ns": [1, "x"], "base": 1}), "squares", now=101)
+    assert claimed is not None
+    event, call = claimed
+    assert call is None and event.spawned == []
     assert event.status is EventStatus.FAILED
-    assert event.steps["squares"].items[0].error["kind"] == "input"
-    assert "service 'square' input 'n' should be int: got string 'x'" in event.error["message"]
+    assert event.steps["squares"].error["kind"] == "input"
+    assert "item 1: service 'square' input 'n' should be int: got string 'x'" in event.error["message"]
 
 
 def test_a_map_over_a_value_that_is_not_an_array_fails_the_step():
     workflow = graph([map_step("squares", "square", from_input("ns"), "n")], inputs=["ns:any", "base:int"])
-    event = Driver(workflow, SERVICES).accept({"ns": 5, "base": 1})
+    driver = Driver(workflow, SERVICES)
+    claimed = driver.claim(driver.accept({"ns": 5, "base": 1}), "squares", now=101)
+    assert claimed is not None
+    event = claimed[0]
     assert event.status is EventStatus.FAILED
     assert event.steps["squares"].error["kind"] == "input"
     assert event.error["message"] == "step 'squares' failed: map 'squares' needs an array of items, got int"
 
 
-def test_the_late_result_of_another_item_after_a_failure_is_still_recorded_and_a_retry_runs_the_failed_item_again():
+def test_a_map_with_more_items_than_allowed_fails_before_it_fans_out():
+    driver = Driver(mapping().workflow, SERVICES, settings=Settings(max_map_items=3))
+    claimed = driver.claim(accepted(driver, [1, 2, 3, 4]), "squares", now=101)
+    assert claimed is not None
+    event = claimed[0]
+    assert event.spawned == []
+    assert event.steps["squares"].error["kind"] == "size"
+    assert "map 'squares' has 4 items, more than the 3 allowed" in event.error["message"]
+
+
+def test_a_retried_map_runs_again_from_its_failed_items_which_get_a_fresh_budget():
     driver = mapping()
-    event = accepted(driver, [1, 2])
-    event, first = driver.call(event, "squares[0]", now=101)
-    event, second = driver.call(event, "squares[1]", now=101)
-    event = driver.done(event, first, now=102, error=PERMANENT)
-    event = driver.done(event, second, now=103, outputs={"square": 14})
-    assert item_statuses(event, "squares") == ["failed", "completed"]
+    event, lanes = fanned(driver, [1, 2])
+    first, second = lanes.claim(event, 0, now=101), lanes.claim(event, 1, now=101)
+    assert first is not None and second is not None
+    event = lanes.finish(event, first, now=102, error=PERMANENT)
+    event = lanes.finish(event, second, now=103, outputs={"square": 14})
+    assert lanes.statuses() == ["failed", "completed"]
     event = driver.retry(event, 200)
     assert event.status is EventStatus.RUNNING
     assert event.steps["squares"].status is StepStatus.RUNNING
-    assert item_statuses(event, "squares") == ["ready", "completed"]
-    assert decider.ready_units(event) == ["squares[0]"]
-    event, call = driver.call(event, "squares[0]", now=201)
-    assert call.attempt == 2
-    event = driver.done(event, call, now=202, outputs={"square": 11})
+    assert decider.rearm(lanes.items[1], 200, SETTINGS, retry=True) is None
+    rearmed = decider.rearm(lanes.items[0], 200, SETTINGS, retry=True)
+    assert rearmed is not None and rearmed.state.status is StepStatus.READY and rearmed.state.budget_used == 0
+    lanes.items[0] = rearmed
+    event = lanes.run(event, 0, {"square": 11}, now=201)
     assert event.steps["squares"].outputs == {"results": [{"square": 11}, {"square": 14}]}
     assert statuses(event) == {"squares": "completed", "report": "ready"}
 
 
-def test_retry_keeps_the_concurrency_limit_of_a_map():
-    driver = mapping(concurrency=1)
-    event, call = driver.call(accepted(driver, [1, 2, 3]), "squares[0]", now=101)
-    event = driver.retry(driver.done(event, call, now=102, error=PERMANENT), 200)
-    assert item_statuses(event, "squares") == ["ready", "pending", "pending"]
+def test_a_resumed_event_sends_its_ready_items_again_but_not_its_failed_ones():
+    driver = mapping()
+    event, lanes = fanned(driver, [1])
+    assert decider.rearm(lanes.items[0], 200, SETTINGS, retry=False) is not None
+    lanes.items[0] = decider.parked(lanes.items[0])
+    assert lanes.items[0].due_at is None
+    failed = lanes.items[0].copy()
+    failed.state.status = StepStatus.FAILED
+    assert decider.rearm(failed, 200, SETTINGS, retry=False) is None
 
 
-def test_cancel_cancels_every_unfinished_item_and_a_late_result_changes_nothing():
+def test_cancel_cancels_the_map_step_and_a_late_result_of_an_item_changes_nothing():
     driver = mapping(concurrency=2)
-    event = accepted(driver, [1, 2, 3])
-    event, call = driver.call(event, "squares[0]", now=101)
-    event = driver.run(event, "squares[1]", {"square": 14}, now=101)
+    event, lanes = fanned(driver, [1, 2, 3])
+    call = lanes.claim(event, 0, now=101)
+    assert call is not None
     event = driver.cancel(event, 103)
     assert event.status is EventStatus.CANCELLED
     assert statuses(event) == {"squares": "cancelled", "report": "cancelled"}
-    assert item_statuses(event, "squares") == ["cancelled", "completed", "cancelled"]
-    assert event.steps["squares"].items[0].token is None
-    assert decider.ready_units(event) == []
-    assert driver.finish(event, call, now=104, outputs={"square": 11}) is None
+    event = lanes.finish(event, call, now=104, outputs={"square": 11})
+    assert event.status is EventStatus.CANCELLED
+    assert decider.items_completed(driver.plan, event, "squares", {}, None, 105, SETTINGS) is None
 
 
-def test_a_transient_error_of_an_item_retries_that_item_only():
+def test_a_sent_item_is_not_due_again_before_long():
     driver = mapping()
-    event = accepted(driver, [1, 2])
-    event, call = driver.call(event, "squares[0]", now=101)
-    event = driver.done(event, call, now=102, error=TRANSIENT)
-    assert item_statuses(event, "squares") == ["retrying", "ready"]
-    assert driver.claim(event, "squares[0]", now=102.5) is None
-    event, again = driver.call(event, "squares[0]", now=103)
-    assert (again.attempt, again.idempotency_key) == (2, "ev-1/squares[0]")
+    event, lanes = fanned(driver, [1, 2])
+    nudged = decider.nudged_item(lanes.items[1], 130, SETTINGS)
+    assert nudged.state.nudged_at == 130
+    assert nudged.due_at == 130 + SETTINGS.stale_after
 
 
-def test_ready_and_running_items_are_overdue_like_steps_and_can_be_nudged():
+def test_a_lost_item_is_claimed_again_and_its_first_worker_result_is_refused():
     driver = mapping()
-    event = accepted(driver, [1, 2])
-    event, _ = driver.call(event, "squares[0]", now=101)  # lease until 116
-    assert event.due_at == 116
-    assert decider.overdue_units(event, 116, SETTINGS) == ["squares[0]"]
-    assert decider.overdue_units(event, 130, SETTINGS) == ["squares[0]", "squares[1]"]
-    event = decider.nudged(event, ["squares[1]"], 130, SETTINGS)
-    assert event.steps["squares"].items[1].nudged_at == 130
-    assert decider.overdue_units(event, 131, SETTINGS) == ["squares[0]"]
+    event, lanes = fanned(driver, [1])
+    first = lanes.claim(event, 0, now=101)
+    assert lanes.claim(event, 0, now=116) is None
+    second = lanes.claim(event, 0, now=117)
+    assert first is not None and second is not None
+    assert lanes.items[0].state.lost == 1
+    stale = decider.finish_item(
+        lanes.items[0], first, status=event.status, outputs={"square": 1}, now=118, random=0.0, settings=SETTINGS
+    )
+    assert stale is None
+    assert lanes.finish(event, second, now=118, outputs={"square": 11}).steps["squares"].status is StepStatus.COMPLETED
 
 
-def test_a_lost_item_is_claimed_again():
+def test_an_item_lost_too_often_fails():
     driver = mapping()
-    event, first = driver.call(accepted(driver, [1]), "squares[0]", now=101)
-    event, second = driver.call(event, "squares[0]", now=117)
-    assert event.steps["squares"].items[0].lost == 1
-    assert driver.finish(event, first, now=118, outputs={"square": 1}) is None
-    assert driver.done(event, second, now=118, outputs={"square": 11}).steps["squares"].status is StepStatus.COMPLETED
+    event, lanes = fanned(driver, [1])
+    for attempt in range(SETTINGS.max_lost + 1):
+        assert lanes.claim(event, 0, now=101 + 20 * attempt) is not None
+    assert lanes.claim(event, 0, now=101 + 20 * (SETTINGS.max_lost + 1)) is None
+    assert lanes.items[0].state.status is StepStatus.FAILED
+    assert lanes.items[0].state.error["kind"] == "lost"
 
 
 def test_the_results_are_written_into_the_context_under_their_rename():
@@ -265,15 +349,10 @@ def test_the_results_are_written_into_the_context_under_their_rename():
         outputs=["sq:array<object>"],
     )
     driver = Driver(workflow, SERVICES)
-    event = driver.run(driver.accept({"ns": [1], "base": 10}), "squares[0]", {"square": 11}, now=101)
+    event, lanes = Lanes.fan_out(driver, driver.accept({"ns": [1], "base": 10}), "squares", now=101)
+    event = lanes.run(event, 0, {"square": 11}, now=101)
     assert driver.context(event) == {"ns": [1], "base": 10, "sq": [{"square": 11}]}
     assert event.outputs == {"sq": [{"square": 11}]}
-
-
-def test_a_map_event_survives_its_stored_form():
-    driver = mapping()
-    event, _ = driver.call(accepted(driver, [1, 2, 3]), "squares[0]", now=101)
-    assert Event.from_doc(json.loads(json.dumps(event.to_doc()))) == event
 
 
 @pytest.mark.parametrize("unit", ["squares[0]", "squares[1]"])

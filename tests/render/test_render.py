@@ -289,9 +289,9 @@ def test_a_step_says_its_attempts_how_long_the_latest_took_and_its_error(
 
 def test_a_map_step_says_how_many_of_its_items_are_done(services: dict[str, Service]) -> None:
     workflow = WorkflowSchema().load(MODERATE)
-    items = [StepState(StepStatus.COMPLETED), StepState(StepStatus.RUNNING), StepState()]
-    event = event_of(workflow, each=StepState(StepStatus.RUNNING, items=items))
-    assert lines(node(svg_of(event_graph(workflow, services, event)), "step-each"))[-1] == "running · 1/3 items"
+    event = event_of(workflow, each=StepState(StepStatus.RUNNING, fanout=3))
+    counts = {"each": {"completed": 1, "running": 1, "pending": 1}}
+    assert lines(node(svg_of(event_graph(workflow, services, event, counts)), "step-each"))[-1] == "running · 1/3 items"
 
 
 # Formats

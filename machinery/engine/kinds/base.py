@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from machinery.engine.errors import Problem
 from machinery.engine.model import Field, Service, Step
 from machinery.engine.scope import Definitions, Scope
-from machinery.engine.state import PENDING, Event, StepState
+from machinery.engine.state import PENDING, Event, Item, StepState
 from machinery.engine.units import complete
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from machinery.engine.plan import Plan
+    from machinery.engine.plan import Plan, Settings
 
 
 class StepKind:
@@ -31,6 +31,8 @@ class StepKind:
     """Whether its outputs go into the context (a switch's ``value`` does not)."""
     evaluates: ClassVar[bool] = False
     """Whether running it evaluates expressions: then only a worker runs it, never the API's thread."""
+    fans_out: ClassVar[bool] = False
+    """Whether a worker claiming it fans it out into items (:meth:`fan_out`) instead of calling its service."""
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
         """The fields ``step`` adds to the context (before ``output`` renames them), given the registered services."""
@@ -54,13 +56,16 @@ class StepKind:
         complete(state, None, now)
 
     def call_inputs(
-        self, plan: Plan, event: Event, step: Step, service: Service, item: int | None
+        self, plan: Plan, event: Event, step: Step, service: Service
     ) -> tuple[dict[str, Any], list[Problem]]:
-        """The inputs of a call of the step's service (of ``item``, for a step with items)."""
+        """The inputs of a call of the step's service."""
         raise NotImplementedError(f"steps of kind '{self.name}' call no service")
 
-    def item_done(self, plan: Plan, event: Event, step_id: str, now: float) -> None:
-        """One of the step's items has completed."""
+    def fan_out(
+        self, plan: Plan, event: Event, step: Step, state: StepState, service: Service, now: float, settings: Settings
+    ) -> list[Item]:
+        """The items a worker claiming the step fans it out into, the step running (or failed) meanwhile."""
+        raise NotImplementedError(f"steps of kind '{self.name}' have no items")
 
     def retry(self, plan: Plan, event: Event, step: Step, now: float) -> None:
         """Make the failed ``step`` of a retried event run again."""

@@ -1,36 +1,39 @@
 """``map``: call a service once per element of an array, at most ``concurrency`` at once.
 
-Each element is a unit of its own (``each[3]``), passed to the service as its
-input ``item``; the step's output ``results`` lists the answers in order.
+A worker claiming the step fans it out into items, one per element: records of their own
+(:mod:`machinery.engine.fanout`), each passing its element to the service as its input ``item``.
+Once every item has completed, the step's output ``results`` lists the answers in order, unless the step
+discards them (``"results": "discard"``) or they are too large to keep (the items keep them).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from machinery.engine.calls import CallFailure, ErrorKind
-from machinery.engine.dataflow import call_inputs, lookup, step_context
+from machinery.engine.dataflow import call_inputs, contract_failure, fill, lookup, step_context
 from machinery.engine.errors import Problem
 from machinery.engine.kinds.service import ServiceKind
-from machinery.engine.model import Field, Service, Step
+from machinery.engine.model import DISCARD, Field, Service, Step
 from machinery.engine.scope import Definitions, Scope, check_flow
-from machinery.engine.state import ACTIVE, COMPLETED, FAILED, PENDING, RUNNING, Event, StepState
-from machinery.engine.types import FieldType, type_of
-from machinery.engine.units import complete, fail_step, make_ready, retry_unit
+from machinery.engine.state import RUNNING, Event, Item, StepState
+from machinery.engine.types import FieldType, conforms, type_of
+from machinery.engine.units import complete, fail_step, make_ready
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from machinery.engine.plan import Plan
+    from machinery.engine.plan import Plan, Settings
 
 RESULTS = Field("results", FieldType("array", FieldType("object")), "The answers, in the order of the items")
 
 
 class MapKind(ServiceKind):
     name = "map"
+    fans_out = True
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
-        return (RESULTS,)
+        return () if step.results == DISCARD else (RESULTS,)
 
     def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
         problems = super().check(step, scope, definitions)
@@ -46,53 +49,62 @@ class MapKind(ServiceKind):
             )
         return problems
 
-    def start(self, plan: Plan, event: Event, step: Step, state: StepState, now: float) -> None:
-        state.started_at = now
-        present, items = lookup(step.items_ref, event, step_context(plan, event, step))
-        if not present or not isinstance(items, list):
-            error = CallFailure(
-                f"map '{step.id}' needs an array of items, got {type_of(items)}", False, ErrorKind.INPUT
-            )
+    def fan_out(
+        self, plan: Plan, event: Event, step: Step, state: StepState, service: Service, now: float, settings: Settings
+    ) -> list[Item]:
+        present, values = lookup(step.items_ref, event, step_context(plan, event, step))
+        if not present or not isinstance(values, list):
+            self._fail(event, step, f"map '{step.id}' needs an array of items, got {type_of(values)}", now)
+            return []
+        if len(values) > settings.max_map_items:
+            message = f"map '{step.id}' has {len(values)} items, more than the {settings.max_map_items} allowed"
+            self._fail(event, step, message, now, ErrorKind.SIZE)
+            return []
+        if not values:
+            complete(state, {} if step.results == DISCARD else {RESULTS.name: []}, now)
+            return []
+        name = step.item or ""
+        common, problems = call_inputs(plan, event, step, service, {name: values[0]})
+        item_field = next((f for f in service.inputs if f.name == name), None)
+        if item_field is not None and not problems:
+            bad = next((i for i, value in enumerate(values) if not conforms(item_field.type, value)), None)
+            if bad is not None:
+                problems = fill((item_field,), {name: values[bad]}, f"item {bad}: service '{service.name}' input")[1]
+        if problems:
+            error = contract_failure(f"step '{step.id}' cannot call '{service.name}': ", problems, ErrorKind.INPUT)
             fail_step(event, step.id, error, now)
-            return
+            return []
         state.status = RUNNING
-        state.items = [StepState() for _ in items]
-        self.item_done(plan, event, step.id, now)
-
-    def call_inputs(
-        self, plan: Plan, event: Event, step: Step, service: Service, item: int | None
-    ) -> tuple[dict[str, Any], list[Problem]]:
-        if item is None:
-            return call_inputs(plan, event, step, service)
-        _, items = lookup(step.items_ref, event, step_context(plan, event, step))
-        return call_inputs(plan, event, step, service, {step.item or "": items[item]})
-
-    def item_done(self, plan: Plan, event: Event, step_id: str, now: float) -> None:
-        """Keep up to the step's concurrency of items going; complete the map once every item has."""
-        state = event.own(step_id)
-        assert state.items is not None
-        if all(item.status is COMPLETED for item in state.items):
-            complete(state, {RESULTS.name: [item.outputs for item in state.items]}, now)
-            return
-        active = sum(item.status in ACTIVE for item in state.items)
-        limit = plan.graph.steps[step_id].concurrency
-        for i, item in enumerate(state.items):
-            if active >= limit:
-                break
-            if item.status is PENDING:
-                make_ready(event.own_item(step_id, i), now)
-                active += 1
+        state.fanout = len(values)
+        state.run_at = None
+        lanes = step.concurrency
+        items = []
+        for index, value in enumerate(values):
+            item = Item(
+                event.id,
+                step.id,
+                index,
+                event.workflow_id,
+                event.workflow_version,
+                {**common, name: value} if item_field is not None else common,
+                successor=index + lanes if index + lanes < len(values) else None,
+            )
+            if index < lanes:
+                make_ready(item.state, now)
+            items.append(item)
+        return items
 
     def retry(self, plan: Plan, event: Event, step: Step, now: float) -> None:
         state = event.own(step.id)
-        if state.items is None:
+        if state.fanout is None:
             super().retry(plan, event, step, now)
             return
+        # Its failed items are retried by the runner, which holds them.
         state.status = RUNNING
-        for i, item in enumerate(state.items):
-            if item.status is FAILED:
-                retry_unit(event.own_item(step.id, i), now)
-        self.item_done(plan, event, step.id, now)
+        state.error = None
+
+    def _fail(self, event: Event, step: Step, message: str, now: float, kind: ErrorKind = ErrorKind.INPUT) -> None:
+        fail_step(event, step.id, CallFailure(message, False, kind), now)
 
     def _check_input(self, step: Step, f: Field, scope: Scope) -> list[Problem]:
         if f.name != step.item:

@@ -37,7 +37,7 @@ class ServiceKind(StepKind):
         make_ready(state, now)
 
     def call_inputs(
-        self, plan: Plan, event: Event, step: Step, service: Service, item: int | None
+        self, plan: Plan, event: Event, step: Step, service: Service
     ) -> tuple[dict[str, Any], list[Problem]]:
         return call_inputs(plan, event, step, service)
 

@@ -1,0 +1,87 @@
+"""One attempt at a unit's call, whether the unit is a step or an item of a map step: taking it over from a
+lost worker, starting it, and recording what came of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.dataflow import check_outputs, contract_failure
+from machinery.engine.model import Service
+from machinery.engine.plan import Settings
+from machinery.engine.state import RETRYING, RUNNING, TERMINAL_EVENT, EventStatus, StepState
+from machinery.engine.units import complete, drop_claim, record_attempt, start_attempt
+
+
+def take_over(state: StepState, now: float, settings: Settings) -> CallFailure | None:
+    """Count a running unit's claim as lost, its lease having run out; the failure once it was lost too often."""
+    if state.status is not RUNNING:
+        return None
+    state.lost += 1
+    record_attempt(
+        state, now, {"kind": ErrorKind.LOST.value, "message": "the worker was lost before it recorded a result"}
+    )
+    if state.lost > settings.max_lost:
+        message = f"the worker running this step was lost {state.lost} times; giving up"
+        return CallFailure(message, False, ErrorKind.LOST)
+    return None
+
+
+def unregistered(name: str | None) -> CallFailure:
+    """The failure of a call whose service is no longer registered."""
+    return CallFailure(f"service '{name}' is no longer registered", False, ErrorKind.CONFIG)
+
+
+def start(
+    state: StepState,
+    step_id: str,
+    service: Service,
+    inputs: dict[str, Any],
+    *,
+    token: str,
+    key: str,
+    item: int | None,
+    now: float,
+    settings: Settings,
+) -> Call:
+    """Claim the unit for one call by the worker holding ``token``; ``key`` names the unit for the service."""
+    lease_until = now + service.timeout + settings.lease_grace
+    start_attempt(state, token, now, lease_until)
+    state.budget_used += 1
+    state.ended_at = None
+    state.inputs = inputs
+    return Call(step_id, service, inputs, state.attempts, token, key, item, lease_until)
+
+
+def record(
+    state: StepState,
+    call: Call,
+    outputs: Any,
+    error: CallFailure | None,
+    *,
+    status: EventStatus,
+    now: float,
+    random: float,
+) -> CallFailure | None:
+    """Record a call's result in its unit's state: completed with its checked outputs, or to be tried again at
+    ``run_at``; the failure, with the unit left as it was, when it fails for good."""
+    if error is None:
+        checked, problems = check_outputs(call.service, outputs)
+        if not problems:
+            complete(state, checked, now)
+            return None
+        error = contract_failure(f"service '{call.service.name}' answered outside its contract: ", problems)
+    record_attempt(state, now, error.to_doc())
+    budget_left = state.budget_used - state.lost < call.service.retry.attempts
+    if error.transient and budget_left and status not in TERMINAL_EVENT:
+        state.status = RETRYING
+        state.error = error.to_doc()
+        state.ended_at = now
+        state.run_at = now + call.service.retry.delay(state.budget_used - state.lost, random)
+        drop_claim(state)
+        return None
+    if error.transient and not budget_left:
+        return CallFailure(
+            f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
+        )
+    return error
