@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -116,16 +117,22 @@ def test_a_failed_item_fails_the_event_and_a_retry_runs_only_the_failed_items(ru
     assert all(count == 1 for count in (item_calls(runtime) - Counter(set(again))).values())
 
 
-def test_a_paused_map_starts_no_more_items_and_goes_on_when_resumed(runtime: Runtime):
+def sent_then(runtime: Runtime, at: int, act: Callable[[str], object]) -> str:
+    """An event of ``squares`` over 0..9, whose service does ``act(event_id)`` when it is called with ``at``."""
     squares(runtime, concurrency=2)
     event_id = runtime.send("squares", {"ns": list(range(10)), "base": 1})
 
     def square(inputs: dict[str, Any]) -> dict[str, Any]:
-        if inputs["n"] == 3:
-            runtime.events.pause(event_id)
+        if inputs["n"] == at:
+            act(event_id)
         return {"square": inputs["n"]}
 
     runtime.answers["square"] = square
+    return event_id
+
+
+def test_a_paused_map_starts_no_more_items_and_goes_on_when_resumed(runtime: Runtime):
+    event_id = sent_then(runtime, 3, runtime.events.pause)
     event = runtime.run(event_id)
     assert event.status is EventStatus.PAUSED
     done = sum(item_calls(runtime).values())
@@ -140,15 +147,7 @@ def test_a_paused_map_starts_no_more_items_and_goes_on_when_resumed(runtime: Run
 
 
 def test_a_cancelled_map_calls_no_more_items_and_the_sweeper_parks_the_rest(runtime: Runtime):
-    squares(runtime, concurrency=2)
-    event_id = runtime.send("squares", {"ns": list(range(10)), "base": 1})
-
-    def square(inputs: dict[str, Any]) -> dict[str, Any]:
-        if inputs["n"] == 2:
-            runtime.events.cancel(event_id)
-        return {"square": inputs["n"]}
-
-    runtime.answers["square"] = square
+    event_id = sent_then(runtime, 2, runtime.events.cancel)
     assert runtime.run(event_id).status is EventStatus.CANCELLED
     calls = sum(item_calls(runtime).values())
     runtime.now += SETTINGS.stale_after + 1
