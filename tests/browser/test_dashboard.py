@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -113,6 +114,48 @@ def more_workflows(machinery: Machinery) -> Iterator[None]:
         registry.delete_workflow(workflow["name"])
     registry.delete_service("refuses-once")
     refuses_once.stop()
+
+
+class Shouter:
+    """A service shouting each word, but refusing those of ``refused`` until it is fixed. The refused words (two,
+    in the first lane of a map) wait for each other to be called, so that both have failed by the time the
+    event has."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.together = threading.Barrier(len(refused), timeout=10)
+        self.fixed = False
+        self.service = ScriptedService([self.answer]).start()
+
+    def answer(self, payload: dict[str, Any]) -> tuple[int, Any]:
+        if payload["message"] in self.refused and not self.fixed:
+            self.together.wait()
+            return 400, {"message": f"cannot shout {payload['message']}"}
+        return 200, {"message": payload["message"].upper()}
+
+
+@pytest.fixture
+def shouter(machinery: Machinery) -> Iterator[Shouter]:
+    """A workflow "shout-all" mapping "shout" over its words, 4 at once; the service refuses "w1" and "w2"."""
+    shouter = Shouter({"w1", "w2"})
+    text = [{"name": "message", "type": "string"}]
+    machinery.registry.add_service(
+        ServiceSchema().load({"name": "shout", "address": shouter.service.url, "inputs": text, "outputs": text})
+    )
+    step = {"id": "each", "kind": "map", "service": "shout", "items": "$.input.words", "item": "message"}
+    machinery.registry.add_workflow(
+        WorkflowSchema().load(
+            {
+                "name": "shout-all",
+                "inputs": [{"name": "words", "type": "array", "items": "string"}],
+                "steps": [step | {"concurrency": 4}],
+            }
+        )
+    )
+    yield shouter
+    machinery.registry.delete_workflow("shout-all")
+    machinery.registry.delete_service("shout")
+    shouter.service.stop()
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -346,3 +389,33 @@ def test_the_failed_events_of_a_workflow_can_be_retried_at_once_from_the_events_
     expect(page.locator("table.list tbody tr").filter(has_text=event_id[:8])).to_have_count(0)
     page.goto(f"/#/events/{event_id}")
     expect(page.locator("#event-status")).to_have_text("completed")
+
+
+def test_a_map_shows_the_progress_and_failed_items_of_its_step_and_a_retry_runs_only_those(
+    page: Page, shouter: Shouter
+) -> None:
+    words = [f"w{i}" for i in range(20)]
+    event_id = page.request.post("/e/shout-all", data={"data": {"words": words}}).json()["event_id"]
+    page.goto(f"/#/events/{event_id}")
+    expect(page.locator("#event-status")).to_have_text("failed")
+    step = page.locator("#timeline-each")
+    expect(step.locator(".items-done")).to_have_text(re.compile(r"^\d+ of 20 items done, 2 failed$"))
+    expect(step.locator(".items-bar .status-failed")).to_have_attribute("style", "width: 10%;")
+    expect(step.locator(".items-counts .status-failed")).to_have_text("2 failed")
+    expect(step.locator(".failed-items li")).to_have_text(
+        [re.compile(rf"^#{i} .*cannot shout w{i}.* · 1 attempt$") for i in (1, 2)]
+    )
+    expect(step.locator(".failed-items")).to_contain_text("Retry runs only the failed items again.")
+    screenshot(page, "dashboard-map.png")
+
+    shouter.fixed = True
+    page.get_by_role("button", name="Retry").click()
+
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect(step.locator(".items-done")).to_have_text("20 of 20 items done")
+    expect(step.locator(".items-bar > span")).to_have_count(1)
+    expect(step.locator(".items-bar .status-completed")).to_have_attribute("style", "width: 100%;")
+    expect(step.locator(".items-counts .badge")).to_have_text(["20 completed"])
+    expect(step.locator(".failed-items")).to_have_count(0)
+    calls = Counter(call["message"] for call in shouter.service.calls)
+    assert calls == Counter(words + ["w1", "w2"]), "a retry runs the failed items again, and only those"

@@ -1,4 +1,5 @@
-// An event's page, followed live: its graph, its steps, its outputs and data, its actions and a signal form.
+// An event's page, followed live: its graph, its steps (a map step's with the progress of its items and those
+// that failed), its outputs and data, its actions and a signal form.
 
 import {
   FINISHED,
@@ -19,6 +20,10 @@ import {
 } from "./shared.js";
 
 const EVENT_POLL_MS = 1000;
+const FAILED_ITEMS_PAGE = 50;
+
+// The order in which a map step's items are counted, by status; a status not listed comes last.
+const ITEM_STATUSES = ["completed", "failed", "retrying", "running", "ready", "pending"];
 
 // What a notification's status means, said of a notification.
 const NOTIFICATION_STATES = {
@@ -77,6 +82,18 @@ export async function eventPage(page, _query, id) {
     "Rerun",
   );
   const signal = signalCard((name, body) => act(`signals/${enc(name)}`, body));
+  // The failed items of each map step, kept from one look to the next until their count or the event changes.
+  const failedLists = new Map();
+  const failedOf = (step, event) => {
+    const failed = step.items?.counts?.failed;
+    const key = `${failed}/${event.updated_at}`;
+    if (!failed) failedLists.delete(step.id);
+    else if (failedLists.get(step.id)?.key !== key) {
+      const retryable = produces && event.status === "failed";
+      failedLists.set(step.id, { key, element: failedItems(`${url}/steps/${enc(step.id)}/items`, retryable) });
+    }
+    return failedLists.get(step.id)?.element;
+  };
 
   page.show(
     crumbs(["Events", "#/events"]),
@@ -102,10 +119,12 @@ export async function eventPage(page, _query, id) {
     const { ok, status: code, data: event } = await api("GET", url);
     unreachable.replaceChildren(...(ok ? [] : [alertBox(event)]));
     if (!ok) return code !== 404;
-    if (event.updated_at !== seen) {
+    // Items move on without changing their event: their counts are looked at too.
+    const version = JSON.stringify([event.updated_at, event.steps.map((step) => step.items)]);
+    if (version !== seen) {
       // The graph is fetched before anything changes on the page, so that the page shows one state at a time.
       const view = await graphView(`${url}/graph.svg`);
-      seen = event.updated_at;
+      seen = version;
       graph.replaceChildren(view);
       status.className = `badge status status-${event.status}`;
       status.textContent = event.status;
@@ -122,7 +141,7 @@ export async function eventPage(page, _query, id) {
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
       outputsCard.hidden = event.outputs == null;
-      keepOpen(steps, () => steps.replaceChildren(...event.steps.map(stepItem)));
+      keepOpen(steps, () => steps.replaceChildren(...event.steps.map((step) => stepItem(step, failedOf(step, event)))));
       data.replaceChildren(json(event.data));
       cancel.disabled = FINISHED.has(event.status);
       pause.disabled = FINISHED.has(event.status) || event.status === "paused";
@@ -131,7 +150,8 @@ export async function eventPage(page, _query, id) {
       retry.disabled = event.status !== "failed";
       signal.hidden = FINISHED.has(event.status);
     }
-    return !FINISHED.has(event.status);
+    // The items running when their event failed still finish.
+    return !FINISHED.has(event.status) || event.steps.some((step) => step.items?.counts?.running);
   });
 }
 
@@ -142,12 +162,12 @@ function keepOpen(container, render) {
   for (const details of container.querySelectorAll("details")) details.open = open.has(details.dataset.key);
 }
 
-function stepItem(step) {
+// A step of the timeline; failed is the list of a map step's failed items, if it has any.
+function stepItem(step, failed) {
   const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service]
     .filter(Boolean)
     .join(" · ");
   const facts = [
-    step.items && `${step.items.filter((item) => item.status === "completed").length}/${step.items.length} items done`,
     step.attempts && plural(step.attempts, "attempt"),
     step.started_at && `started ${when(step.started_at)}`,
     took(step.started_at, step.ended_at) && `took ${took(step.started_at, step.ended_at)}`,
@@ -169,7 +189,10 @@ function stepItem(step) {
       statusBadge(step.status),
     ),
     facts.length > 0 && h("div", { class: "muted small" }, facts.join(" · ")),
+    step.items && itemsProgress(step.items),
+    step.note && h("div", { class: "muted small item-note" }, step.note),
     step.error && h("div", { class: "alert small" }, step.error.message),
+    failed,
     section("inputs", step.inputs),
     section("outputs", step.outputs),
     step.history?.length > 0 &&
@@ -186,6 +209,93 @@ function stepItem(step) {
         ),
       ),
   );
+}
+
+// A map step's items: a bar of those done, failed, under way and not started, its sentence, and their counts.
+function itemsProgress({ total, counts }) {
+  const count = (...statuses) => statuses.reduce((sum, status) => sum + (counts?.[status] ?? 0), 0);
+  const done = count("completed");
+  const failed = count("failed");
+  const underWay = count("running", "ready", "retrying");
+  const parts = [
+    ["completed", done, "done"],
+    ["failed", failed, "failed"],
+    ["running", underWay, "under way"],
+    ["pending", total - done - failed - underWay, "not started"],
+  ];
+  const bar = h(
+    "div",
+    { class: "items-bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": total, "aria-valuenow": done },
+    parts
+      .filter(([, n]) => n > 0)
+      .map(([status, n, label]) => {
+        const part = h("span", { class: `status-${status}`, title: `${number(n)} ${label}` });
+        part.style.width = `${(100 * n) / total}%`; // set through the CSSOM, not as a style attribute
+        return part;
+      }),
+  );
+  const rank = (status) => (ITEM_STATUSES.includes(status) ? ITEM_STATUSES.indexOf(status) : ITEM_STATUSES.length);
+  const byStatus = Object.entries(counts ?? {}).sort(([a], [b]) => rank(a) - rank(b));
+  return h(
+    "div",
+    { class: "items" },
+    bar,
+    h(
+      "div",
+      { class: "small items-done" },
+      `${number(done)} of ${number(total)} items done`,
+      failed > 0 && `, ${number(failed)} failed`,
+    ),
+    byStatus.length > 0 &&
+      h(
+        "div",
+        { class: "items-counts" },
+        byStatus.map(([status, n]) => h("span", { class: `badge status status-${status}` }, `${number(n)} ${status}`)),
+      ),
+  );
+}
+
+// The failed items of a map step, read a page at a time from its items endpoint at path.
+function failedItems(path, retryable) {
+  const list = h("ul", { class: "history" });
+  const problem = h("div", {});
+  const more = h("button", { hidden: true, onclick: () => load() }, "More");
+  let after = -1;
+  const load = async () => {
+    more.disabled = true;
+    const { ok, data } = await api("GET", `${path}?status=failed&after=${after}&limit=${FAILED_ITEMS_PAGE}`);
+    more.disabled = false;
+    problem.replaceChildren(...(ok ? [] : [alertBox(data)]));
+    if (!ok) return;
+    list.append(
+      ...data.map((item) =>
+        h(
+          "li",
+          {},
+          h("strong", {}, `#${item.index}`),
+          " ",
+          item.error?.message ?? "failed",
+          h("span", { class: "muted" }, ` · ${plural(item.attempts, "attempt")}`),
+        ),
+      ),
+    );
+    after = data.at(-1)?.index ?? after;
+    more.hidden = data.length < FAILED_ITEMS_PAGE;
+  };
+  load();
+  return h(
+    "div",
+    { class: "failed-items" },
+    h("div", { class: "small strong" }, "Failed items"),
+    list,
+    problem,
+    more,
+    retryable && h("p", { class: "muted small" }, "Retry runs only the failed items again."),
+  );
+}
+
+function number(n) {
+  return n.toLocaleString();
 }
 
 // A form to send a signal; send(name, body) resolves to the API's answer.
