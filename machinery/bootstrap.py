@@ -113,6 +113,8 @@ class Config:
     """The largest answer read from a service; a larger one fails the step."""
     log_format: str = "text"
     """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
+    public_url: str | None = None
+    """The API's URL as services reach it, for the callback URLs the workers give callback services."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
@@ -150,6 +152,7 @@ class Config:
             max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
             max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
             log_format=log_format,
+            public_url=env.get("MACHINERY_PUBLIC_URL") or None,
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -178,7 +181,11 @@ class Machinery:
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {"http": HttpCaller(max(10, config.concurrency), config.max_response_bytes, self.guard, self.secrets)},
+            {
+                "http": HttpCaller(
+                    max(10, config.concurrency), config.max_response_bytes, self.guard, self.secrets, config.public_url
+                )
+            },
             config.engine,
             self.plans,
             ServiceCache(self.store),

@@ -15,6 +15,7 @@ from typing import Any
 
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import (
+    CALLBACK,
     DELAY,
     DISCARD,
     FAIL,
@@ -50,6 +51,17 @@ KIND_FIELDS = {
 }
 """The keys a step of each kind may have, besides ``id``, ``kind`` and ``after``."""
 
+_PLAIN_SERVICE_FIELDS = (
+    "description",
+    "timeout",
+    "concurrency",
+    "healthcheck",
+    "mode",
+    "callback_timeout",
+    "heartbeat",
+    "id",
+    "revision",
+)
 _PLAIN_STEP_FIELDS = (
     "service",
     "output",
@@ -140,9 +152,17 @@ def service_to_dict(s: Service, *, in_clear: bool = False) -> dict[str, Any]:
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,
         "healthcheck": s.healthcheck,
+        **_callback_to_dict(s),
         "inputs": [field_to_dict(f) for f in s.inputs],
         "outputs": [field_to_dict(f) for f in s.outputs],
     }
+
+
+def _callback_to_dict(s: Service) -> dict[str, Any]:
+    """How a callback service answers; nothing for a service that answers at once, as most do."""
+    if s.mode != CALLBACK:
+        return {}
+    return {"mode": s.mode, "callback_timeout": s.callback_timeout, "heartbeat": s.heartbeat}
 
 
 def service_from_dict(doc: dict[str, Any]) -> Service:
@@ -157,7 +177,7 @@ def service_from_dict(doc: dict[str, Any]) -> Service:
         inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
         outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
         retry=RetryPolicy(**doc.get("retry", {})),
-        **{k: doc[k] for k in ("description", "timeout", "concurrency", "healthcheck", "id", "revision") if k in doc},
+        **{k: doc[k] for k in _PLAIN_SERVICE_FIELDS if k in doc},
     )
 
 

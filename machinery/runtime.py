@@ -23,7 +23,7 @@ import orjson
 
 from machinery import logs
 from machinery.engine import decider
-from machinery.engine.calls import Call, CallFailure
+from machinery.engine.calls import Call, CallFailure, parse_callback_token
 from machinery.engine.errors import InvalidState, NotFound
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
@@ -247,6 +247,54 @@ class Events:
                 self.plans.for_event(e), e, name, payload, now=self.clock(), settings=self.settings
             ),
         )
+
+    def callback(self, token: str, *, outputs: Any = None, error: CallFailure | None = None) -> tuple[Event, str]:
+        """Record the result a callback service posted under ``token``: its outputs, checked against its contract,
+        or its error; the event and the step's id. NotFound for a token no step waits with, InvalidState once the
+        step waits for none."""
+        return self._on_callback(
+            token,
+            lambda plan, service, event, step_id, claim: decider.callback(
+                plan,
+                service,
+                event,
+                step_id,
+                claim,
+                outputs=outputs,
+                error=error,
+                now=self.clock(),
+                random=random.random(),
+                settings=self.settings,
+            ),
+        )
+
+    def heartbeat(self, token: str) -> Event:
+        """A callback service still working under ``token``: its step waits until its next heartbeat is due."""
+        return self._on_callback(
+            token,
+            lambda plan, service, event, step_id, claim: decider.heartbeat(
+                plan, service, event, step_id, claim, now=self.clock(), settings=self.settings
+            ),
+        )[0]
+
+    def _on_callback(self, token: str, change: Callable[[Plan, Service, Event, str, str], Event]) -> tuple[Event, str]:
+        event_id, step_id, claim = self._callback_target(token)
+        event = self._update(
+            event_id, lambda e: change(self.plans.for_event(e), self._service_of(e, step_id), e, step_id, claim)
+        )
+        return event, step_id
+
+    def _callback_target(self, token: str) -> tuple[str, str, str]:
+        target = parse_callback_token(token)
+        if target is None:
+            raise NotFound("no callback is awaited under this token")
+        return target
+
+    def _service_of(self, event: Event, step_id: str) -> Service:
+        step = self.plans.for_event(event).graph.steps.get(step_id)
+        if step is None or step.service is None:
+            raise NotFound("no callback is awaited under this token")
+        return self.registry.get_service(step.service)
 
     def _update(self, event_id: str, change: Callable[[Event], Event]) -> Event:
         while True:

@@ -14,7 +14,20 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import DELAY, DISCARD, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.model import (
+    CALLBACK,
+    DELAY,
+    DISCARD,
+    MAP,
+    REDACTED,
+    SERVICE,
+    SWITCH,
+    SYNC,
+    TRANSFORM,
+    WAIT,
+    Service,
+    Workflow,
+)
 from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
@@ -96,6 +109,25 @@ class ServiceSchema(StrictSchema):
         metadata={"description": "At most this many calls at once, over every event and worker; none: no limit"},
     )
     healthcheck = _optional_url("A URL answering GET with 2xx while the service is up; probed if given")
+    mode = fields.String(
+        load_default=SYNC,
+        validate=validate.OneOf([SYNC, CALLBACK]),
+        metadata={
+            "description": "sync: its answer holds its outputs. callback: it answers 202 at once, and posts its "
+            "result later to the URL sent in the X-Machinery-Callback header"
+        },
+    )
+    callback_timeout = fields.Float(
+        load_default=3600.0,
+        validate=validate.Range(0.001, 30 * 24 * 3600),
+        metadata={"description": "callback: seconds it has to post its result, after which the call timed out"},
+    )
+    heartbeat = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0.001, 30 * 24 * 3600),
+        metadata={"description": "callback: seconds it may go without posting a heartbeat while it works"},
+    )
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
 
@@ -103,6 +135,11 @@ class ServiceSchema(StrictSchema):
     def _unique_fields(self, data: dict[str, Any], **_: Any) -> None:
         _check_unique(data.get("inputs", []), "inputs")
         _check_unique(data.get("outputs", []), "outputs")
+
+    @validates_schema
+    def _heartbeat_of_a_callback(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("heartbeat") is not None and data.get("mode") != CALLBACK:
+            raise ValidationError("only a callback service sends heartbeats", "heartbeat")
 
     @validates_schema
     def _header_values(self, data: dict[str, Any], **_: Any) -> None:

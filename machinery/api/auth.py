@@ -31,8 +31,9 @@ ROLE_EXTENSION = "x-machinery-role"
 
 CHALLENGE = ("WWW-Authenticate", 'Bearer realm="machinery"')
 
-OPEN_BLUEPRINTS = frozenset({"api-docs", "swagger_ui", "dashboard"})
-"""flask-smorest's (the OpenAPI document), flask-swagger-ui's, and the dashboard's page and static files."""
+OPEN_BLUEPRINTS = frozenset({"api-docs", "swagger_ui", "dashboard", "callbacks"})
+"""flask-smorest's (the OpenAPI document), flask-swagger-ui's, the dashboard's page and static files, and the
+callbacks, whose URL holds their credential."""
 
 OPEN_ENDPOINTS = frozenset({"health.healthcheck", "health.readiness"})
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.calls import ACCEPTED, Call, CallFailure, ErrorKind
 from machinery.engine.dataflow import check_outputs, contract_failure
 from machinery.engine.model import Service
 from machinery.engine.plan import Settings
-from machinery.engine.state import RETRYING, RUNNING, TERMINAL_EVENT, EventStatus, StepState
+from machinery.engine.state import READY, RETRYING, RUNNING, TERMINAL_EVENT, WAITING, EventStatus, StepState
 from machinery.engine.units import complete, drop_claim, record_attempt, start_attempt
 
 
@@ -55,7 +55,7 @@ def start(
 
 def record(
     state: StepState,
-    call: Call,
+    service: Service,
     outputs: Any,
     error: CallFailure | None,
     *,
@@ -63,25 +63,66 @@ def record(
     now: float,
     random: float,
 ) -> CallFailure | None:
-    """Record a call's result in its unit's state: completed with its checked outputs, or to be tried again at
-    ``run_at``; the failure, with the unit left as it was, when it fails for good."""
+    """Record the result of a call of ``service`` in its unit's state: completed with its checked outputs, waiting
+    for its callback, or to be tried again at ``run_at``; the failure, with the unit left as it was, when it
+    fails for good."""
+    if error is None and outputs is ACCEPTED:
+        _await_callback(state, service, now)
+        return None
     if error is None:
-        checked, problems = check_outputs(call.service, outputs)
+        checked, problems = check_outputs(service, outputs)
         if not problems:
             complete(state, checked, now)
             return None
-        error = contract_failure(f"service '{call.service.name}' answered outside its contract: ", problems)
+        error = contract_failure(f"service '{service.name}' answered outside its contract: ", problems)
     record_attempt(state, now, error.to_doc())
-    budget_left = state.budget_used - state.lost < call.service.retry.attempts
+    budget_left = _budget_left(state, service)
     if error.transient and budget_left and status not in TERMINAL_EVENT:
         state.status = RETRYING
         state.error = error.to_doc()
         state.ended_at = now
-        state.run_at = now + call.service.retry.delay(state.budget_used - state.lost, random)
+        state.run_at = now + service.retry.delay(state.budget_used - state.lost, random)
         drop_claim(state)
         return None
     if error.transient and not budget_left:
-        return CallFailure(
-            f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details
-        )
+        return _gave_up(state, error)
     return error
+
+
+def _budget_left(state: StepState, service: Service) -> bool:
+    return state.budget_used - state.lost < service.retry.attempts
+
+
+def _gave_up(state: StepState, error: CallFailure) -> CallFailure:
+    return CallFailure(f"{error.message} (gave up after {state.attempts} attempts)", False, error.kind, error.details)
+
+
+def _await_callback(state: StepState, service: Service, now: float) -> None:
+    """A call a callback service took: the unit waits for its callback until ``lease_until``, and for its next
+    heartbeat until ``run_at``; the claim's token stays, as the callback's proof."""
+    state.status = WAITING
+    state.lease_until = now + service.callback_timeout
+    beat(state, service, now)
+
+
+def beat(state: StepState, service: Service, now: float) -> None:
+    """A heartbeat of the callback service working on the unit: it has until the next one, or its deadline."""
+    deadline = state.lease_until or now
+    state.run_at = deadline if service.heartbeat is None else min(deadline, now + service.heartbeat)
+
+
+def callback_missed(state: StepState, service: Service, now: float) -> CallFailure | None:
+    """A unit whose callback (or heartbeat) did not come in time: ready for another attempt at once while its
+    retry budget lasts, the long wait having been its backoff; else the failure."""
+    deadline = state.lease_until or now
+    late = "callback" if service.heartbeat is None or now >= deadline else "heartbeat"
+    waited = service.callback_timeout if late == "callback" else service.heartbeat
+    error = CallFailure(f"service '{service.name}' sent no {late} within {waited:g} s", True, ErrorKind.TIMEOUT)
+    record_attempt(state, now, error.to_doc())
+    drop_claim(state)
+    if not _budget_left(state, service):
+        return _gave_up(state, error)
+    state.status = READY
+    state.error = error.to_doc()
+    state.run_at = now
+    return None

@@ -6,6 +6,7 @@ ports name its types, without importing the decider.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +48,32 @@ class ErrorKind(StrEnum):
     """The worker running the call vanished before it recorded a result."""
     FAIL = "fail"
     """A ``fail`` step ended the event on purpose: such an event is not retried."""
+
+
+class Accepted:
+    """What a caller returns for a call that a callback service took, to answer later at its callback URL."""
+
+    def __repr__(self) -> str:
+        return "ACCEPTED"
+
+
+ACCEPTED = Accepted()
+
+
+def callback_token(event_id: str, step_id: str, claim: str) -> str:
+    """The token of a callback URL: it names the event and the step, and carries the claim's unguessable token,
+    so that it answers for that one attempt of that one step."""
+    return base64.urlsafe_b64encode(f"{event_id}\n{step_id}\n{claim}".encode()).decode().rstrip("=")
+
+
+def parse_callback_token(token: str) -> tuple[str, str, str] | None:
+    """The event id, step id and claim token of a callback token; None if it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    parts = text.split("\n")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
 def unit_key(step_id: str, item: int | None) -> str:

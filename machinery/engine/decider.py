@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from machinery.engine.attempts import record, start, take_over, unregistered
+from machinery.engine.attempts import callback_missed, record, start, take_over, unregistered
+from machinery.engine.callbacks import callback, heartbeat
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.dataflow import contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
@@ -63,11 +64,13 @@ from machinery.engine.units import NOTIFY_UNIT, fail_step, unit_state
 __all__ = [
     "NOTIFY_UNIT",
     "accept",
+    "callback",
     "cancel",
     "claim",
     "claim_item",
     "finish_item",
     "handed_on",
+    "heartbeat",
     "item_failed",
     "items_completed",
     "nudged_item",
@@ -157,6 +160,13 @@ def claim(
     state = event.own(unit)
     step = plan.graph.steps[unit]
     kind = plan.kinds[unit]
+    if state.status is WAITING and kind.calls_service:
+        # A callback that did not come in time: a new attempt below, or the end.
+        service = services.get(step.service or "")
+        failure = callback_missed(state, service, now) if service is not None else unregistered(step.service)
+        if failure is not None:
+            fail_step(event, unit, failure, now)
+            return close(plan, event, now, settings), None
     if state.status is WAITING or not kind.calls_service:
         if state.status is WAITING:
             kind.wake(plan, event, step, state, now)
@@ -212,7 +222,7 @@ def finish(
         return None
     event = event.copy()
     state = event.own(call.step_id)
-    failure = record(state, call, outputs, error, status=event.status, now=now, random=random)
+    failure = record(state, call.service, outputs, error, status=event.status, now=now, random=random)
     if failure is not None:
         fail_step(event, call.step_id, failure, now)
     elif state.status is COMPLETED:

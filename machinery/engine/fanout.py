@@ -84,7 +84,7 @@ def finish_item(
     if item.state.status is not RUNNING or item.state.token != call.token:
         return None
     item = item.copy()
-    failure = record(item.state, call, outputs, error, status=status, now=now, random=random)
+    failure = record(item.state, call.service, outputs, error, status=status, now=now, random=random)
     if failure is not None:
         fail_state(item.state, failure, now)
     return settle(item, settings)

@@ -40,6 +40,10 @@ class Field:
         return self.required or self.has_default
 
 
+SYNC = "sync"
+CALLBACK = "callback"
+"""How a service answers (:attr:`Service.mode`)."""
+
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 """A secret's name: a file's name in a directory and the end of an environment variable's, with no way out of either."""
 
@@ -106,6 +110,13 @@ class Service:
     """At most this many calls at once, over every event and worker; None for no limit."""
     healthcheck: str | None = None
     """A URL answering a GET with 2xx while the service is up; probed every so often if given."""
+    mode: str = "sync"
+    """``sync``: its answer holds its outputs. ``callback``: it answers 202 at once, and later posts its outputs
+    (or its error) to the callback URL it was given."""
+    callback_timeout: float = 3600.0
+    """Seconds a callback service has to post its result, after which the call counts as timed out."""
+    heartbeat: float | None = None
+    """Seconds a callback service may go without posting a heartbeat while it works; None for no heartbeat."""
     id: str | None = None
     revision: int = 0
 

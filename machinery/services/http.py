@@ -8,6 +8,10 @@ Timeouts, connection errors, 408, 429 and 5xx are transient; any other 4xx,
 an answer that is not JSON, one larger than ``max_response_bytes`` and an
 address the guard refuses (see :mod:`machinery.addresses`) are permanent.
 Answers are streamed: no more than the limit and one byte is read.
+
+A callback service (``"mode": "callback"``) is sent its callback URL in the
+``X-Machinery-Callback`` header; its 202 means it took the call, and will post
+the result there.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, Tim
 from urllib3.util import parse_url
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
-from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.calls import ACCEPTED, Call, CallFailure, ErrorKind, callback_token
 from machinery.engine.errors import InvalidConfig
+from machinery.engine.model import CALLBACK
 from machinery.services.secrets import Secrets
 
 TRANSIENT_STATUSES = frozenset({408, 429})
+ACCEPTED_STATUS = 202
+"""A callback service's answer when it has taken a call, to answer later at its callback URL."""
 _BODY_PREVIEW = 300
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
@@ -80,10 +87,12 @@ class HttpCaller:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         guard: AddressGuard = DEFAULT_GUARD,
         secrets: Secrets | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.pool = GuardedPool(guard, pool_size)
         self.max_response_bytes = max_response_bytes
         self.secrets = secrets or Secrets()
+        self.public_url = public_url.rstrip("/") if public_url else None
 
     def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         service = call.service
@@ -101,6 +110,12 @@ class HttpCaller:
             "X-Machinery-Step": call.step_id,
             "X-Machinery-Attempt": str(call.attempt),
         }
+        if service.mode == CALLBACK:
+            if self.public_url is None:
+                message = "MACHINERY_PUBLIC_URL is not set: a callback service cannot be told where to answer"
+                return None, CallFailure(message, False, ErrorKind.CONFIG)
+            token = callback_token(event_id, call.step_id, call.token)
+            headers["X-Machinery-Callback"] = f"{self.public_url}/callbacks/{token}"
         where = f"{endpoint.method} {endpoint.address}"
         try:
             response = self.pool.request(
@@ -135,6 +150,8 @@ class HttpCaller:
                 False,
                 ErrorKind.SIZE,
             )
+        if service.mode == CALLBACK and status == ACCEPTED_STATUS:
+            return ACCEPTED, None
         if not data:  # 204, or an empty 200: no outputs
             return {}, None
         try:

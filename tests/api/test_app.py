@@ -78,6 +78,8 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events/{event_id}/retry",
         "/events/{event_id}/signals/{name}",
         "/events/{event_id}/steps/{step_id}/items",
+        "/callbacks/{token}",
+        "/callbacks/{token}/heartbeat",
         "/workflows/{key}/graph",
         "/workflows/{key}/graph.{suffix}",
         "/events/{event_id}/graph",

@@ -74,7 +74,9 @@ def service(
     *,
     retry: RetryPolicy = NO_RETRY_JITTER,
     timeout: float = 10.0,
+    **options: Any,
 ) -> Service:
+    """A service at an address nobody answers; ``options`` are any other fields of :class:`Service`."""
     return Service(
         name=name,
         endpoint=HttpEndpoint(f"http://{name}.invalid/event"),
@@ -82,6 +84,7 @@ def service(
         outputs=fields(outputs),
         timeout=timeout,
         retry=retry,
+        **options,
     )
 
 

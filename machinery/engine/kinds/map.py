@@ -14,7 +14,7 @@ from machinery.engine.calls import CallFailure, ErrorKind
 from machinery.engine.dataflow import call_inputs, contract_failure, fill, lookup, step_context
 from machinery.engine.errors import Problem
 from machinery.engine.kinds.service import ServiceKind
-from machinery.engine.model import DISCARD, Field, Service, Step
+from machinery.engine.model import CALLBACK, DISCARD, Field, Service, Step
 from machinery.engine.scope import Definitions, Scope, check_flow
 from machinery.engine.state import RUNNING, Event, Item, StepState
 from machinery.engine.types import FieldType, conforms, type_of
@@ -38,6 +38,15 @@ class MapKind(ServiceKind):
     def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
         problems = super().check(step, scope, definitions)
         service = definitions.services.get(step.service or "")
+        if service is not None and service.mode == CALLBACK:
+            problems.append(
+                Problem(
+                    f"map step '{step.id}' calls callback service '{service.name}': "
+                    "the items of a map call services that answer at once",
+                    step=step.id,
+                    field="service",
+                )
+            )
         if service is not None and service.inputs and step.item not in {f.name for f in service.inputs}:
             problems.append(
                 Problem(
