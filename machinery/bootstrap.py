@@ -27,6 +27,7 @@ from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
 from machinery.services.secrets import Secrets
+from machinery.telemetry import PrometheusTelemetry
 from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
@@ -176,7 +177,10 @@ class Machinery:
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
-        self.events = Events(self.store, self.store, self.dispatcher, config.engine, self.plans)
+        self.telemetry = PrometheusTelemetry()
+        self.events = Events(
+            self.store, self.store, self.dispatcher, config.engine, self.plans, telemetry=self.telemetry
+        )
         self.secrets = Secrets(config.secrets_dir)
         self.runner = Runner(
             self.store,
@@ -189,6 +193,7 @@ class Machinery:
             config.engine,
             self.plans,
             ServiceCache(self.store),
+            telemetry=self.telemetry,
         )
         self._background: list[InProcessWorker | Sweeper] = []
 

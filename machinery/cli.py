@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any, NoReturn
 import click
 from celery.signals import setup_logging
 from marshmallow import ValidationError
+from prometheus_client import CollectorRegistry, start_http_server
 
 from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
@@ -24,6 +26,7 @@ from machinery.importers import convert
 from machinery.registry import Registry
 from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.server import DEFAULT_THREADS, Server, default_workers
+from machinery.telemetry import MULTIPROCESS_DIR, clear_multiprocess_dir
 from machinery.validation import ServiceSchema, WorkflowSchema
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
         if workers not in (None, 1):
             log.warning("without MACHINERY_BROKER_URL the workers share one process's memory: serving with 1 process")
         workers = 1
+    clear_multiprocess_dir()
     Server(config, host, port, workers or default_workers(), threads).run()
 
 
@@ -101,8 +105,21 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 @click.option("--concurrency", "-c", type=int, help="Worker processes or threads (default: MACHINERY_CONCURRENCY).")
 @click.option("--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "threads", "solo"]))
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve the pool's Prometheus metrics at http://0.0.0.0:PORT/metrics (a prefork pool needs "
+    "PROMETHEUS_MULTIPROC_DIR set to a directory of its own).",
+)
+def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int | None) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
+    if metrics_port is not None and pool == "prefork" and not os.environ.get(MULTIPROCESS_DIR):
+        raise click.UsageError(
+            f"a prefork pool's processes record their metrics in files: set {MULTIPROCESS_DIR} to an empty "
+            "directory of this worker's own"
+        )
+    if metrics_port is not None:
+        clear_multiprocess_dir()
     machinery = _machinery()
     logs.configure(machinery.config.log_format, loglevel.upper())
     # Logging is configured: Celery's worker must leave it as it is.
@@ -113,6 +130,10 @@ def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
             "without a broker `machinery serve` runs them in its own process"
         )
     machinery.start_sweeper()
+    if metrics_port is not None:
+        registry = CollectorRegistry()
+        machinery.telemetry.register(registry)
+        start_http_server(metrics_port, registry=registry)
     argv = [
         *(["--quiet"] if machinery.config.log_format == "json" else []),  # no banner amid the JSON lines
         "worker",

@@ -30,7 +30,7 @@ from machinery.engine.health import DOWN, Health
 from machinery.engine.kinds import MAP_RESULTS
 from machinery.engine.model import DISCARD, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
-from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
+from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, Telemetry, every
 from machinery.engine.state import COMPLETED, FAILED, IDLE, READY, RETRYING, RUNNING, Event, Item, StepStatus
 from machinery.engine.units import parse_unit
 
@@ -113,6 +113,7 @@ class Events:
         settings: Settings,
         plans: Plans,
         clock: Clock = time.time,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -120,6 +121,7 @@ class Events:
         self.settings = settings
         self.plans = plans
         self.clock = clock
+        self.observe = Observer(telemetry, plans) if telemetry is not None else None
 
     def submit(
         self, workflow_key: str, data: Mapping[str, Any], idempotency_key: str | None = None
@@ -300,7 +302,7 @@ class Events:
         while True:
             event = self.store.get_event(event_id)
             changed = change(event)
-            if save(self.store, self.dispatcher, event, changed):
+            if save(self.store, self.dispatcher, event, changed, observe=self.observe):
                 return changed
 
 
@@ -331,6 +333,7 @@ class Runner:
         services: ServiceCache,
         clock: Clock = time.time,
         rng: Callable[[], float] = random.random,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -340,6 +343,8 @@ class Runner:
         self.services = services
         self.clock = clock
         self.rng = rng
+        self.telemetry = telemetry
+        self.observe = Observer(telemetry, plans) if telemetry is not None else None
 
     def run(self, event_id: str, unit: str) -> None:
         """Handle the message "look at ``unit`` of ``event_id``"."""
@@ -352,7 +357,7 @@ class Runner:
             while call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
                     try:
-                        outputs, error = self._call(call, event.id)
+                        outputs, error = self._call(call, event.id, event.workflow_name)
                     finally:
                         self._release(call)
                     event, call = self._finish(event.id, call, outputs, error)
@@ -400,7 +405,7 @@ class Runner:
             if claimed is None:
                 return event, None
             changed, call = claimed
-            if save(self.store, self.dispatcher, event, changed, call):
+            if save(self.store, self.dispatcher, event, changed, call, self.observe):
                 return changed, call
             self._release(call)
 
@@ -437,11 +442,17 @@ class Runner:
         if waiter is not None:
             _send(self.dispatcher, *waiter)
 
-    def _call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
+    def _call(self, call: Call, event_id: str, workflow: str) -> tuple[Any, CallFailure | None]:
+        started = time.monotonic()
         caller = self.callers.get(call.service.kind)
-        if caller is None:
-            return None, CallFailure(f"no caller for services of kind '{call.service.kind}'", transient=False)
-        return caller.call(call, event_id)
+        outputs: Any = None
+        error: CallFailure | None = CallFailure(f"no caller for services of kind '{call.service.kind}'", False)
+        if caller is not None:
+            outputs, error = caller.call(call, event_id)
+        if self.telemetry is not None:
+            kind = error.kind.value if error is not None else None
+            self.telemetry.call_done(workflow, call.service.name, time.monotonic() - started, kind)
+        return outputs, error
 
     def _finish(self, event_id: str, call: Call, outputs: Any, error: CallFailure | None) -> tuple[Event, Call | None]:
         """Record a call's result and, in the same write, claim the next unit this worker will run."""
@@ -460,7 +471,7 @@ class Runner:
                 if claimed is not None:
                     changed, next_call = claimed
                     break
-            if save(self.store, self.dispatcher, event, changed, next_call):
+            if save(self.store, self.dispatcher, event, changed, next_call, self.observe):
                 return changed, next_call
             self._release(next_call)
 
@@ -482,7 +493,8 @@ class Runner:
             if call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
                     try:
-                        outputs, error = self._call(call, event_id)
+                        workflow = self.plans.version(item.workflow_id, item.workflow_version).workflow.name
+                        outputs, error = self._call(call, event_id, workflow)
                     finally:
                         self._release(call)
                     finished = self._finish_item(claimed[0], call, outputs, error)
@@ -584,20 +596,53 @@ class Runner:
         while True:
             event = self.store.get_event(event_id)
             changed = change(event)
-            if changed is None or save(self.store, self.dispatcher, event, changed):
+            if changed is None or save(self.store, self.dispatcher, event, changed, observe=self.observe):
                 return
 
 
-def save(store: EventStore, dispatcher: Dispatcher, before: Event, after: Event, claimed: Call | None = None) -> bool:
+def save(
+    store: EventStore,
+    dispatcher: Dispatcher,
+    before: Event,
+    after: Event,
+    claimed: Call | None = None,
+    observe: Callable[[Event, Event], None] | None = None,
+) -> bool:
     """Write ``after`` if nobody wrote ``before`` since it was read, with the items it fanned out into, and follow
-    it up; whether it was written."""
+    it up (and ``observe`` it); whether it was written."""
     if after.spawned:
         # Added first, and again if the write fails and is made again: they are the same items, kept once.
         store.add_items(after.spawned)
     if not store.save_event(after):
         return False
     follow_up(dispatcher, before, after, claimed)
+    if observe is not None:
+        observe(before, after)
     return True
+
+
+class Observer:
+    """Reports to ``telemetry`` what a write ended: the steps that completed or failed, and the event if it ended,
+    each with how long it took."""
+
+    def __init__(self, telemetry: Telemetry, plans: Plans) -> None:
+        self.telemetry = telemetry
+        self.plans = plans
+
+    def __call__(self, before: Event, after: Event) -> None:
+        ended = [
+            (step_id, state)
+            for step_id, state in after.steps.items()
+            if state.status in (COMPLETED, FAILED) and before.steps[step_id].status is not state.status
+        ]
+        if ended:
+            steps = self.plans.for_event(after).graph.steps
+            for step_id, state in ended:
+                step = steps[step_id]
+                seconds = (state.ended_at or after.updated_at) - (state.started_at or after.updated_at)
+                self.telemetry.step_ended(after.workflow_name, step.kind, step.service, state.status.value, seconds)
+        if after.status.terminal and not before.status.terminal:
+            self.telemetry.event_ended(after.workflow_name, after.status.value, after.updated_at - after.created_at)
 
 
 def change_item(store: EventStore, item: Item, change: Callable[[Item], Item | None]) -> Item | None:

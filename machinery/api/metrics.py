@@ -1,7 +1,9 @@
-"""Prometheus metrics at ``/metrics``: how much work there is, counted in the store at each scrape.
+"""Prometheus metrics at ``/metrics``: how much work there is, counted in the store at each scrape, and how long
+the work took (:mod:`machinery.telemetry`).
 
 The counts come from the store, so that every API instance reports the same figures whatever process
-did the work; the API's own process adds its resource use. Like the API, ``/metrics`` needs a bearer
+did the work; the timings are those of the processes that did it (see :mod:`machinery.telemetry`), and the
+API's own process adds its resource use. Like the API, ``/metrics`` needs a bearer
 token when tokens are configured, of any role (a reader's will do), and it stays out of the OpenAPI document.
 """
 
@@ -16,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from machinery.api.auth import requires
-from machinery.api.blueprint import current_machinery
+from machinery.api.blueprint import EXTENSION, current_machinery
 from machinery.bootstrap import Role
 from machinery.engine.health import UP
 from machinery.engine.ports import every
@@ -77,6 +79,7 @@ def metrics() -> Response:
 def init_app(app: Flask) -> None:
     registry = CollectorRegistry()
     registry.register(StoreCollector())
+    app.extensions[EXTENSION].telemetry.register(registry)
     ProcessCollector(registry=registry)
     app.extensions[_REGISTRY] = registry
     app.register_blueprint(bp)

@@ -220,6 +220,19 @@ class Dispatcher(Protocol):
     def dispatch(self, event_id: str, step_id: str, delay: float = 0.0) -> None: ...
 
 
+class Telemetry(Protocol):
+    """Where the runtime reports what it timed, for metrics: each call, and each step and event that ended."""
+
+    def call_done(self, workflow: str, service: str, seconds: float, error: str | None) -> None:
+        """A call of ``service`` took ``seconds`` and failed with the error kind ``error``, or succeeded (None)."""
+
+    def step_ended(self, workflow: str, kind: str, service: str | None, status: str, seconds: float) -> None:
+        """A step completed or failed, ``seconds`` after it started (its last attempt, for a step that calls)."""
+
+    def event_ended(self, workflow: str, status: str, seconds: float) -> None:
+        """An event completed, failed or was cancelled, ``seconds`` after it was accepted."""
+
+
 class ServiceCaller(Protocol):
     """Makes one call of one kind of service."""
 

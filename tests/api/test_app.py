@@ -133,6 +133,13 @@ def test_the_metrics_count_the_events_of_each_workflow_by_status_in_prometheus_t
     }
     assert families["machinery_events_overdue"].samples[0].value == 0
     assert families["process_resident_memory_bytes"].samples[0].value > 0
+    ended = families["machinery_event_duration_seconds"].samples
+    assert [s.value for s in ended if s.name.endswith("_count")] == [1]
+    assert {s.labels["service"] for s in families["machinery_call_duration_seconds"].samples} == {
+        "upper",
+        "reverse",
+        "space-counter",
+    }
 
 
 def test_readiness_answers_200_when_the_store_is_reachable_and_the_workers_run_in_the_api(client: FlaskClient) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from machinery.engine.model import Service, Workflow
+from machinery.engine.ports import Telemetry
 from machinery.engine.state import Event
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
@@ -32,7 +33,7 @@ TEXT: dict[str, Answer] = {
 class Runtime:
     """``Events`` and a ``Runner`` sharing a SQLite store, a :class:`StubDispatcher` and a :class:`StubCaller`."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, telemetry: Telemetry | None = None) -> None:
         self.now = 1000.0
         self.store = store
         self.answers: dict[str, Answer] = dict(TEXT)
@@ -40,7 +41,7 @@ class Runtime:
         plans = Plans(store, EXPRESSIONS)
         self.dispatcher = StubDispatcher(self.clock)
         self.caller = StubCaller(lambda call: self.answers[call.service.name](call.inputs))
-        self.events = Events(store, store, self.dispatcher, SETTINGS, plans, self.clock)
+        self.events = Events(store, store, self.dispatcher, SETTINGS, plans, self.clock, telemetry)
         self.runner = Runner(
             store,
             self.dispatcher,
@@ -49,6 +50,7 @@ class Runtime:
             plans,
             ServiceCache(store, clock=self.clock),
             self.clock,
+            telemetry=telemetry,
         )
 
     def clock(self) -> float:

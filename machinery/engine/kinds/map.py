@@ -84,6 +84,7 @@ class MapKind(ServiceKind):
             fail_step(event, step.id, error, now)
             return []
         state.status = RUNNING
+        state.started_at = now
         state.fanout = len(values)
         state.run_at = None
         lanes = step.concurrency
