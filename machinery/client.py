@@ -63,10 +63,12 @@ ERRORS: Mapping[int, type[MachineryError]] = {
     503: GraphvizMissing,
 }
 """The error of each status; any other error status is a MachineryError. A request about a definition reads a
-422 as InvalidDefinition, and one about an event a 409 as InvalidState (see ``_DEFINITION`` and ``_EVENT``)."""
+422 as InvalidDefinition, and one about an event a 409 as InvalidState (``DEFINITION_ERRORS``, ``EVENT_ERRORS``)."""
 
-_DEFINITION = {422: InvalidDefinition}
-_EVENT = {409: InvalidState}
+DEFINITION_ERRORS: Mapping[int, type[MachineryError]] = {422: InvalidDefinition}
+"""How a request writing a definition reads a status: an expression is part of a workflow's definition too."""
+EVENT_ERRORS: Mapping[int, type[MachineryError]] = {409: InvalidState}
+"""How a request about an event reads a status."""
 _FINAL_STEP = frozenset(s for s in StepStatus if s.terminal)
 
 
@@ -216,11 +218,11 @@ class Client:
         return service_from_dict(self._json("GET", f"/services/{_segment(name)}"))
 
     def add_service(self, service: Service) -> Service:
-        return service_from_dict(self._json("POST", "/services", _service_body(service), errors=_DEFINITION))
+        return service_from_dict(self._json("POST", "/services", _service_body(service), errors=DEFINITION_ERRORS))
 
     def replace_service(self, name: str, service: Service) -> Service:
         body = _service_body(service)
-        return service_from_dict(self._json("PUT", f"/services/{_segment(name)}", body, errors=_DEFINITION))
+        return service_from_dict(self._json("PUT", f"/services/{_segment(name)}", body, errors=DEFINITION_ERRORS))
 
     def delete_service(self, name: str) -> None:
         self._request("DELETE", f"/services/{_segment(name)}")
@@ -234,11 +236,11 @@ class Client:
         return workflow_from_dict(self._json("GET", f"/workflows/{_segment(key)}"))
 
     def add_workflow(self, workflow: Workflow) -> Workflow:
-        return workflow_from_dict(self._json("POST", "/workflows", _workflow_body(workflow), errors=_DEFINITION))
+        return workflow_from_dict(self._json("POST", "/workflows", _workflow_body(workflow), errors=DEFINITION_ERRORS))
 
     def replace_workflow(self, key: str, workflow: Workflow) -> Workflow:
         body = _workflow_body(workflow)
-        return workflow_from_dict(self._json("PUT", f"/workflows/{_segment(key)}", body, errors=_DEFINITION))
+        return workflow_from_dict(self._json("PUT", f"/workflows/{_segment(key)}", body, errors=DEFINITION_ERRORS))
 
     def delete_workflow(self, key: str) -> None:
         self._request("DELETE", f"/workflows/{_segment(key)}")
@@ -316,7 +318,7 @@ class Client:
     def signal(self, event_id: str, name: str, body: Mapping[str, Any] | None = None) -> EventView:
         """Deliver signal ``name`` to the step waiting for it; ``body`` becomes its output."""
         path = f"/events/{_segment(event_id)}/signals/{_segment(name)}"
-        return _event(self._json("POST", path, dict(body or {}), errors=_EVENT))
+        return _event(self._json("POST", path, dict(body or {}), errors=EVENT_ERRORS))
 
     def cancel(self, event_id: str) -> EventView:
         return self._act(event_id, "cancel")
@@ -338,7 +340,7 @@ class Client:
     def retry_failed(self, workflow: str, *, step: str | None = None, limit: int = 1000) -> RetryReport:
         """Retry the failed events of a workflow (only those that failed at ``step``), at most ``limit``."""
         body = {"workflow": workflow, "limit": limit} | ({"step": step} if step else {})
-        doc = self._json("POST", "/events/retry", body, errors=_EVENT)
+        doc = self._json("POST", "/events/retry", body, errors=EVENT_ERRORS)
         return RetryReport(tuple(doc["retried"]), tuple((s["event_id"], s["reason"]) for s in doc["skipped"]))
 
     def items(
@@ -390,7 +392,7 @@ class Client:
     # Requests
 
     def _act(self, event_id: str, action: str) -> EventView:
-        return _event(self._json("POST", f"/events/{_segment(event_id)}/{action}", errors=_EVENT))
+        return _event(self._json("POST", f"/events/{_segment(event_id)}/{action}", errors=EVENT_ERRORS))
 
     def _page(
         self,
