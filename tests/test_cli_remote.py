@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from machinery.cli import EXIT_EVENT_FAILED, EXIT_INVALID, EXIT_REFUSED, _bar, main
+from machinery.cli import EXIT_EVENT_FAILED, EXIT_INVALID, EXIT_REFUSED, EXIT_UNFINISHED, _bar, main
 from machinery.client import Client, ItemCounts
 from machinery.engine.errors import NotFound
 from machinery.engine.state import EventStatus
@@ -131,6 +131,16 @@ def test_send_wait_says_why_an_event_failed_and_exits_with_its_own_code(run: Inv
     assert "failed: refused on purpose" in result.stderr
     assert refused.exit_code == EXIT_REFUSED
     assert "does not match the inputs" in refused.stderr and "'message' should be string" in refused.stderr
+
+
+@pytest.mark.usefixtures("applied")
+def test_send_wait_gives_up_after_its_timeout_with_its_own_code(run: Invoke) -> None:
+    long = '{"message": "a text long enough to wait for its reviewer and so for longer than the timeout"}'
+
+    result = run("send", "review-text", long, "--wait", "--timeout", "0.3")
+
+    assert result.exit_code == EXIT_UNFINISHED
+    assert "after 0.3 s" in result.stderr
 
 
 @pytest.mark.usefixtures("applied")
