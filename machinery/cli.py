@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import click
 from celery.signals import setup_logging
@@ -19,11 +20,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
+from machinery.client import Client, EventView, ItemCounts, StepView
 from machinery.codec import service_to_dict, workflow_to_dict
-from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound
-from machinery.engine.ports import every
+from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound, Unauthorized
+from machinery.engine.model import Service, Workflow
+from machinery.engine.ports import Page, every
+from machinery.engine.state import EventStatus
 from machinery.importers import convert
-from machinery.registry import Registry
 from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.server import DEFAULT_THREADS, Server, default_workers
 from machinery.telemetry import MULTIPROCESS_DIR, clear_multiprocess_dir
@@ -35,6 +38,10 @@ EXIT_INVALID = 2
 """What it was given cannot be read: a setting, a file, a document to convert."""
 EXIT_REFUSED = 3
 """What it was given was read, but machinery refuses it, or cannot do what it asks."""
+EXIT_EVENT_FAILED = 4
+"""The event waited for or watched ended failed or cancelled."""
+EXIT_UNFINISHED = 5
+"""The event waited for had not ended when --timeout ran out."""
 
 EXIT_CODES: dict[type[MachineryError], int] = {
     InvalidConfig: EXIT_INVALID,
@@ -52,11 +59,53 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except MachineryError as e:
             details = "".join(f"\n  - {p.message}" for p in e.problems)
-            _fail(f"{e.message}{details}", next(EXIT_CODES[c] for c in type(e).__mro__ if c in EXIT_CODES))
+            hint = " (give --token or set MACHINERY_TOKEN)" if isinstance(e, Unauthorized) else ""
+            _fail(f"{e.message}{hint}{details}", next(EXIT_CODES[c] for c in type(e).__mro__ if c in EXIT_CODES))
+        except TimeoutError as e:
+            _fail(str(e), EXIT_UNFINISHED)
+
+
+class Definitions(Protocol):
+    """What ``apply`` and ``export`` need of the services and workflows: the local store's
+    :class:`~machinery.registry.Registry`, or a running server's through :class:`~machinery.client.Client`."""
+
+    def get_service(self, name: str) -> Service: ...
+    def add_service(self, service: Service) -> Service: ...
+    def replace_service(self, name: str, service: Service) -> Service: ...
+    def list_services(self, *, offset: int = 0, limit: int = 100) -> Page[Service]: ...
+    def get_workflow(self, key: str) -> Workflow: ...
+    def add_workflow(self, workflow: Workflow) -> Workflow: ...
+    def replace_workflow(self, key: str, workflow: Workflow) -> Workflow: ...
+    def list_workflows(self, *, offset: int = 0, limit: int = 100) -> Page[Workflow]: ...
 
 
 def _machinery() -> Machinery:
     return Machinery(Config.from_env())
+
+
+def _remote(*, required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options ``--url`` and ``--token``, and pass it ``client``: a :class:`Client` of the
+    server at ``--url``, or None without one, which a command that only talks to a server refuses."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--url",
+            envvar="MACHINERY_URL",
+            metavar="URL",
+            help="A running server's API (MACHINERY_URL)"
+            + ("." if required else "; without it, the local store (MACHINERY_DATA_DIR or MACHINERY_MONGO_URI)."),
+        )
+        @click.option("--token", envvar="MACHINERY_TOKEN", help="The bearer token to send it (MACHINERY_TOKEN).")
+        @functools.wraps(command)
+        def with_client(url: str | None, token: str | None, **kwargs: Any) -> Any:
+            if url is None and required:
+                name = click.get_current_context().info_name
+                raise click.UsageError(f"`machinery {name}` talks to a running server: give --url or set MACHINERY_URL")
+            return command(client=Client(url, token) if url else None, **kwargs)
+
+        return with_client
+
+    return decorate
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,6 +115,10 @@ def main() -> None:
     Configuration comes from the environment: MACHINERY_DATA_DIR (the embedded store),
     MACHINERY_MONGO_URI (use MongoDB instead), MACHINERY_BROKER_URL (run workers apart),
     MACHINERY_API_TOKENS (require a bearer token); the README lists them all.
+
+    Given --url (or MACHINERY_URL) and --token (or MACHINERY_TOKEN), apply, export and render work on a
+    running server instead of the local store, and send, events, event, signal, cancel, pause, resume and
+    retry, which only talk to a server, can.
     """
 
 
@@ -149,13 +202,16 @@ def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def apply(paths: Sequence[Path]) -> None:
+@click.option("--dry-run", is_flag=True, help="Say what would be created or updated, and change nothing.")
+@_remote(required=False)
+def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
     """Register the services and workflows in PATHS (JSON files or folders of them).
 
     A definition that exists already is replaced when it differs. Services go
-    first, so a workflow can use a service defined beside it.
+    first, so a workflow can use a service defined beside it. With --dry-run
+    nothing is written, and so nothing is type-checked: the store checks what it is given.
     """
-    registry = _machinery().registry
+    registry = _definitions(client)
     services, workflows = [], []
     for path, doc in _documents(paths):
         if "address" in doc:
@@ -165,9 +221,9 @@ def apply(paths: Sequence[Path]) -> None:
         elif "data" not in doc:
             _fail(f"{path}: neither a service (no 'address') nor a workflow (no 'services' or 'steps')", EXIT_INVALID)
     for path, doc in services:
-        _apply_one(path, doc, registry, "service")
+        _apply_one(path, doc, registry, "service", dry_run)
     for path, doc in workflows:
-        _apply_one(path, doc, registry, "workflow")
+        _apply_one(path, doc, registry, "workflow", dry_run)
 
 
 @main.command()
@@ -185,13 +241,14 @@ def purge(days: float) -> None:
 
 @main.command()
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def export(out: Path) -> None:
+@_remote(required=False)
+def export(out: Path, client: Client | None) -> None:
     """Write every registered definition as a JSON file that `apply` accepts.
 
     The literal values of credential headers are written as "<redacted>", which `apply` refuses: define them
     as secret references, written as they are.
     """
-    registry = _machinery().registry
+    registry = _definitions(client)
     out.mkdir(parents=True, exist_ok=True)
     for service in every(registry.list_services):
         _write(out / f"service-{service.name}.json", service_to_dict(service))
@@ -233,8 +290,104 @@ def import_workflow(source: Path, source_format: str | None, out: Path | None) -
     help="dot is Graphviz's source: it needs no Graphviz binary.",
 )
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
-def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
+@_remote(required=False)
+def render_graph(key: str, of_event: bool, fmt: str, out: Path | None, client: Client | None) -> None:
     """Draw a workflow (by id or name), or with --event how far an event has gone."""
+    if client is not None:
+        picture = client.event_graph(key, fmt) if of_event else client.workflow_graph(key, fmt)
+    else:
+        picture = _local_picture(key, of_event, fmt)
+    if out is None:
+        click.get_binary_stream("stdout").write(picture)
+    else:
+        out.write_bytes(picture)
+        click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
+@click.argument("workflow")
+@click.argument("data", default="{}")
+@click.option("--wait", is_flag=True, help="Wait until the event ends, and say how; exits 4 if it failed.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0), help="Seconds --wait waits.")
+@click.option("--idempotency-key", help="Sending the same key again answers the event it created.")
+@_remote(required=True)
+def send(workflow: str, data: str, wait: bool, timeout: float, idempotency_key: str | None, client: Client) -> None:
+    """Send an event to WORKFLOW (an id or a name) with DATA: a JSON object, @FILE holding one, or - (standard
+    input). It prints the event's id; with --wait, the event once it has ended and its outputs."""
+    ack = client.send(workflow, _object(data), idempotency_key=idempotency_key)
+    if not wait:
+        click.echo(ack.event_id)
+        return
+    _ended(client.wait(ack.event_id, timeout=timeout))
+
+
+@main.command()
+@click.option("--workflow", help="Only the events of this workflow (an id or a name).")
+@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only the events in this status.")
+@click.option("--data", help='Only the events whose data holds these values, a JSON object: {"customer": {"id": 7}}.')
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="At most this many.")
+@_remote(required=True)
+def events(workflow: str | None, status: str | None, data: str | None, limit: int, client: Client) -> None:
+    """List the events, newest first, as a table."""
+    page = client.list_events(
+        workflow=workflow, status=status, data=_object(data) if data is not None else None, limit=limit
+    )
+    rows = [
+        (e.id, f"{e.workflow} v{e.version}", e.status, _when(e.created_at), _when(e.updated_at)) for e in page.items
+    ]
+    _table(("EVENT", "WORKFLOW", "STATUS", "CREATED", "UPDATED"), rows)
+    if page.total > len(page.items):
+        click.echo(f"({len(page.items)} of {page.total}: --limit shows more)", err=True)
+
+
+@main.command()
+@click.argument("event_id")
+@click.option("--watch", "-w", is_flag=True, help="Follow its steps as they move until it ends; exits 4 if it failed.")
+@_remote(required=True)
+def event(event_id: str, watch: bool, client: Client) -> None:
+    """Show an event and its steps; a map step with a bar of its items done."""
+    if not watch:
+        _show(client.get_event(event_id))
+        return
+    shown: dict[str, tuple[str, ...]] = {}
+
+    def moved(current: EventView) -> None:
+        if not shown:
+            _show(current)
+        else:
+            changed = [_step_row(s) for s in current.steps if _step_row(s) != shown[s.id]]
+            if changed:
+                _table(None, changed, prefix=_when(current.updated_at) + "  ")
+        shown.update((s.id, _step_row(s)) for s in current.steps)
+
+    _ended(client.wait(event_id, timeout=float("inf"), max_interval=1.0, on_change=moved), steps=False)
+
+
+@main.command()
+@click.argument("event_id")
+@click.argument("name")
+@click.argument("body", default="{}")
+@_remote(required=True)
+def signal(event_id: str, name: str, body: str, client: Client) -> None:
+    """Send the signal NAME to an event, with BODY (a JSON object, @FILE or -) as the waiting step's output."""
+    _said(client.signal(event_id, name, _object(body)))
+
+
+def _event_action(name: str, does: str) -> None:
+    @main.command(name, help=f"{does}.")
+    @click.argument("event_id")
+    @_remote(required=True)
+    def act(event_id: str, client: Client) -> None:
+        _said(getattr(client, name)(event_id))
+
+
+_event_action("cancel", "Cancel an unfinished event")
+_event_action("pause", "Pause an unfinished event: calls under way finish, and nothing starts until it is resumed")
+_event_action("resume", "Resume a paused event")
+_event_action("retry", "Run a failed event again from the steps that failed")
+
+
+def _local_picture(key: str, of_event: bool, fmt: str) -> bytes:
     machinery = _machinery()
     if of_event:
         event = machinery.events.get(key)
@@ -245,15 +398,14 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
     else:
         workflow = machinery.registry.get_workflow(key)
         graph = workflow_graph(workflow, machinery.registry.services_of(workflow))
-    picture = render(graph, fmt)
-    if out is None:
-        click.get_binary_stream("stdout").write(picture)
-    else:
-        out.write_bytes(picture)
-        click.echo(f"wrote {out}", err=True)
+    return render(graph, fmt)
 
 
-def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -> None:
+def _definitions(client: Client | None) -> Definitions:
+    return client if client is not None else _machinery().registry
+
+
+def _apply_one(path: Path, doc: dict[str, Any], registry: Definitions, kind: str, dry_run: bool) -> None:
     # Compared in clear: redacted, a changed credential would look unchanged.
     in_clear = functools.partial(service_to_dict, in_clear=True)
     schema, dump = (ServiceSchema(), in_clear) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
@@ -263,16 +415,18 @@ def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -
     except ValidationError as e:
         _fail(f"{path}: {json.dumps(e.messages)}", EXIT_INVALID)
     with _about(path):
+        # A server answers credentials redacted: compared with the file's, they differ, and are sent again.
         try:
             current = get(definition.name)
         except NotFound:
-            add(definition)
             verb = "created"
         else:
             verb = "unchanged" if _comparable(dump(current)) == _comparable(dump(definition)) else "updated"
-            if verb == "updated":
-                replace(definition.name, definition)
-    click.echo(f"{kind} {definition.name} {verb}")
+        if not dry_run and verb == "created":
+            add(definition)
+        elif not dry_run and verb == "updated":
+            replace(definition.name, definition)
+    click.echo(f"{kind} {definition.name} {'would be ' if dry_run and verb != 'unchanged' else ''}{verb}")
 
 
 @contextmanager
@@ -308,3 +462,75 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line: literally, as @FILE, or as - for standard input."""
+    source = text[1:] if text.startswith("@") else "standard input" if text == "-" else "the argument"
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else sys.stdin.read() if text == "-" else text
+        value = json.loads(raw)
+    except (OSError, ValueError) as e:
+        _fail(f"{source}: not JSON: {e}", EXIT_INVALID)
+    if not isinstance(value, dict):
+        _fail(f"{source}: should be a JSON object", EXIT_INVALID)
+    return value
+
+
+def _said(event: EventView) -> None:
+    click.echo(f"event {event.id} {event.status}")
+
+
+def _show(event: EventView) -> None:
+    click.echo(f"event {event.id} of {event.workflow} v{event.version}: {event.status}")
+    click.echo(f"created {_when(event.created_at)}, updated {_when(event.updated_at)}")
+    _table(("STEP", "KIND", "STATUS", "ATTEMPTS", ""), [_step_row(step) for step in event.steps])
+
+
+def _ended(event: EventView, steps: bool = True) -> None:
+    """Say how ``event`` ended, its outputs or its error; exit EXIT_EVENT_FAILED unless it completed."""
+    if steps:
+        _show(event)
+    else:
+        _said(event)
+    if event.status is EventStatus.COMPLETED:
+        click.echo(json.dumps(event.outputs, indent=2))
+        return
+    _fail(f"event {event.id} {event.status}: {(event.error or {}).get('message', 'no error said')}", EXIT_EVENT_FAILED)
+
+
+def _step_row(step: StepView) -> tuple[str, ...]:
+    kind = f"{step.kind} {step.service}" if step.service else step.kind
+    if step.items is not None:
+        detail = _bar(step.items)
+    elif step.error:
+        detail = str(step.error.get("message", step.error))
+    elif step.route:
+        detail = f"took {step.route}"
+    else:
+        detail = step.note or ""
+    return step.id, kind, step.status, str(step.attempts), detail
+
+
+def _bar(items: ItemCounts, width: int = 20) -> str:
+    """A map step's items as a progress bar, with how many are in each status."""
+    done = items.finished
+    filled = width * done // items.total if items.total else width
+    counts = ", ".join(f"{n} {status}" for status, n in sorted((items.counts or {}).items()) if n)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{items.total}" + (f" ({counts})" if counts else "")
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], prefix: str = "") -> None:
+    """Rows in columns as wide as their widest cell; the last column is not padded."""
+    lines = [tuple(headers)] if headers else []
+    lines += [tuple(str(cell) for cell in row) for row in rows]
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)] + [line[-1]]
+        click.echo((prefix + "  ".join(cells)).rstrip())

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from examples.services import DEFINITIONS
 from machinery.api import create_app
 from machinery.api.blueprint import EXTENSION
 from machinery.bootstrap import Config, Machinery
+from machinery.cli import main
+from machinery.client import Client
+from machinery.validation import ServiceSchema, WorkflowSchema
+from tests.served import example_services, machinery_serve
 
 ROOT = Path(__file__).parents[1]
 SEED = ROOT / "tests" / "fixtures" / "seed"
@@ -103,3 +112,45 @@ def _without_descriptions(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_descriptions(v) for v in value]
     return value
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``machinery serve``, the examples registered, their services running: the README's server."""
+    tmp = tmp_path_factory.mktemp("readme")
+    with machinery_serve(tmp / "data") as url, example_services(tmp / "definitions") as definitions:
+        with Client(url) as client:
+            for file in sorted(definitions.glob("service-*.json")):
+                client.add_service(ServiceSchema().load(json.loads(file.read_text())))
+            client.add_workflow(
+                WorkflowSchema().load(json.loads(file.with_name("workflow-process-text.json").read_text()))
+            )
+        yield url
+
+
+def test_the_readmes_python_client_example_runs_against_a_server(served: str) -> None:
+    (example,) = blocks("python")
+    printed = io.StringIO()
+
+    with contextlib.redirect_stdout(printed):
+        exec(compile(example.replace("http://127.0.0.1:8080", served), "README.md", "exec"), {})
+
+    completed, refused, upper = printed.getvalue().splitlines()
+    assert completed == "completed {'message': '! GNINROM EHT NI ESIR LLIW NUS EHT', 'space_count': 7}"
+    assert refused == "the data does not match the inputs of workflow 'process-text' [('message', 'string', 'int')]"
+    assert upper == "upper ['message'] 1"
+
+
+def test_the_readmes_remote_commands_run_against_a_server(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = next(block for block in blocks("console") if "MACHINERY_URL=" in block)
+    # Those naming an event or a file of their own are shown with placeholders.
+    commands = [shlex.split(line[2:], comments=True) for line in session.splitlines() if line.startswith("$ machinery")]
+    runnable = [args for args in commands if not any(arg.endswith("...") or arg.startswith("@") for arg in args)]
+    monkeypatch.chdir(ROOT)
+
+    results = {args[1]: CliRunner().invoke(main, args[1:], env={"MACHINERY_URL": served}) for args in runnable}
+
+    assert sorted(results) == ["apply", "events", "send"]
+    assert all(result.exit_code == 0 for result in results.values()), {k: r.output for k, r in results.items()}
+    assert '"space_count": 7' in results["send"].stdout
+    assert "would be" in results["apply"].stdout

@@ -11,10 +11,14 @@
     ├── InvalidConfig       a ``MACHINERY_*`` setting or a service's secret cannot be read
     ├── ConversionError     an Orchy or gorchestrator document cannot be converted
     ├── GraphvizMissing     an image needs Graphviz's ``dot`` binary, which is not installed
-    └── RefusedAddress      a host the workers may not call (``machinery.addresses``)
+    ├── RefusedAddress      a host the workers may not call (``machinery.addresses``)
+    ├── Unauthorized        the API wants a bearer token, or does not know the one sent (401)
+    ├── Forbidden           the role of the token sent may not do that (403)
+    └── Unreachable         no answer from the API at that URL
 
-The engine and its ports raise the first six, the adapters around them the others. Each is mapped in
-one place: to an HTTP status by ``machinery.api.errors``, to an exit code by
+The engine and its ports raise the first six, the adapters around them the others; the last three only
+``machinery.client`` raises, for what the API answers (or does not). Each is mapped in one place: to an HTTP
+status by ``machinery.api.errors`` (and back by ``machinery.client``), to an exit code by
 ``machinery.cli``.
 """
 
@@ -85,3 +89,15 @@ class ConversionError(MachineryError):
 
 class GraphvizMissing(MachineryError):
     """Graphviz's ``dot`` binary, which draws SVG and PNG images, is not installed."""
+
+
+class Unauthorized(MachineryError):
+    """The API wants a bearer token, or does not know the one sent (its 401)."""
+
+
+class Forbidden(MachineryError):
+    """The role of the bearer token sent may not make that request (the API's 403)."""
+
+
+class Unreachable(MachineryError):
+    """The API at the URL given does not answer: refused, timed out, or not HTTP."""
