@@ -154,6 +154,7 @@ class Config:
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
                 max_lost=int(number("MAX_LOST", defaults.max_lost)),
+                max_workflow_depth=int(number("MAX_WORKFLOW_DEPTH", defaults.max_workflow_depth)),
             ),
             api_tokens=_read_tokens(env.get("MACHINERY_API_TOKENS", "")),
         )
@@ -167,7 +168,7 @@ class Machinery:
         self.store = _open_store(config)
         expressions = CelExpressions(config.expression_budget)
         self.guard = AddressGuard(config.deny_networks)
-        self.registry = Registry(self.store, expressions, self.guard)
+        self.registry = Registry(self.store, expressions, self.guard, config.engine.max_workflow_depth)
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)

@@ -23,6 +23,7 @@ from machinery.engine.model import (
     SWITCH,
     TRANSFORM,
     WAIT,
+    WORKFLOW,
     Field,
     HeaderValue,
     HttpEndpoint,
@@ -44,6 +45,7 @@ KIND_FIELDS = {
     WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
     TRANSFORM: {"compute", "outputs", "output"},
     MAP: {"service", "input", "output", "items", "item", "concurrency"},
+    WORKFLOW: {"workflow", "version", "input", "output"},
     FAIL: {"message"},
     SUCCEED: {"message"},
 }
@@ -60,6 +62,8 @@ _PLAIN_STEP_FIELDS = (
     "item",
     "concurrency",
     "message",
+    "workflow",
+    "version",
 )
 _REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
 
@@ -179,6 +183,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         "item": step.item,
         "concurrency": step.concurrency,
         "message": step.message,
+        "workflow": step.workflow,
+        "version": step.version,
     }
     for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
         value = values[name]

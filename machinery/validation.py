@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import DELAY, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, Service, Workflow
+from machinery.engine.model import DELAY, MAP, REDACTED, SERVICE, SWITCH, TRANSFORM, WAIT, WORKFLOW, Service, Workflow
 from machinery.engine.types import SCALARS
 
 NAME = validate.Regexp(
@@ -132,6 +132,7 @@ _REQUIRED = {
     WAIT: ("signal",),
     TRANSFORM: ("compute",),
     MAP: ("service", "items", "item"),
+    WORKFLOW: ("workflow",),
 }
 
 
@@ -180,6 +181,11 @@ class StepSchema(StrictSchema):
     item = fields.String(validate=FIELD_NAME, metadata={"description": "map: the service input each item goes to"})
     concurrency = fields.Integer(validate=validate.Range(1, 1000), metadata={"description": "map: calls at once"})
     message = fields.String(validate=validate.Length(max=2000), metadata={"description": "fail, succeed: why"})
+    workflow = fields.String(validate=NAME, metadata={"description": "workflow: the workflow it runs as a child event"})
+    version = fields.Integer(
+        validate=validate.Range(1),
+        metadata={"description": "workflow: the version it runs; left out, the version current when the step runs"},
+    )
 
     @validates_schema
     def _fits_its_kind(self, data: dict[str, Any], **_: Any) -> None:

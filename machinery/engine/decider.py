@@ -17,7 +17,8 @@ behind it:
 - :mod:`~machinery.engine.dataflow`: the context, references, inputs and checked values;
 - :mod:`~machinery.engine.kinds`: one handler per kind of step, found in one table;
 - :mod:`~machinery.engine.progress`: starting what is ready, settling the event's status;
-- :mod:`~machinery.engine.ending` and :mod:`~machinery.engine.notification`: how an event ends and is reported.
+- :mod:`~machinery.engine.ending` and :mod:`~machinery.engine.notification`: how an event ends and is reported;
+- :mod:`~machinery.engine.children`: a ``workflow`` step's child event, started, waited for and handed back.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.children import adopt, handed_back, wait_for_child, waiting_for
 from machinery.engine.dataflow import check_outputs, contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
+from machinery.engine.kinds.workflow import CHILD
 from machinery.engine.model import Service
 from machinery.engine.notification import claim_notification, finish_notification
 from machinery.engine.operations import cancel, expire, nudged, pause, resume, retry, signal
@@ -49,6 +52,7 @@ from machinery.engine.state import (
 from machinery.engine.types import type_of
 from machinery.engine.units import (
     NOTIFY_UNIT,
+    PARENT_UNIT,
     complete,
     drop_claim,
     fail_unit,
@@ -61,11 +65,14 @@ from machinery.engine.units import (
 
 __all__ = [
     "NOTIFY_UNIT",
+    "PARENT_UNIT",
     "accept",
+    "adopt",
     "cancel",
     "claim",
     "expire",
     "finish",
+    "handed_back",
     "nudged",
     "overdue_units",
     "past_deadline",
@@ -75,6 +82,7 @@ __all__ = [
     "retry",
     "signal",
     "timers",
+    "waiting_for",
 ]
 
 
@@ -86,8 +94,12 @@ def accept(
     now: float,
     settings: Settings,
     idempotency_key: str | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Event:
-    """A new event for ``data``, its first steps ready; raises InvalidData listing every bad field."""
+    """A new event for ``data``, its first steps ready; raises InvalidData listing every bad field.
+
+    A child event names the step that started it in ``parent`` (see :attr:`Event.parent`).
+    """
     workflow = plan.workflow
     declared = {f.name for f in workflow.inputs}
     problems = [
@@ -108,6 +120,7 @@ def accept(
         created_at=now,
         updated_at=now,
         idempotency_key=idempotency_key,
+        parent=parent,
         steps={step.id: StepState() for step in plan.order},
         deadline=deadline(workflow, now),
     )
@@ -166,9 +179,9 @@ def claim(
             error = CallFailure(message, False, ErrorKind.LOST)
             fail_unit(event, step_id, item, error, now)
             return close(plan, event, now, settings), None
-    service = services.get(step.service or "")
+    service = services.get(kind.callee(step) or "")
     if service is None:
-        error = CallFailure(f"service '{step.service}' is no longer registered", False, ErrorKind.CONFIG)
+        error = CallFailure(f"{kind.callee_label(step)} is no longer registered", False, ErrorKind.CONFIG)
         fail_unit(event, step_id, item, error, now)
         return close(plan, event, now, settings), None
     inputs, problems = kind.call_inputs(plan, event, step, service, item)
@@ -198,6 +211,7 @@ def finish(
 ) -> Event | None:
     """Record the result of ``call``: its outputs (checked against the contract) or its error.
 
+    The result of a ``workflow`` step's call is the id of the child event it started, for which the step waits.
     None when the claim is no longer this call's (another worker took the
     unit over, or the event was cancelled), so that a late or duplicate
     result changes nothing.
@@ -209,6 +223,9 @@ def finish(
         return None
     event = event.copy()
     state = own_unit(event, call.step_id, call.item)
+    if error is None and call.service.kind == CHILD:
+        wait_for_child(state, outputs)
+        return close(plan, event, now, settings)
     if error is None:
         checked, problems = check_outputs(call.service, outputs)
         if not problems:

@@ -141,6 +141,7 @@ DELAY = "delay"
 WAIT = "wait"
 TRANSFORM = "transform"
 MAP = "map"
+WORKFLOW = "workflow"
 FAIL = "fail"
 SUCCEED = "succeed"
 
@@ -161,6 +162,8 @@ class Step:
     - ``transform``: ``compute`` maps each of its ``outputs`` to an expression.
     - ``map``: calls ``service`` once per element of ``items``, passing it as input ``item``,
       at most ``concurrency`` at once; its output ``results`` lists the answers in order.
+    - ``workflow``: runs the registered workflow ``workflow`` (its ``version`` if pinned, else its current one) as a
+      child event, its inputs and outputs mapped as a service step's are; its outputs are the child's.
     - ``fail`` and ``succeed``: end the event, saying ``message``.
     """
 
@@ -184,6 +187,8 @@ class Step:
     item: str | None = None
     concurrency: int = 10
     message: str = ""
+    workflow: str | None = None
+    version: int | None = None
 
     def input_ref(self, name: str) -> Ref:
         return self.input.get(name) or Ref("context", (name,))
@@ -230,6 +235,11 @@ class Workflow:
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(step.service for step in self.steps if step.service is not None))
+
+    @property
+    def children(self) -> tuple[tuple[str, int | None], ...]:
+        """The workflows its ``workflow`` steps run, each as a name and the version pinned (None: the current one)."""
+        return tuple(dict.fromkeys((s.workflow, s.version) for s in self.steps if s.workflow is not None))
 
 
 def linear_steps(services: list[str]) -> tuple[Step, ...]:

@@ -26,6 +26,8 @@ class Settings:
     """Seconds a ready step may wait for a worker before the sweeper sends it again."""
     max_lost: int = 3
     """Lost claims a step survives; one more fails it instead of looping for ever."""
+    max_workflow_depth: int = 10
+    """How deep child workflows may nest: a top-level event's children are 1 deep, theirs 2, and so on."""
 
 
 @dataclass(frozen=True)
