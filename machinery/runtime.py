@@ -180,9 +180,12 @@ class Events:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
         workflow_id = self.registry.get_workflow(workflow).id if workflow else None
-        return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data)
+        return self.store.list_events(
+            workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data, parent=parent
+        )
 
     def cancel(self, event_id: str) -> Event:
         """Cancel an unfinished event, and the child events its steps were waiting for, theirs too."""

@@ -237,12 +237,15 @@ class MongoStore:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
         query: Doc = {field: value for field, value in filters.items() if value is not None}
         for path, value in data_conditions(data or {}):
             query["data." + ".".join(path)] = _same_json(value)
+        if parent is not None:
+            query["parent.event"] = parent
         return _page(
             self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
         )
