@@ -118,6 +118,15 @@ export async function eventPage(page, _query, id) {
           : ` · updated ${when(event.updated_at)}`,
         !FINISHED.has(event.status) && event.deadline ? ` · fails if not over by ${when(event.deadline)}` : "",
         event.notification ? ` · notification ${NOTIFICATION_STATES[event.notification.status]}` : "",
+        event.parent ? " · child of event " : "",
+        event.parent
+          ? h(
+              "a",
+              { href: `#/events/${enc(event.parent.event)}`, id: "event-parent" },
+              h("code", {}, event.parent.event),
+            )
+          : "",
+        event.parent ? `, step ${event.parent.step}` : "",
       );
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
@@ -143,7 +152,7 @@ function keepOpen(container, render) {
 }
 
 function stepItem(step) {
-  const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service]
+  const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service, step.workflow]
     .filter(Boolean)
     .join(" · ");
   const facts = [
@@ -169,6 +178,13 @@ function stepItem(step) {
       statusBadge(step.status),
     ),
     facts.length > 0 && h("div", { class: "muted small" }, facts.join(" · ")),
+    step.child &&
+      h(
+        "div",
+        { class: "small" },
+        "child event ",
+        h("a", { href: `#/events/${enc(step.child)}`, class: "child-link" }, h("code", {}, step.child)),
+      ),
     step.error && h("div", { class: "alert small" }, step.error.message),
     section("inputs", step.inputs),
     section("outputs", step.outputs),
