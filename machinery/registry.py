@@ -87,7 +87,7 @@ class Registry:
                 "a workflow cannot be renamed",
                 [Problem(f"the body names '{workflow.name}', the workflow is '{current.name}'", field="name")],
             )
-        revisions = self._check_workflow(workflow, replacing=True)
+        revisions = self._check_workflow(workflow)
         return self.store.replace_workflow(
             replace(workflow, id=current.id), version=current.version, services=revisions
         )
@@ -101,9 +101,9 @@ class Registry:
         if problems:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
 
-    def _check_workflow(self, workflow: Workflow, replacing: bool = False) -> dict[str, int]:
-        """Check ``workflow``, the workflows it runs and, when it replaces one, those running it; the revisions
-        of the services it was checked with."""
+    def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
+        """Check ``workflow``, how it nests among the workflows it runs and those running it, and that those
+        running it still fit it; the revisions of the services it was checked with."""
         refused = self._refused(notify=workflow.notify)
         if refused:
             raise InvalidDefinition(f"workflow '{workflow.name}' is not valid", refused)
@@ -116,12 +116,12 @@ class Registry:
         if problems:
             what = f"unknown service{'s' if len(missing) > 1 else ''} " + ", ".join(missing) if missing else "problems"
             raise InvalidDefinition(f"workflow '{workflow.name}' does not type-check ({what})", problems)
-        if replacing:
-            self._check_callers(workflow, registered)
+        # Added too: a workflow deleted and added again may be run by workflows registered before.
+        self._check_callers(workflow, registered)
         return {name: s.revision for name, s in services.items()}
 
     def _check_callers(self, workflow: Workflow, registered: dict[Node, Workflow]) -> None:
-        """Conflict if replacing ``workflow`` would break a workflow running its current version."""
+        """Conflict if ``workflow``, in place of its current version, would break a workflow running that."""
         replaced = {**registered, (workflow.name, None): workflow}
         callers = [
             caller

@@ -138,3 +138,15 @@ def test_a_parent_and_its_child_event_name_each_other(client: FlaskClient, machi
     assert child["parent"] == {"event": parent_id, "step": "kid", "depth": 1}
     assert child["status"] == "completed"
     assert client.get(f"/events?parent={child['id']}").json == []
+
+
+def test_a_child_deleted_then_added_again_must_still_fit_the_workflows_running_it(client: FlaskClient) -> None:
+    assert client.post("/workflows", json=SHOUT).status_code == 201
+    assert client.post("/workflows", json=PARENT).status_code == 201
+    assert client.delete("/workflows/shout").status_code == 204
+    other = {**SHOUT, "inputs": [{"name": "message", "type": "int"}]}
+    other["steps"] = [{**SHOUT["steps"][0], "compute": {"loud": "string(input.message)"}}]
+
+    body = error(client.post("/workflows", json=other), 409)
+
+    assert body["message"] == "changing workflow 'shout' would break workflow 'parent'"
