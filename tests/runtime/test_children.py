@@ -215,3 +215,38 @@ def test_a_transient_failure_of_the_childs_service_is_retried_inside_the_child(r
 
     assert event.status is EventStatus.COMPLETED
     assert event.steps["kid"].attempts == 1
+
+
+def test_a_child_cancelled_on_its_own_fails_its_step_and_the_parent_cannot_be_retried(runtime: Runtime):
+    register(runtime, waiting_child())
+    event_id = runtime.send("parent", {"text": "abc"})
+    runtime.run(event_id)
+    [child_id] = children_of(runtime)
+
+    runtime.events.cancel(child_id)
+    event = runtime.run(event_id)
+
+    assert event.status is EventStatus.FAILED
+    assert (event.steps["kid"].error or {})["message"] == f"child event '{child_id}' (shout) cancelled"
+    with pytest.raises(InvalidState, match=f"child event '{child_id}' of step 'kid' is cancelled"):
+        runtime.events.retry(event_id)
+
+
+def test_a_child_retried_on_its_own_is_taken_by_its_parent_once_the_parent_is_retried(runtime: Runtime):
+    register(runtime)
+    runtime.answers["upper"] = lambda inputs: PERMANENT
+    event_id = runtime.send("parent", {"text": "abc"})
+    runtime.run(event_id)
+    [child_id] = children_of(runtime)
+    runtime.answers["upper"] = lambda inputs: {"message": inputs["message"].upper()}
+
+    runtime.events.retry(child_id)
+    runtime.run(child_id)
+    assert runtime.event(child_id).status is EventStatus.COMPLETED
+    assert runtime.event(event_id).status is EventStatus.FAILED, "its step did not wait for it any more"
+
+    runtime.events.retry(event_id)
+    event = runtime.run(event_id)
+
+    assert event.status is EventStatus.COMPLETED
+    assert event.outputs == {"message": "CBA", "loud": "ABC"}
