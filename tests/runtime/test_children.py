@@ -129,11 +129,17 @@ def waiting_child() -> object:
     )
 
 
-def test_cancelling_a_parent_cancels_its_running_child(runtime: Runtime):
+def waiting_for_its_child(runtime: Runtime) -> tuple[str, str]:
+    """A parent event run as far as it goes: waiting for its child, which waits for its signal; their ids."""
     register(runtime, waiting_child())
     event_id = runtime.send("parent", {"text": "abc"})
     runtime.run(event_id)
     [child_id] = children_of(runtime)
+    return event_id, child_id
+
+
+def test_cancelling_a_parent_cancels_its_running_child(runtime: Runtime):
+    event_id, child_id = waiting_for_its_child(runtime)
     assert runtime.event(child_id).status is EventStatus.WAITING
 
     cancelled = runtime.events.cancel(event_id)
@@ -144,10 +150,7 @@ def test_cancelling_a_parent_cancels_its_running_child(runtime: Runtime):
 
 
 def test_pausing_a_parent_pauses_its_child_and_resuming_it_resumes_both(runtime: Runtime):
-    register(runtime, waiting_child())
-    event_id = runtime.send("parent", {"text": "abc"})
-    runtime.run(event_id)
-    [child_id] = children_of(runtime)
+    event_id, child_id = waiting_for_its_child(runtime)
 
     runtime.events.pause(event_id)
     assert runtime.event(child_id).status is EventStatus.PAUSED
@@ -218,10 +221,7 @@ def test_a_transient_failure_of_the_childs_service_is_retried_inside_the_child(r
 
 
 def test_a_child_cancelled_on_its_own_fails_its_step_and_the_parent_cannot_be_retried(runtime: Runtime):
-    register(runtime, waiting_child())
-    event_id = runtime.send("parent", {"text": "abc"})
-    runtime.run(event_id)
-    [child_id] = children_of(runtime)
+    event_id, child_id = waiting_for_its_child(runtime)
 
     runtime.events.cancel(child_id)
     event = runtime.run(event_id)
