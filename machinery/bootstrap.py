@@ -160,6 +160,7 @@ class Config:
                 max_lost=int(number("MAX_LOST", defaults.max_lost)),
                 max_map_items=int(number("MAX_MAP_ITEMS", defaults.max_map_items)),
                 max_map_results=int(number("MAX_MAP_RESULTS", defaults.max_map_results)),
+                max_workflow_depth=int(number("MAX_WORKFLOW_DEPTH", defaults.max_workflow_depth)),
             ),
             api_tokens=_read_tokens(env.get("MACHINERY_API_TOKENS", "")),
         )
@@ -173,7 +174,7 @@ class Machinery:
         self.store = _open_store(config)
         expressions = CelExpressions(config.expression_budget)
         self.guard = AddressGuard(config.deny_networks)
-        self.registry = Registry(self.store, expressions, self.guard)
+        self.registry = Registry(self.store, expressions, self.guard, config.engine.max_workflow_depth)
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)

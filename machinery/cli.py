@@ -208,7 +208,8 @@ def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
     """Register the services and workflows in PATHS (JSON files or folders of them).
 
     A definition that exists already is replaced when it differs. Services go
-    first, so a workflow can use a service defined beside it. With --dry-run
+    first, so a workflow can use a service defined beside it, and a workflow
+    goes after those beside it that its steps run as children. With --dry-run
     nothing is written, and so nothing is type-checked: the store checks what it is given.
     """
     registry = _definitions(client)
@@ -222,8 +223,30 @@ def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
             _fail(f"{path}: neither a service (no 'address') nor a workflow (no 'services' or 'steps')", EXIT_INVALID)
     for path, doc in services:
         _apply_one(path, doc, registry, "service", dry_run)
-    for path, doc in workflows:
+    for path, doc in _children_first(workflows):
         _apply_one(path, doc, registry, "workflow", dry_run)
+
+
+def _children_first(workflows: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+    """The workflow documents, each after those among them that it runs as a child, in their order otherwise;
+    a cycle is left for the registry to refuse."""
+    by_name = {doc.get("name"): (path, doc) for path, doc in workflows}
+    ordered: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()
+
+    def place(path: Path, doc: dict[str, Any]) -> None:
+        if path in seen:
+            return
+        seen.add(path)
+        for step in doc.get("steps", []):
+            child = step.get("workflow") if isinstance(step, dict) else None
+            if child in by_name:
+                place(*by_name[child])
+        ordered.append((path, doc))
+
+    for path, doc in workflows:
+        place(path, doc)
+    return ordered
 
 
 @main.command()

@@ -25,6 +25,7 @@ from machinery.engine.model import (
     SWITCH,
     TRANSFORM,
     WAIT,
+    WORKFLOW,
     Field,
     HeaderValue,
     HttpEndpoint,
@@ -46,6 +47,7 @@ KIND_FIELDS = {
     WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
     TRANSFORM: {"compute", "outputs", "output"},
     MAP: {"service", "input", "output", "items", "item", "concurrency", "results"},
+    WORKFLOW: {"workflow", "version", "input", "output"},
     FAIL: {"message"},
     SUCCEED: {"message"},
 }
@@ -74,6 +76,8 @@ _PLAIN_STEP_FIELDS = (
     "concurrency",
     "results",
     "message",
+    "workflow",
+    "version",
 )
 _REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
 
@@ -202,6 +206,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         "concurrency": step.concurrency,
         "results": step.results if step.results == DISCARD else None,
         "message": step.message,
+        "workflow": step.workflow,
+        "version": step.version,
     }
     for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
         value = values[name]

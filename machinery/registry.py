@@ -10,21 +10,30 @@ from __future__ import annotations
 from dataclasses import replace
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard
-from machinery.engine.checker import check_service, check_workflow
+from machinery.engine.checker import Node, check_nesting, check_service, check_workflow
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
+from machinery.engine.kinds.workflow import contract, contract_key
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page, RegistryStore
+from machinery.engine.plan import Settings
+from machinery.engine.ports import Page, RegistryStore, every
 
 
 class Registry:
     """The services and workflows users register: every write is type-checked before the store keeps it, so a
     workflow never calls a service whose contract does not fit. The management API and the CLI write through it."""
 
-    def __init__(self, store: RegistryStore, expressions: Expressions, guard: AddressGuard = DEFAULT_GUARD) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        expressions: Expressions,
+        guard: AddressGuard = DEFAULT_GUARD,
+        max_workflow_depth: int = Settings.max_workflow_depth,
+    ) -> None:
         self.store = store
         self.expressions = expressions
         self.guard = guard
+        self.max_workflow_depth = max_workflow_depth
 
     def add_service(self, service: Service) -> Service:
         self._check_service(service)
@@ -37,8 +46,9 @@ class Registry:
         return self.store.list_services(offset=offset, limit=limit)
 
     def services_of(self, workflow: Workflow) -> dict[str, Service]:
-        """The services ``workflow`` calls, by name, leaving out any removed since."""
-        return self._services_of(workflow)[0]
+        """The services ``workflow`` calls, by name, and the contracts of the workflows it runs (see
+        :func:`~machinery.engine.kinds.workflow.contract_key`), leaving out any removed since."""
+        return self._services_of(workflow)[0] | self._contracts(workflow, None)
 
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""
@@ -50,17 +60,11 @@ class Registry:
         self._check_service(service)
         current = self.store.get_service(name)
         users = self.store.service_users(name)
-        problems = []
-        broken = []
-        for workflow_name in users:
-            workflow = self.store.get_workflow(workflow_name)
-            found = check_workflow(workflow, self._services_of(workflow, override=service)[0], self.expressions)
-            if found:
-                broken.append(f"'{workflow_name}'")
-                problems += [replace(p, message=f"workflow '{workflow_name}': {p.message}") for p in found]
-        if problems:
-            plural = "s" if len(broken) > 1 else ""
-            raise Conflict(f"changing service '{name}' would break workflow{plural} {', '.join(broken)}", problems)
+        workflows = [self.store.get_workflow(user) for user in users]
+        self._refuse_breaking(
+            f"service '{name}'",
+            [(w, self._services_of(w, override=service)[0] | self._contracts(w, None)) for w in workflows],
+        )
         return self.store.replace_service(service, revision=current.revision, users=users)
 
     def delete_service(self, name: str) -> None:
@@ -98,15 +102,92 @@ class Registry:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
 
     def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
+        """Check ``workflow``, how it nests among the workflows it runs and those running it, and that those
+        running it still fit it; the revisions of the services it was checked with."""
         refused = self._refused(notify=workflow.notify)
         if refused:
             raise InvalidDefinition(f"workflow '{workflow.name}' is not valid", refused)
         services, missing = self._services_of(workflow)
-        problems = check_workflow(workflow, services, self.expressions)
+        registered = self._registered(workflow)
+        problems = check_workflow(workflow, services | self._contracts(workflow, registered), self.expressions)
+        nesting = check_nesting(workflow, registered, self.max_workflow_depth)
+        if nesting:
+            raise InvalidDefinition(f"workflow '{workflow.name}' cannot run the workflows it runs", nesting + problems)
         if problems:
             what = f"unknown service{'s' if len(missing) > 1 else ''} " + ", ".join(missing) if missing else "problems"
             raise InvalidDefinition(f"workflow '{workflow.name}' does not type-check ({what})", problems)
+        # Added too: a workflow deleted and added again may be run by workflows registered before.
+        self._check_callers(workflow, registered)
         return {name: s.revision for name, s in services.items()}
+
+    def _check_callers(self, workflow: Workflow, registered: dict[Node, Workflow]) -> None:
+        """Conflict if ``workflow``, in place of its current version, would break a workflow running that."""
+        replaced = {**registered, (workflow.name, None): workflow}
+        callers = [
+            caller
+            for (name, version), caller in sorted(registered.items(), key=lambda item: item[0][0])
+            if version is None and name != workflow.name and (workflow.name, None) in caller.children
+        ]
+        self._refuse_breaking(
+            f"workflow '{workflow.name}'",
+            [(caller, self._services_of(caller)[0] | self._contracts(caller, replaced)) for caller in callers],
+        )
+
+    def _refuse_breaking(self, changed: str, users: list[tuple[Workflow, dict[str, Service]]]) -> None:
+        """Conflict naming each of the workflows ``users`` that does not type-check with what it is given."""
+        problems = []
+        broken = []
+        for workflow, services in users:
+            found = check_workflow(workflow, services, self.expressions)
+            if found:
+                broken.append(f"'{workflow.name}'")
+                problems += [replace(p, message=f"workflow '{workflow.name}': {p.message}") for p in found]
+        if problems:
+            plural = "s" if len(broken) > 1 else ""
+            raise Conflict(f"changing {changed} would break workflow{plural} {', '.join(broken)}", problems)
+
+    def _registered(self, workflow: Workflow) -> dict[Node, Workflow]:
+        """Every registered workflow by its name (and None), and the versions pinned by their steps and by
+        ``workflow``'s, by name and version: what :func:`check_nesting` looks through."""
+        current = {w.name: w for w in every(self.store.list_workflows)}
+        found: dict[Node, Workflow] = {(name, None): w for name, w in current.items()}
+        pinned = [c for w in [*current.values(), workflow] for c in w.children if c[1] is not None]
+        while pinned:
+            name, version = node = pinned.pop()
+            base = current.get(name)
+            if node in found or base is None or base.id is None or version is None:
+                continue
+            try:
+                found[node] = self.store.get_workflow_version(base.id, version)
+            except NotFound:
+                continue
+            pinned += [c for c in found[node].children if c[1] is not None]
+        return found
+
+    def _contracts(self, workflow: Workflow, registered: dict[Node, Workflow] | None) -> dict[str, Service]:
+        """The contracts of the workflows ``workflow`` runs, by their key, as ``registered`` holds them (with
+        ``workflow`` itself as it is now); None looks each up in the store."""
+        contracts = {}
+        for name, version in workflow.children:
+            if name == workflow.name and version is None:
+                child: Workflow | None = workflow
+            elif registered is not None:
+                child = registered.get((name, version))
+            else:
+                child = self._lookup(name, version)
+            if child is not None:
+                key = contract_key(name, version)
+                contracts[key] = contract(child, key)
+        return contracts
+
+    def _lookup(self, name: str, version: int | None) -> Workflow | None:
+        try:
+            current = self.store.get_workflow(name)
+            if version is None or current.id is None:
+                return current
+            return self.store.get_workflow_version(current.id, version)
+        except NotFound:
+            return None
 
     def _refused(self, **urls: str | None) -> list[Problem]:
         """A problem for each URL, by field, whose host is a literal address the workers may not call."""

@@ -27,6 +27,7 @@ from machinery.engine.model import (
     SWITCH,
     TRANSFORM,
     WAIT,
+    WORKFLOW,
     Field,
     Ref,
     Service,
@@ -67,6 +68,7 @@ DEFINITION = Look("#f8f9fa", "#343a40")
 SHAPES: Mapping[str, str] = {
     SERVICE: "box",
     MAP: "box3d",
+    WORKFLOW: "box",
     TRANSFORM: "parallelogram",
     SWITCH: "diamond",
     DELAY: "hexagon",
@@ -75,6 +77,9 @@ SHAPES: Mapping[str, str] = {
     FAIL: "doubleoctagon",
 }
 """The node shape of each kind of step."""
+
+PERIPHERIES: Mapping[str, int] = {WORKFLOW: 2}
+"""Kinds of step drawn with more than one line around them: a child workflow's box is doubled."""
 
 # A step id has no space in it, so these node names never clash with a step's.
 INPUTS = "workflow inputs"
@@ -167,9 +172,10 @@ def _add_step(
     else:
         look, css = STATE_LOOKS[state.status], f"step {state.status}"
         rows += _progress(state, counts)
-    dot.node(
-        step.id, _table(rows), _attributes=_paint(look, SHAPES[step.kind]) | {"id": f"step-{step.id}", "class": css}
-    )
+    attributes = _paint(look, SHAPES[step.kind]) | {"id": f"step-{step.id}", "class": css}
+    if step.kind in PERIPHERIES:
+        attributes["peripheries"] = str(PERIPHERIES[step.kind])
+    dot.node(step.id, _table(rows), _attributes=attributes)
 
 
 def _paint(look: Look, shape: str) -> dict[str, str]:
@@ -198,6 +204,9 @@ def _subtitle(step: Step, services: Mapping[str, Service]) -> str:
     parts = [] if step.kind == SERVICE else [step.kind]
     if step.service is not None:
         parts.append(step.service if step.service in services else f"{step.service} (not registered)")
+    if step.workflow is not None:
+        child = step.workflow + (f" v{step.version}" if step.version is not None else "")
+        parts.append(child if _service_of(step, services) is not None else f"{child} (not registered)")
     return " · ".join(parts)
 
 
@@ -355,8 +364,9 @@ def _reads(step: Step, services: Mapping[str, Service]) -> list[tuple[str, Ref]]
 
 
 def _service_of(step: Step, services: Mapping[str, Service]) -> Service | None:
-    """The registered service that a step calls, if it calls one."""
-    return services.get(step.service) if KINDS[step.kind].calls_service and step.service is not None else None
+    """The registered service that a step calls, or the contract of the workflow it runs, if it does either."""
+    kind = KINDS[step.kind]
+    return services.get(kind.callee(step) or "") if kind.calls_service else None
 
 
 def _items(step: Step) -> Ref:

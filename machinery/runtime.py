@@ -9,6 +9,7 @@ sweeper can always resume.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -23,15 +24,33 @@ import orjson
 
 from machinery import logs
 from machinery.engine import decider
-from machinery.engine.calls import Call, CallFailure, parse_callback_token
-from machinery.engine.errors import InvalidState, NotFound
+from machinery.engine.calls import Call, CallFailure, ErrorKind, parse_callback_token
+from machinery.engine.dataflow import contract_failure
+from machinery.engine.errors import InvalidData, InvalidState, NotFound
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
 from machinery.engine.kinds import MAP_RESULTS
+from machinery.engine.kinds.workflow import CHILD, contract, contract_key
 from machinery.engine.model import DISCARD, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, Telemetry, every
-from machinery.engine.state import COMPLETED, FAILED, IDLE, READY, RETRYING, RUNNING, Event, Item, StepStatus
+from machinery.engine.state import (
+    CANCELLED,
+    COMPLETED,
+    EVENT_COMPLETED,
+    EVENT_FAILED,
+    EVENT_PAUSED,
+    FAILED,
+    IDLE,
+    READY,
+    RETRYING,
+    RUNNING,
+    TERMINAL_EVENT,
+    WAITING,
+    Event,
+    Item,
+    StepStatus,
+)
 from machinery.engine.units import parse_unit
 
 log = logging.getLogger(__name__)
@@ -51,9 +70,9 @@ class Plans:
         return self._plan((workflow.id or workflow.name, workflow.version), lambda: workflow)
 
     def for_event(self, event: Event) -> Plan:
-        return self.version(event.workflow_id, event.workflow_version)
+        return self.for_version(event.workflow_id, event.workflow_version)
 
-    def version(self, workflow_id: str, version: int) -> Plan:
+    def for_version(self, workflow_id: str, version: int) -> Plan:
         key = (workflow_id, version)
         return self._plan(key, lambda: self.store.get_workflow_version(*key))
 
@@ -83,22 +102,43 @@ class ServiceCache:
         return health is not None and health.status == DOWN
 
     def of(self, plan: Plan) -> dict[str, Service]:
+        """The services the plan's steps call, and the contracts of the workflows they run, by their key."""
         found = {}
         for name in plan.workflow.service_names:
             service = self.get(name)
             if service is not None:
                 found[name] = service
+        for name, version in plan.workflow.children:
+            key = contract_key(name, version)
+            child = self._cached(key, functools.partial(self._child, name, version))
+            if child is not None:
+                found[key] = child
         return found
 
+    def _child(self, name: str, version: int | None) -> Service | None:
+        """The contract of workflow ``name`` at ``version`` (None: its current one); None if it is gone."""
+        try:
+            workflow = self.store.get_workflow(name)
+            if version is not None and workflow.id is not None:
+                workflow = self.store.get_workflow_version(workflow.id, version)
+        except NotFound:
+            return None
+        return contract(workflow, contract_key(name, version))
+
     def get(self, name: str) -> Service | None:
+        return self._cached(name, lambda: self._service(name))
+
+    def _service(self, name: str) -> Service | None:
+        try:
+            return self.store.get_service(name)
+        except NotFound:
+            return None
+
+    def _cached(self, key: str, load: Callable[[], Service | None]) -> Service | None:
         now = self.clock()
-        hit = self._cache.get(name)
+        hit = self._cache.get(key)
         if hit is None or now - hit[0] > self.ttl:
-            try:
-                service: Service | None = self.store.get_service(name)
-            except NotFound:
-                service = None
-            hit = self._cache[name] = (now, service)
+            hit = self._cache[key] = (now, load())
         return hit[1]
 
 
@@ -152,29 +192,59 @@ class Events:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
         workflow_id = self.registry.get_workflow(workflow).id if workflow else None
-        return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data)
+        return self.store.list_events(
+            workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data, parent=parent
+        )
 
     def cancel(self, event_id: str) -> Event:
-        return self._update(event_id, lambda e: decider.cancel(self.plans.for_event(e), e, self.clock(), self.settings))
+        """Cancel an unfinished event, and the child events its steps were waiting for, theirs too."""
+        event = self._update(
+            event_id, lambda e: decider.cancel(self.plans.for_event(e), e, self.clock(), self.settings)
+        )
+        self._reach_children(event, CANCELLED, self.cancel)
+        return event
 
     def pause(self, event_id: str) -> Event:
-        """Start nothing more of an event; the calls under way finish."""
-        return self._update(event_id, lambda e: decider.pause(e, self.clock()))
+        """Start nothing more of an event, nor of the child events it waits for; the calls under way finish."""
+        event = self._update(event_id, lambda e: decider.pause(e, self.clock()))
+        self._reach_children(event, WAITING, self.pause)
+        return event
 
     def resume(self, event_id: str) -> Event:
-        """Go on with a paused event."""
+        """Go on with a paused event, and with the child events it waits for."""
         event = self._update(
             event_id, lambda e: decider.resume(self.plans.for_event(e), e, self.clock(), self.settings)
         )
         self._rearm(event, retry=False)
+        self._reach_children(event, WAITING, self.resume)
         return event
 
     def retry(self, event_id: str) -> Event:
-        """Run a failed event again from its failed steps; a map step from its failed items."""
+        """Run a failed event again from its failed steps: a map step from its failed items, and a step whose
+        child event failed retries that child, from where it failed, and waits for it again."""
+        children = self._failed_children(self.store.get_event(event_id))
         event = self._update(event_id, lambda e: decider.retry(self.plans.for_event(e), e, self.clock(), self.settings))
         self._rearm(event, retry=True)
+        # The parent waits first: so a retried child, however quick, finds its step waiting for it.
+        for child in children:
+            if child.status is EVENT_FAILED:
+                self.retry(child.id)
+            else:
+                # Ended already, say by a retry of its own: its outcome may have found the step not waiting.
+                handed = hand_back(
+                    self.store,
+                    self.dispatcher,
+                    self.plans,
+                    child,
+                    self.clock,
+                    self.settings,
+                    evaluate=False,
+                    observe=self.observe,
+                )
+                event = handed or event
         return event
 
     def items(
@@ -205,6 +275,33 @@ class Events:
                 rearmed = change_item(self.store, item, lambda i: decider.rearm(i, now, self.settings, retry=retry))
                 if rearmed is not None:
                     _send_item(self.dispatcher, rearmed, now)
+
+    def _failed_children(self, event: Event) -> list[Event]:
+        """The child events of the failed steps of ``event``, if it is failed; InvalidState if one of them
+        cannot be retried (cancelled, or failed on purpose)."""
+        if event.status is not EVENT_FAILED:
+            return []
+        children = []
+        for step_id, state in event.steps.items():
+            if state.status is not FAILED or state.child is None:
+                continue
+            child = self.store.get_event(state.child)
+            if child.status is EVENT_FAILED and (child.error or {}).get("kind") == ErrorKind.FAIL:
+                raise InvalidState(f"child event '{child.id}' of step '{step_id}' was failed on purpose")
+            if child.status is not EVENT_FAILED and child.status is not EVENT_COMPLETED:
+                raise InvalidState(
+                    f"child event '{child.id}' of step '{step_id}' is {child.status.value}; it cannot be retried"
+                )
+            children.append(child)
+        return children
+
+    def _reach_children(self, event: Event, status: StepStatus, change: Callable[[str], Event]) -> None:
+        """Apply ``change`` to the child event of each step of ``event`` in ``status``; a child that cannot
+        take it (over already, say) is left as it is."""
+        for state in event.steps.values():
+            if state.child is not None and state.status is status:
+                with contextlib.suppress(InvalidState, NotFound):
+                    change(state.child)
 
     def rerun(self, event_id: str) -> Event:
         """A new event with the data of ``event_id``, on its workflow's current version (after a fix, say)."""
@@ -299,11 +396,7 @@ class Events:
         return self.registry.get_service(step.service)
 
     def _update(self, event_id: str, change: Callable[[Event], Event]) -> Event:
-        while True:
-            event = self.store.get_event(event_id)
-            changed = change(event)
-            if save(self.store, self.dispatcher, event, changed, observe=self.observe):
-                return changed
+        return update(self.store, self.dispatcher, event_id, change, self.observe)
 
 
 @dataclass
@@ -345,10 +438,15 @@ class Runner:
         self.rng = rng
         self.telemetry = telemetry
         self.observe = Observer(telemetry, plans) if telemetry is not None else None
+        self.events = Events(plans.store, store, dispatcher, settings, plans, clock, telemetry)
+        """To reach the child events this runner starts."""
 
     def run(self, event_id: str, unit: str) -> None:
         """Handle the message "look at ``unit`` of ``event_id``"."""
         with logs.context(event_id=event_id, step=unit):
+            if unit == decider.PARENT_UNIT:
+                self._hand_back(event_id)
+                return
             step_id, index = parse_unit(unit)
             if index is not None:
                 self._run_lane(event_id, step_id, index)
@@ -356,6 +454,9 @@ class Runner:
             event, call = self._claim(event_id, unit)
             while call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
+                    if call.service.kind == CHILD:
+                        event, call = self._start_child(event, call)
+                        continue
                     try:
                         outputs, error = self._call(call, event.id, event.workflow_name)
                     finally:
@@ -454,6 +555,75 @@ class Runner:
             self.telemetry.call_done(workflow, call.service.name, time.monotonic() - started, kind)
         return outputs, error
 
+    def _start_child(self, event: Event, call: Call) -> tuple[Event, Call | None]:
+        """Start the child event of a claimed ``workflow`` step, and record it: the step waits for it."""
+        child_id, created, error = self._create_child(event, call)
+        event, next_call = self._finish(event.id, call, child_id, error)
+        if child_id is None:
+            return event, next_call
+        if event.steps[call.step_id].child != child_id:
+            # Not recorded: another worker took the claim over (and records the same child), or the event ended.
+            if event.status in TERMINAL_EVENT:
+                with contextlib.suppress(InvalidState):
+                    self.events.cancel(child_id)
+        elif event.status is EVENT_PAUSED:
+            with contextlib.suppress(InvalidState):
+                self.events.pause(child_id)
+        elif not created:
+            # Started by a claim that was lost; if it has ended, its outcome may have found the step not waiting.
+            child = self.store.get_event(child_id)
+            if child.status in TERMINAL_EVENT:
+                event = (
+                    hand_back(
+                        self.store, self.dispatcher, self.plans, child, self.clock, self.settings, observe=self.observe
+                    )
+                    or event
+                )
+        return event, next_call
+
+    def _create_child(self, event: Event, call: Call) -> tuple[str | None, bool, CallFailure | None]:
+        """The id of the child event of ``call`` and whether it was created now (not by a claim before it), or why
+        it cannot be."""
+        depth = (event.parent or {}).get("depth", 0) + 1
+        if depth > self.settings.max_workflow_depth:
+            message = (
+                f"the child event would be nested {depth} deep, more than the {self.settings.max_workflow_depth} "
+                "allowed (MACHINERY_MAX_WORKFLOW_DEPTH)"
+            )
+            return None, False, CallFailure(message, False, ErrorKind.CONFIG)
+        workflow_id, version = call.service.id or "", call.service.revision
+        try:
+            plan = self.plans.for_version(workflow_id, version)
+        except NotFound:
+            return None, False, CallFailure(f"{call.service.name} is no longer registered", False, ErrorKind.CONFIG)
+        parent = {"event": event.id, "step": call.step_id, "depth": depth}
+        try:
+            child = decider.accept(
+                plan,
+                call.inputs,
+                event_id=uuid.uuid4().hex,
+                now=self.clock(),
+                settings=self.settings,
+                idempotency_key=call.idempotency_key,
+                parent=parent,
+            )
+        except InvalidData as e:
+            what = f"step '{call.step_id}' cannot start workflow '{plan.workflow.name}': "
+            return None, False, contract_failure(what, list(e.problems), ErrorKind.INPUT)
+        stored, created = self.store.create_event(child)
+        if created:
+            follow_up(self.dispatcher, None, stored)
+        return stored.id, created, None
+
+    def _hand_back(self, child_id: str) -> None:
+        """Handle ``@parent``: hand an ended child's outcome to its parent's step, then note it handed back."""
+        child = self.store.get_event(child_id)
+        state = child.to_parent
+        if child.parent is None or child.status not in TERMINAL_EVENT or state is None or state.status.terminal:
+            return
+        hand_back(self.store, self.dispatcher, self.plans, child, self.clock, self.settings, observe=self.observe)
+        update(self.store, self.dispatcher, child_id, lambda c: decider.handed_back(c, self.clock(), self.settings))
+
     def _finish(self, event_id: str, call: Call, outputs: Any, error: CallFailure | None) -> tuple[Event, Call | None]:
         """Record a call's result and, in the same write, claim the next unit this worker will run."""
         while True:
@@ -493,7 +663,7 @@ class Runner:
             if call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
                     try:
-                        workflow = self.plans.version(item.workflow_id, item.workflow_version).workflow.name
+                        workflow = self.plans.for_version(item.workflow_id, item.workflow_version).workflow.name
                         outputs, error = self._call(call, event_id, workflow)
                     finally:
                         self._release(call)
@@ -506,7 +676,7 @@ class Runner:
 
     def _claim_item(self, item: Item) -> tuple[Item, Call | None] | None:
         while True:
-            plan = self.plans.version(item.workflow_id, item.workflow_version)
+            plan = self.plans.for_version(item.workflow_id, item.workflow_version)
             status = self.store.event_status(item.event_id)
             now = self.clock()
             claimed = decider.claim_item(
@@ -542,7 +712,7 @@ class Runner:
         """What follows a change of ``item``: its lane's next item, released, to run now if there is one."""
         status = item.state.status
         if status is FAILED:
-            plan = self.plans.version(item.workflow_id, item.workflow_version)
+            plan = self.plans.for_version(item.workflow_id, item.workflow_version)
             self._update(item.event_id, lambda e: decider.item_failed(plan, e, item, self.clock(), self.settings))
         elif status is RETRYING:
             _send_item(self.dispatcher, item, self.clock())
@@ -568,7 +738,7 @@ class Runner:
         """
         if self.store.list_items(item.event_id, item.step_id, statuses=UNFINISHED, limit=1):
             return
-        plan = self.plans.version(item.workflow_id, item.workflow_version)
+        plan = self.plans.for_version(item.workflow_id, item.workflow_version)
         step = plan.graph.steps[item.step_id]
         outputs, note = self._results(item.event_id, step)
         self._update(
@@ -593,11 +763,7 @@ class Runner:
         return {MAP_RESULTS.name: results}, None
 
     def _update(self, event_id: str, change: Callable[[Event], Event | None]) -> None:
-        while True:
-            event = self.store.get_event(event_id)
-            changed = change(event)
-            if changed is None or save(self.store, self.dispatcher, event, changed, observe=self.observe):
-                return
+        update(self.store, self.dispatcher, event_id, change, self.observe)
 
 
 def save(
@@ -660,6 +826,50 @@ def _every_item(store: EventStore, event_id: str, step_id: str, statuses: Collec
     while page := store.list_items(event_id, step_id, statuses=statuses, after=after, limit=ITEM_PAGE):
         yield from page
         after = page[-1].index
+
+
+def update(
+    store: EventStore,
+    dispatcher: Dispatcher,
+    event_id: str,
+    change: Callable[[Event], Event | None],
+    observe: Callable[[Event, Event], None] | None = None,
+) -> Event:
+    """Read, change and write back ``event_id`` until no other write came between, then send what the change made
+    ready (see :func:`save`); the event as written, or as read when ``change`` had nothing to do (None)."""
+    while True:
+        event = store.get_event(event_id)
+        changed = change(event)
+        if changed is None:
+            return event
+        if save(store, dispatcher, event, changed, observe=observe):
+            return changed
+
+
+def hand_back(
+    store: EventStore,
+    dispatcher: Dispatcher,
+    plans: Plans,
+    child: Event,
+    clock: Clock,
+    settings: Settings,
+    *,
+    evaluate: bool = True,
+    observe: Callable[[Event, Event], None] | None = None,
+) -> Event | None:
+    """Apply the outcome of the ended ``child`` to its parent's step, if that still waits for it; the parent as
+    it is then, None if it is gone. The API's thread passes ``evaluate=False`` (see ``decider.advance``)."""
+    assert child.parent is not None
+    child_workflow = plans.for_event(child).workflow
+
+    def adopt(parent: Event) -> Event | None:
+        plan = plans.for_event(parent)
+        return decider.adopt(plan, parent, child, child_workflow, now=clock(), settings=settings, evaluate=evaluate)
+
+    try:
+        return update(store, dispatcher, child.parent["event"], adopt, observe)
+    except NotFound:
+        return None
 
 
 def follow_up(dispatcher: Dispatcher, before: Event | None, after: Event, claimed: Call | None = None) -> None:

@@ -25,6 +25,7 @@ from machinery.engine.model import (
     SYNC,
     TRANSFORM,
     WAIT,
+    WORKFLOW,
     Service,
     Workflow,
 )
@@ -169,6 +170,7 @@ _REQUIRED = {
     WAIT: ("signal",),
     TRANSFORM: ("compute",),
     MAP: ("service", "items", "item"),
+    WORKFLOW: ("workflow",),
 }
 
 
@@ -223,6 +225,11 @@ class StepSchema(StrictSchema):
         },
     )
     message = fields.String(validate=validate.Length(max=2000), metadata={"description": "fail, succeed: why"})
+    workflow = fields.String(validate=NAME, metadata={"description": "workflow: the workflow it runs as a child event"})
+    version = fields.Integer(
+        validate=validate.Range(1),
+        metadata={"description": "workflow: the version it runs; left out, the version current when the step runs"},
+    )
 
     @validates_schema
     def _fits_its_kind(self, data: dict[str, Any], **_: Any) -> None:

@@ -239,3 +239,16 @@ def test_purge_deletes_the_finished_events_older_than_asked_and_keeps_the_others
     }
     assert run("purge", "--older-than", "0").exit_code == 2
     machinery.store.close()
+
+
+def test_apply_registers_a_workflow_after_the_child_workflows_it_runs(run: Invoke, tmp_path: Path) -> None:
+    parent = json.loads((DEFINITIONS / "workflow-shout-summary.json").read_text())
+    (tmp_path / "a-parent.json").write_text(json.dumps(parent))
+    for name in ("upper", "reverse", "space-counter"):
+        (tmp_path / f"service-{name}.json").write_text((DEFINITIONS / f"service-{name}.json").read_text())
+    (tmp_path / "z-child.json").write_text((DEFINITIONS / "workflow-process-text.json").read_text())
+
+    result = run("apply", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.index("workflow process-text created") < result.output.index("workflow shout-summary created")

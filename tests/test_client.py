@@ -82,6 +82,7 @@ def test_definitions_come_back_as_the_engines_objects_a_page_at_a_time(admin: Cl
         "each",
         "process-text",
         "review-text",
+        "shout-summary",
     ]
 
 

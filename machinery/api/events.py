@@ -68,6 +68,7 @@ def list_events(query: dict[str, Any], pagination_parameters: PaginationParamete
         workflow=query.get("workflow"),
         status=query.get("status"),
         data=query.get("data"),
+        parent=query.get("parent"),
         **window(pagination_parameters),
     )
     pagination_parameters.item_count = page.total

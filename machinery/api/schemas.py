@@ -77,6 +77,8 @@ class EventStepSchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(tuple(KINDS)))
     service = fields.String(allow_none=True, metadata={"description": "The service it calls, if it calls one"})
+    workflow = fields.String(allow_none=True, metadata={"description": "workflow: the workflow it runs as a child"})
+    child = fields.String(allow_none=True, metadata={"description": "workflow: the id of the child event it started"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
     route = fields.String(allow_none=True, metadata={"description": "The route a switch or wait step took"})
     wakes_at = fields.DateTime(allow_none=True, metadata={"description": "When a waiting delay or wait times out"})
@@ -107,6 +109,12 @@ class NotificationSchema(Schema):
     error = fields.Dict(allow_none=True)
 
 
+class ParentSchema(Schema):
+    event = fields.String(required=True, metadata={"description": "The id of the parent event"})
+    step = fields.String(required=True, metadata={"description": "The parent's workflow step that started this one"})
+    depth = fields.Integer(required=True, metadata={"description": "1 for a child of a top-level event, and so on"})
+
+
 class EventSchema(Schema):
     id = fields.String(required=True)
     workflow = fields.Nested(WorkflowVersionSchema, required=True)
@@ -124,6 +132,11 @@ class EventSchema(Schema):
         NotificationSchema,
         allow_none=True,
         metadata={"description": "Its sending to its workflow's notify URL, once it has ended"},
+    )
+    parent = fields.Nested(
+        ParentSchema,
+        allow_none=True,
+        metadata={"description": "For a child event, the step of the event that started it"},
     )
     steps = fields.List(fields.Nested(EventStepSchema), metadata={"description": "In the workflow's order"})
 
@@ -180,6 +193,7 @@ def _keys(value: dict[str, Any]) -> Iterator[str]:
 class EventQuerySchema(Schema):
     workflow = fields.String(metadata={"description": "A workflow's id or name"})
     status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
+    parent = fields.String(metadata={"description": "Only the child events of this event"})
     data = DataQuery(
         metadata={
             "type": "string",
@@ -225,6 +239,7 @@ def event_to_dict(event: Event, plan: Plan, counts: Mapping[str, dict[str, int]]
         "idempotency_key": event.idempotency_key,
         "deadline": _time(event.deadline),
         "notification": _notification(event.notification),
+        "parent": event.parent,
         "steps": [_step(step, event.steps[step.id], (counts or {}).get(step.id)) for step in plan.order],
     }
 
@@ -238,6 +253,8 @@ def _step(step: Step, state: StepState, counts: dict[str, int] | None) -> dict[s
         "id": step.id,
         "kind": step.kind,
         "service": step.service,
+        "workflow": step.workflow,
+        "child": state.child,
         "route": state.route,
         "wakes_at": _time(state.run_at) if state.status is StepStatus.WAITING else None,
         "items": {"total": state.fanout, "counts": counts} if state.fanout is not None else None,

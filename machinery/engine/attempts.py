@@ -27,9 +27,9 @@ def take_over(state: StepState, now: float, settings: Settings) -> CallFailure |
     return None
 
 
-def unregistered(name: str | None) -> CallFailure:
-    """The failure of a call whose service is no longer registered."""
-    return CallFailure(f"service '{name}' is no longer registered", False, ErrorKind.CONFIG)
+def unregistered(callee: str) -> CallFailure:
+    """The failure of a call whose ``callee`` (``service 'upper'``) is no longer registered."""
+    return CallFailure(f"{callee} is no longer registered", False, ErrorKind.CONFIG)
 
 
 def start(

@@ -45,7 +45,11 @@ def check_service(service: Service) -> list[Problem]:
 
 
 def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressions: Expressions) -> list[Problem]:
-    """Every problem of ``workflow`` given the registered ``services``; empty when it is sound."""
+    """Every problem of ``workflow`` given the registered ``services``; empty when it is sound.
+
+    ``services`` holds too the contract of each workflow its ``workflow`` steps run, under its
+    :func:`~machinery.engine.kinds.workflow.contract_key`.
+    """
     problems = check_fields(workflow.inputs, "workflow input") + check_fields(workflow.outputs, "workflow output")
     if not workflow.steps:
         problems.append(Problem("a workflow needs at least one step"))
@@ -60,13 +64,14 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
                     found=step.kind,
                 )
             )
-        elif KINDS[step.kind].calls_service and step.service not in services:
+        elif KINDS[step.kind].calls_service and KINDS[step.kind].callee(step) not in services:
+            kind = KINDS[step.kind]
             problems.append(
                 Problem(
-                    f"step '{step.id}' calls service '{step.service}', which is not registered",
+                    f"step '{step.id}' calls {kind.callee_label(step)}, which is not registered",
                     step=step.id,
-                    field="service",
-                    found=step.service,
+                    field=kind.callee_field,
+                    found=getattr(step, kind.callee_field),
                 )
             )
     graph, structure = build(workflow)
@@ -160,3 +165,72 @@ def _parallel_writes(graph: Graph, outputs: Mapping[str, Mapping[str, Field]]) -
                     )
             writers.setdefault(name, []).append(step.id)
     return problems
+
+
+Node = tuple[str, int | None]
+"""A workflow as a step runs it: its name, and the version pinned (None: its current one)."""
+
+
+def check_nesting(workflow: Workflow, registered: Mapping[Node, Workflow], max_depth: int) -> list[Problem]:
+    """Workflows running each other in a cycle (a workflow running itself included), and child workflows
+    nested deeper than ``max_depth``, counting the callers of ``workflow`` above it and its children below.
+
+    ``registered`` holds every registered workflow by name (and None), and the versions pinned by their
+    steps; ``workflow`` takes the place of its current version.
+    """
+    known = {**registered, (workflow.name, None): workflow}
+    start: Node = (workflow.name, None)
+    below: dict[Node, list[Node]] = {}
+    cycle = _deepest_below(start, known, below, [])
+    if cycle is not None:
+        ring = " → ".join(_label(node) for node in cycle)
+        return [Problem(f"workflows may not run each other in a cycle: {ring}", field="steps")]
+    callers: dict[Node, list[Node]] = {}
+    for node, definition in known.items():
+        for child in definition.children:
+            callers.setdefault(child, []).append(node)
+    chain = _deepest_above(start, callers, {}) + below[start][1:]
+    depth = len(chain) - 1
+    if depth <= max_depth:
+        return []
+    path = " → ".join(_label(node) for node in chain)
+    return [
+        Problem(
+            f"child workflows would nest {depth} deep ({path}), more than the {max_depth} allowed "
+            "(MACHINERY_MAX_WORKFLOW_DEPTH)",
+            field="steps",
+        )
+    ]
+
+
+def _deepest_below(
+    node: Node, known: Mapping[Node, Workflow], memo: dict[Node, list[Node]], path: list[Node]
+) -> list[Node] | None:
+    """Fill ``memo`` with the longest chain of children from ``node`` down; a cycle met on the way instead."""
+    if node in path:
+        return [*path[path.index(node) :], node]
+    if node in memo:
+        return None
+    deepest: list[Node] = []
+    definition = known.get(node)
+    for child in definition.children if definition is not None else ():
+        cycle = _deepest_below(child, known, memo, [*path, node])
+        if cycle is not None:
+            return cycle
+        if len(memo[child]) > len(deepest):
+            deepest = memo[child]
+    memo[node] = [node, *deepest]
+    return None
+
+
+def _deepest_above(node: Node, callers: Mapping[Node, list[Node]], memo: dict[Node, list[Node]]) -> list[Node]:
+    """The longest chain of callers down to ``node``, ``node`` last."""
+    if node not in memo:
+        memo[node] = [node]  # a guard: the graph is acyclic once the cycles are refused
+        chains = [_deepest_above(caller, callers, memo) for caller in callers.get(node, ())]
+        memo[node] = [*max(chains, key=len, default=[]), node]
+    return memo[node]
+
+
+def _label(node: Node) -> str:
+    return node[0] if node[1] is None else f"{node[0]}@{node[1]}"

@@ -17,7 +17,8 @@ behind it:
 - :mod:`~machinery.engine.dataflow`: the context, references, inputs and checked values;
 - :mod:`~machinery.engine.kinds`: one handler per kind of step, found in one table;
 - :mod:`~machinery.engine.progress`: starting what is ready, settling the event's status;
-- :mod:`~machinery.engine.ending` and :mod:`~machinery.engine.notification`: how an event ends and is reported.
+- :mod:`~machinery.engine.ending` and :mod:`~machinery.engine.notification`: how an event ends and is reported;
+- :mod:`~machinery.engine.children`: a ``workflow`` step's child event, started, waited for and handed back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from machinery.engine.attempts import callback_missed, record, start, take_over, unregistered
 from machinery.engine.callbacks import callback, heartbeat
 from machinery.engine.calls import Call, CallFailure, ErrorKind
+from machinery.engine.children import adopt, handed_back, wait_for_child, waiting_for
 from machinery.engine.dataflow import contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
 from machinery.engine.fanout import (
@@ -42,6 +44,7 @@ from machinery.engine.fanout import (
     release,
     settle,
 )
+from machinery.engine.kinds.workflow import CHILD
 from machinery.engine.model import Service
 from machinery.engine.notification import claim_notification, finish_notification
 from machinery.engine.operations import cancel, expire, nudged, pause, resume, retry, signal
@@ -59,11 +62,13 @@ from machinery.engine.state import (
     StepState,
 )
 from machinery.engine.types import type_of
-from machinery.engine.units import NOTIFY_UNIT, fail_step, unit_state
+from machinery.engine.units import NOTIFY_UNIT, PARENT_UNIT, fail_step, unit_state
 
 __all__ = [
     "NOTIFY_UNIT",
+    "PARENT_UNIT",
     "accept",
+    "adopt",
     "callback",
     "cancel",
     "claim",
@@ -79,6 +84,7 @@ __all__ = [
     "release",
     "expire",
     "finish",
+    "handed_back",
     "nudged",
     "overdue_units",
     "past_deadline",
@@ -88,6 +94,7 @@ __all__ = [
     "retry",
     "signal",
     "timers",
+    "waiting_for",
 ]
 
 
@@ -99,8 +106,12 @@ def accept(
     now: float,
     settings: Settings,
     idempotency_key: str | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Event:
-    """A new event for ``data``, its first steps ready; raises InvalidData listing every bad field."""
+    """A new event for ``data``, its first steps ready; raises InvalidData listing every bad field.
+
+    A child event names the step that started it in ``parent`` (see :attr:`Event.parent`).
+    """
     workflow = plan.workflow
     declared = {f.name for f in workflow.inputs}
     problems = [
@@ -121,6 +132,7 @@ def accept(
         created_at=now,
         updated_at=now,
         idempotency_key=idempotency_key,
+        parent=parent,
         steps={step.id: StepState() for step in plan.order},
         deadline=deadline(workflow, now),
     )
@@ -162,8 +174,8 @@ def claim(
     kind = plan.kinds[unit]
     if state.status is WAITING and kind.calls_service:
         # A callback that did not come in time: a new attempt below, or the end.
-        service = services.get(step.service or "")
-        failure = callback_missed(state, service, now) if service is not None else unregistered(step.service)
+        service = services.get(kind.callee(step) or "")
+        failure = callback_missed(state, service, now) if service is not None else unregistered(kind.callee_label(step))
         if failure is not None:
             fail_step(event, unit, failure, now)
             return close(plan, event, now, settings), None
@@ -175,10 +187,10 @@ def claim(
         if state.status is COMPLETED:
             advance(plan, event, now, ended=unit)
         return close(plan, event, now, settings), None
-    service = services.get(step.service or "")
+    service = services.get(kind.callee(step) or "")
     failure = take_over(state, now, settings)
     if failure is not None or service is None:
-        fail_step(event, unit, failure or unregistered(step.service), now)
+        fail_step(event, unit, failure or unregistered(kind.callee_label(step)), now)
         return close(plan, event, now, settings), None
     if kind.fans_out:
         event.spawned = [
@@ -211,6 +223,7 @@ def finish(
 ) -> Event | None:
     """Record the result of ``call``: its outputs (checked against the contract) or its error.
 
+    The result of a ``workflow`` step's call is the id of the child event it started, for which the step waits.
     None when the claim is no longer this call's (another worker took the
     unit over, or the event was cancelled), so that a late or duplicate
     result changes nothing.
@@ -222,6 +235,9 @@ def finish(
         return None
     event = event.copy()
     state = event.own(call.step_id)
+    if error is None and call.service.kind == CHILD:
+        wait_for_child(state, outputs)
+        return close(plan, event, now, settings)
     failure = record(state, call.service, outputs, error, status=event.status, now=now, random=random)
     if failure is not None:
         fail_step(event, call.step_id, failure, now)

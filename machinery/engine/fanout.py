@@ -56,10 +56,11 @@ def claim_item(
     item = item.copy()
     state = item.state
     step = plan.graph.steps[item.step_id]
-    service = services.get(step.service or "")
+    kind = plan.kinds[item.step_id]
+    service = services.get(kind.callee(step) or "")
     failure = take_over(state, now, settings)
     if failure is not None or service is None:
-        fail_state(state, failure or unregistered(step.service), now)
+        fail_state(state, failure or unregistered(kind.callee_label(step)), now)
         return settle(item, settings), None
     key = f"{item.event_id}/{item.unit}"
     call = start(

@@ -152,6 +152,7 @@ DELAY = "delay"
 WAIT = "wait"
 TRANSFORM = "transform"
 MAP = "map"
+WORKFLOW = "workflow"
 FAIL = "fail"
 SUCCEED = "succeed"
 DISCARD = "discard"
@@ -175,6 +176,8 @@ class Step:
     - ``map``: calls ``service`` once per element of ``items``, passing it as input ``item``,
       at most ``concurrency`` at once; its output ``results`` lists the answers in order,
       unless ``results`` is ``discard`` (then it has no outputs).
+    - ``workflow``: runs the registered workflow ``workflow`` (its ``version`` if pinned, else its current one) as a
+      child event, its inputs and outputs mapped as a service step's are; its outputs are the child's.
     - ``fail`` and ``succeed``: end the event, saying ``message``.
     """
 
@@ -199,6 +202,8 @@ class Step:
     concurrency: int = 10
     results: str = "keep"
     message: str = ""
+    workflow: str | None = None
+    version: int | None = None
 
     def input_ref(self, name: str) -> Ref:
         return self.input.get(name) or Ref("context", (name,))
@@ -245,6 +250,11 @@ class Workflow:
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(step.service for step in self.steps if step.service is not None))
+
+    @property
+    def children(self) -> tuple[tuple[str, int | None], ...]:
+        """The workflows its ``workflow`` steps run, each as a name and the version pinned (None: the current one)."""
+        return tuple(dict.fromkeys((s.workflow, s.version) for s in self.steps if s.workflow is not None))
 
 
 def linear_steps(services: list[str]) -> tuple[Step, ...]:

@@ -10,7 +10,7 @@ from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.model import HttpEndpoint, Service
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.retry import RetryPolicy
-from machinery.engine.schedule import too_soon, unit_due
+from machinery.engine.schedule import ending_due, too_soon
 from machinery.engine.state import CLAIMABLE, COMPLETED, FAILED, RETRYING, RUNNING, Event
 from machinery.engine.units import NOTIFY_UNIT, drop_claim, record_attempt, start_attempt
 
@@ -29,7 +29,7 @@ def claim_notification(
     event = event.copy()
     state = event.notification = state.copy()
     start_attempt(state, token, now, now + NOTIFY_TIMEOUT + settings.lease_grace)
-    event.due_at = state.lease_until
+    event.due_at = ending_due(event, settings)
     service = Service(NOTIFY_UNIT, HttpEndpoint(plan.workflow.notify), timeout=NOTIFY_TIMEOUT, retry=NOTIFY_RETRY)
     inputs = {
         "event_id": event.id,
@@ -61,7 +61,7 @@ def finish_notification(
     if error is None or error.kind in (ErrorKind.JSON, ErrorKind.SIZE):
         state.status = COMPLETED
         state.error = None
-        event.due_at = None
+        event.due_at = ending_due(event, settings)
         return event
     record_attempt(state, now, error.to_doc())
     if error.transient and state.attempts < NOTIFY_RETRY.attempts:
@@ -70,5 +70,5 @@ def finish_notification(
     else:
         state.status = FAILED
     state.error = error.to_doc()
-    event.due_at = unit_due(state, settings)
+    event.due_at = ending_due(event, settings)
     return event

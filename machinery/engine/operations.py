@@ -16,7 +16,7 @@ from machinery.engine.graph import SIGNAL_ROUTE
 from machinery.engine.model import WAIT, Step
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.progress import advance, close, notify_end
-from machinery.engine.schedule import deadline, scan, unit_due, until_deadline
+from machinery.engine.schedule import deadline, ending_due, scan, unit_due, until_deadline
 from machinery.engine.state import (
     CANCELLED,
     EVENT_CANCELLED,
@@ -36,6 +36,7 @@ from machinery.engine.state import (
 from machinery.engine.types import type_of
 from machinery.engine.units import (
     NOTIFY_UNIT,
+    PARENT_UNIT,
     complete,
     drop_claim,
     owned_units,
@@ -150,6 +151,7 @@ def retry(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
     event.error = None
     event.deadline = deadline(plan.workflow, now)
     event.notification = None
+    event.to_parent = None
     for step in plan.order:
         if event.steps[step.id].status is FAILED:
             plan.kinds[step.id].retry(plan, event, step, now)
@@ -165,10 +167,14 @@ def nudged(event: Event, sent: list[str], now: float, settings: Settings) -> Eve
             event.notification = event.notification.copy()
             event.notification.nudged_at = now
             continue
+        if unit == PARENT_UNIT and event.to_parent is not None:
+            event.to_parent = event.to_parent.copy()
+            event.to_parent.nudged_at = now
+            continue
         if unit_state(event, unit) is not None:
             event.own(unit).nudged_at = now
     if event.status not in TERMINAL_EVENT:
         event.due_at = until_deadline(event, scan(event, settings)[3])
-    elif event.notification is not None:
-        event.due_at = unit_due(event.notification, settings)
+    else:
+        event.due_at = ending_due(event, settings)
     return event

@@ -30,6 +30,8 @@ class Settings:
     """Items a map step may have; one with more fails."""
     max_map_results: int = 10 * 2**20
     """Bytes of answers a map step keeps in its ``results``; past them, only its items keep them."""
+    max_workflow_depth: int = 10
+    """How deep child workflows may nest: a top-level event's children are 1 deep, theirs 2, and so on."""
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,10 @@ class EventStore(ItemStore, Protocol):
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
-        """Newest first; with ``data``, only the events whose data holds those values (see ``data_conditions``)."""
+        """Newest first; with ``data``, only the events whose data holds those values (see ``data_conditions``);
+        with ``parent``, only the child events of that event."""
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Events whose ``due_at`` has come, earliest first.

@@ -11,7 +11,7 @@ from heapq import heappop, heappush
 
 from machinery.engine.ending import end
 from machinery.engine.plan import Plan, Settings
-from machinery.engine.schedule import scan, unit_due, until_deadline
+from machinery.engine.schedule import ending_due, scan, until_deadline
 from machinery.engine.state import (
     COMPLETED,
     EVENT_COMPLETED,
@@ -101,8 +101,10 @@ def close(plan: Plan, event: Event, now: float, settings: Settings) -> Event:
 
 
 def notify_end(plan: Plan, event: Event, now: float, settings: Settings) -> None:
-    """An event that has ended is sent to its workflow's ``notify`` URL, once for each time it ends."""
+    """An event that has ended is sent to its workflow's ``notify`` URL, and a child event's outcome handed to its
+    parent's step, once for each time it ends."""
     if plan.workflow.notify is not None and event.notification is None:
         event.notification = StepState(status=READY, run_at=now)
-    if event.notification is not None:
-        event.due_at = unit_due(event.notification, settings)
+    if event.parent is not None and event.to_parent is None:
+        event.to_parent = StepState(status=READY, run_at=now)
+    event.due_at = ending_due(event, settings)

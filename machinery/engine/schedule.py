@@ -21,24 +21,24 @@ from machinery.engine.state import (
     Event,
     StepState,
 )
-from machinery.engine.units import NOTIFY_UNIT, units
+from machinery.engine.units import ending_units, units
 
 
 def ready_units(event: Event) -> list[str]:
     """Units a worker may claim now."""
     if event.status in IDLE:
-        notification = event.notification
-        return [NOTIFY_UNIT] if notification is not None and notification.status is READY else []
+        return [unit for unit, state in ending_units(event) if state.status is READY]
     return [step_id for step_id, state in event.steps.items() if state.status is READY]
 
 
 def timers(event: Event) -> list[tuple[str, float]]:
     """Units that are due at a time: retries, delays, and waits with a timeout."""
     if event.status in IDLE:
-        notification = event.notification
-        if notification is not None and notification.status is RETRYING and notification.run_at is not None:
-            return [(NOTIFY_UNIT, notification.run_at)]
-        return []
+        return [
+            (unit, state.run_at)
+            for unit, state in ending_units(event)
+            if state.status is RETRYING and state.run_at is not None
+        ]
     return [
         (step_id, state.run_at)
         for step_id, state in units(event)
@@ -49,9 +49,9 @@ def timers(event: Event) -> list[tuple[str, float]]:
 def overdue_units(event: Event, now: float, settings: Settings) -> list[str]:
     """Units the sweeper should send to the workers again: their message is late or their worker gone."""
     if event.status in IDLE:
-        notification = event.notification
-        due = unit_due(notification, settings) if notification is not None else None
-        return [NOTIFY_UNIT] if due is not None and due <= now else []
+        return [
+            unit for unit, state in ending_units(event) if (due := unit_due(state, settings)) is not None and due <= now
+        ]
     return [step_id for step_id, state in units(event) if (due := unit_due(state, settings)) is not None and due <= now]
 
 
@@ -97,6 +97,12 @@ def unit_due(state: StepState, settings: Settings) -> float | None:
     if state.status is WAITING and state.run_at is not None:
         return max(state.run_at, nudged + settings.stale_after)
     return None
+
+
+def ending_due(event: Event, settings: Settings) -> float | None:
+    """When the sweeper should look at an ended event again: the earliest its units still to do are due."""
+    dues = [due for _, state in ending_units(event) if (due := unit_due(state, settings)) is not None]
+    return min(dues, default=None)
 
 
 def too_soon(state: StepState, now: float) -> bool:

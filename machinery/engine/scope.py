@@ -22,6 +22,8 @@ class Definitions:
 
     workflow: Workflow
     services: Mapping[str, Service]
+    """By name; and the contract of each workflow its ``workflow`` steps run, by
+    :func:`~machinery.engine.kinds.workflow.contract_key`."""
     expressions: Expressions
 
 

@@ -104,6 +104,8 @@ class StepState:
     """How many items a map step has; they are records of their own (:class:`Item`), not part of the event."""
     note: str | None = None
     """What a completed step wants its reader to know: a map step's results left out of its outputs, say."""
+    child: str | None = None
+    """The id of the child event a ``workflow`` step started."""
 
     # copy and from_doc bypass __init__ (and dataclasses.replace): every transition copies the states it changes,
     # and a map step's items are states too.
@@ -160,6 +162,12 @@ class Event:
     """When the event fails if it has not ended, from its workflow's timeout."""
     notification: StepState | None = None
     """The delivery of the ended event to its workflow's ``notify`` URL: a unit like a step's call."""
+    parent: dict[str, Any] | None = None
+    """For a child event, the ``workflow`` step that started it: ``event`` (its event's id), ``step`` and ``depth``
+    (1 for a child of a top-level event, one more for each level below)."""
+    to_parent: StepState | None = None
+    """For a child event, the handing of its outcome to its parent's step once it has ended: a unit like
+    ``notification``."""
     signals: list[dict[str, Any]] = field(default_factory=list)
     """Signals received before the step waiting for them was reached: name, payload, at.
 
@@ -195,6 +203,8 @@ class Event:
         doc["steps"] = {k: v.to_doc() for k, v in self.steps.items()}
         if self.notification is not None:
             doc["notification"] = self.notification.to_doc()
+        if self.to_parent is not None:
+            doc["to_parent"] = self.to_parent.to_doc()
         return doc
 
     @classmethod
@@ -206,6 +216,7 @@ class Event:
                 "steps": {k: StepState.from_doc(v) for k, v in doc["steps"].items()},
                 "signals": list(doc.get("signals", [])),
                 "notification": StepState.from_doc(doc["notification"]) if "notification" in doc else None,
+                "to_parent": StepState.from_doc(doc["to_parent"]) if "to_parent" in doc else None,
             }
         )
 

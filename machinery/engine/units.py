@@ -27,6 +27,16 @@ from machinery.engine.state import (
 _UNIT = re.compile(r"^(?P<step>.+)\[(?P<item>\d+)\]$")
 NOTIFY_UNIT = "@notify"
 """The unit that sends an ended event to its workflow's ``notify`` URL; no step id starts with ``@``."""
+PARENT_UNIT = "@parent"
+"""The unit that hands an ended child event's outcome to its parent's ``workflow`` step."""
+
+
+def ending_units(event: Event) -> Iterator[tuple[str, StepState]]:
+    """The units an ended event still has: its notification, and for a child event the handing to its parent."""
+    if event.notification is not None:
+        yield NOTIFY_UNIT, event.notification
+    if event.to_parent is not None:
+        yield PARENT_UNIT, event.to_parent
 
 
 def parse_unit(unit: str) -> tuple[str, int | None]:

@@ -240,12 +240,15 @@ class MongoStore:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
         query: Doc = {field: value for field, value in filters.items() if value is not None}
         if conditions := [_same_json(("data", *path), value) for path, value in data_conditions(data or {})]:
             query["$and"] = conditions
+        if parent is not None:
+            query["parent.event"] = parent
         return _page(
             self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
         )

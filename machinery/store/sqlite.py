@@ -332,6 +332,7 @@ class SqliteStore:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        parent: str | None = None,
     ) -> Page[Event]:
         """Newest first."""
         filters = {"workflow_id": workflow_id, "status": status}
@@ -339,6 +340,10 @@ class SqliteStore:
         params: list[Any] = [value for value in filters.values() if value is not None]
         for path, value in data_conditions(data or {}):
             clause, values = _data_clause("$.data" + "".join(f'."{key}"' for key in path), value)
+            clauses.append(clause)
+            params += values
+        if parent is not None:
+            clause, values = _data_clause("$.parent.event", parent)
             clauses.append(clause)
             params += values
         query = f"FROM events WHERE {' AND '.join(clauses)}" if clauses else "FROM events"

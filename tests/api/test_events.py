@@ -135,6 +135,8 @@ def test_an_accepted_event_shows_its_steps_in_the_workflows_order(
         "id": "upper",
         "kind": "service",
         "service": "upper",
+        "workflow": None,
+        "child": None,
         "route": None,
         "wakes_at": None,
         "items": None,

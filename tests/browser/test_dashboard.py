@@ -419,3 +419,29 @@ def test_a_map_shows_the_progress_and_failed_items_of_its_step_and_a_retry_runs_
     expect(step.locator(".failed-items")).to_have_count(0)
     calls = Counter(call["message"] for call in shouter.service.calls)
     assert calls == Counter(words + ["w1", "w2"]), "a retry runs the failed items again, and only those"
+
+
+@pytest.fixture
+def child_workflow(machinery: Machinery) -> Iterator[None]:
+    """``shout-summary``, which runs ``process-text`` as a child event, for one test."""
+    machinery.registry.add_workflow(WorkflowSchema().load(definition("workflow-shout-summary.json")))
+    yield
+    machinery.registry.delete_workflow("shout-summary")
+
+
+@pytest.mark.usefixtures("child_workflow")
+def test_a_parent_links_to_its_child_event_and_the_child_back_to_its_parent(page: Page) -> None:
+    parent_id = page.request.post("/e/shout-summary", data={"data": {"headline": "a b c"}}).json()["event_id"]
+    page.goto(f"/#/events/{parent_id}")
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect(page.locator("#event-outputs")).to_contain_text('"spaces": 2')
+    expect(page.locator("#timeline-process")).to_contain_text("workflow · process-text")
+
+    page.locator("#timeline-process a.child-link").click()
+
+    expect(page).not_to_have_url(re.compile(rf"#/events/{parent_id}$"))
+    expect(page.locator("#event-status")).to_have_text("completed")
+    expect(page.locator(".lead")).to_contain_text("child of event")
+    expect(page.locator("#event-outputs")).to_contain_text('"space_count": 2')
+    page.locator("#event-parent").click()
+    expect(page).to_have_url(re.compile(rf"#/events/{parent_id}$"))

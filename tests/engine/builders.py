@@ -24,6 +24,7 @@ from machinery.engine.model import (
     SWITCH,
     TRANSFORM,
     WAIT,
+    WORKFLOW,
     Field,
     HttpEndpoint,
     Ref,
@@ -203,6 +204,27 @@ def map_step(
         input=dict(input or {}),
         output=dict(output or {}),
         results=results,
+    )
+
+
+def child(
+    step_id: str,
+    workflow_name: str,
+    *,
+    version: int | None = None,
+    after: Iterable[str] = (),
+    input: Mapping[str, Ref] | None = None,
+    output: Mapping[str, str] | None = None,
+) -> Step:
+    """A ``workflow`` step: runs the workflow ``workflow_name`` (pinned to ``version``) as a child event."""
+    return Step(
+        id=step_id,
+        kind=WORKFLOW,
+        workflow=workflow_name,
+        version=version,
+        after=tuple(after),
+        input=dict(input or {}),
+        output=dict(output or {}),
     )
 
 

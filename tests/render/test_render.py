@@ -18,7 +18,8 @@ from machinery.api import create_app, dashboard
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import GraphvizMissing
 from machinery.engine.kinds import KINDS
-from machinery.engine.model import Service, Workflow
+from machinery.engine.kinds.workflow import contract, contract_key
+from machinery.engine.model import WORKFLOW, Service, Workflow
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.render import (
     DEFINITION,
@@ -199,7 +200,7 @@ def test_a_step_names_where_its_inputs_come_from_and_what_its_outputs_become(ser
 def test_each_kind_of_step_has_its_own_shape_and_routes_label_their_edges(services: dict[str, Service]) -> None:
     graph = workflow_graph(WorkflowSchema().load(MODERATE), services)
     kinds = {step["id"]: step.get("kind", "service") for step in MODERATE["steps"]}
-    assert set(kinds.values()) == set(SHAPES) == set(KINDS)
+    assert set(kinds.values()) | {WORKFLOW} == set(SHAPES) == set(KINDS)
     for step_id, kind in kinds.items():
         assert re.search(rf"^\t{step_id} \[.* shape={SHAPES[kind]} ", graph.source, re.MULTILINE), step_id
     routes = edges(graph)
@@ -457,3 +458,40 @@ def test_the_dashboards_modules_import_one_another_by_relative_paths_and_are_all
     assert {target.removeprefix("./") for target in imports} == set(sources) - {"app.js"}
     for name in sources:
         assert client.get(f"/ui/static/{name}").mimetype == "text/javascript", name
+
+
+def test_a_workflow_step_is_a_double_box_naming_its_child_with_the_childs_contract(
+    services: dict[str, Service],
+) -> None:
+    child = WorkflowSchema().load(
+        {
+            "name": "shout",
+            "inputs": [{"name": "message", "type": "string"}],
+            "outputs": [{"name": "message", "type": "string"}],
+            "services": ["upper"],
+        }
+    )
+    parent = WorkflowSchema().load(
+        {
+            "name": "parent",
+            "inputs": [{"name": "text", "type": "string"}],
+            "steps": [
+                {"id": "kid", "kind": "workflow", "workflow": "shout", "version": 2,
+                 "input": {"message": "$.input.text"}, "output": {"message": "loud"}},
+                {"id": "gone", "kind": "workflow", "workflow": "nobody", "after": ["kid"]},
+            ],
+        }
+    )  # fmt: skip
+    key = contract_key("shout", 2)
+    graph = workflow_graph(parent, {**services, key: contract(child, key)})
+
+    [kid] = re.findall(r"^\tkid \[.*$", graph.source, re.MULTILINE)
+    assert "shape=box " in kid and "peripheries=2" in kid, "a box, doubled"
+    svg = svg_of(graph)
+    assert lines(node(svg, "step-kid"))[1:] == [
+        "workflow · shout v2",
+        "in message: string ← $.input.text",
+        "out message: string → loud",
+    ]
+    assert lines(node(svg, "step-gone"))[1:] == ["workflow · nobody (not registered)"]
+    assert edges(graph)["workflow inputs -> kid"] == 'label="text → message" style=solid'

@@ -16,7 +16,7 @@ from machinery.engine.errors import Conflict, NotFound
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
 from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
 from machinery.engine.ports import Store
-from machinery.engine.state import Event, EventStatus, StepState
+from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import FieldType
 from machinery.store.mongo import MongoStore
 from machinery.store.sqlite import SqliteStore
@@ -421,6 +421,22 @@ def test_events_are_listed_by_workflow_and_by_status(store: Store) -> None:
     assert listed(None, "completed") == ([b_done, a_done], 2)
     assert listed("a", "completed") == ([a_done], 1)
     assert listed("c", None) == ([], 0)
+
+
+def test_child_events_are_listed_by_their_parent_with_their_link_to_it_kept(store: Store) -> None:
+    parent = event(created_at=1.0)
+    children = [event("child", created_at=2.0 + i) for i in range(2)]
+    for i, child in enumerate(children):
+        child.parent = {"event": parent.id, "step": f"kid-{i}", "depth": 1}
+        child.to_parent = StepState(status=StepStatus.READY, run_at=5.0)
+    for e in (parent, *children):
+        store.create_event(e)
+
+    page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, parent=parent.id)
+
+    assert (page.items, page.total) == ([children[1], children[0]], 2)
+    assert store.get_event(children[0].id) == children[0]
+    assert store.list_events(workflow_id=None, status=None, offset=0, limit=10, parent=children[0].id).total == 0
 
 
 SEARCHED = {

@@ -16,6 +16,7 @@ from machinery.engine.kinds.service import ServiceKind
 from machinery.engine.kinds.switch import SwitchKind
 from machinery.engine.kinds.transform import TransformKind
 from machinery.engine.kinds.wait import WaitKind
+from machinery.engine.kinds.workflow import WorkflowKind
 
 KINDS: Mapping[str, StepKind] = {
     kind.name: kind
@@ -26,6 +27,7 @@ KINDS: Mapping[str, StepKind] = {
         WaitKind(),
         TransformKind(),
         MapKind(),
+        WorkflowKind(),
         FailKind(),
         SucceedKind(),
     )

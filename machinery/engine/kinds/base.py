@@ -29,10 +29,20 @@ class StepKind:
     """Whether its units are claimed by workers, to call its ``service``; the engine runs the other kinds itself."""
     writes_context: ClassVar[bool] = False
     """Whether its outputs go into the context (a switch's ``value`` does not)."""
+    callee_field: ClassVar[str] = "service"
+    """The step's field naming what it calls, for a kind that ``calls_service``."""
     evaluates: ClassVar[bool] = False
     """Whether running it evaluates expressions: then only a worker runs it, never the API's thread."""
     fans_out: ClassVar[bool] = False
     """Whether a worker claiming it fans it out into items (:meth:`fan_out`) instead of calling its service."""
+
+    def callee(self, step: Step) -> str | None:
+        """For a kind that ``calls_service``: the key of the contract it calls among the services it is given."""
+        return None
+
+    def callee_label(self, step: Step) -> str:
+        """What the step calls, for messages: ``service 'upper'``."""
+        return f"service '{self.callee(step)}'"
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
         """The fields ``step`` adds to the context (before ``output`` renames them), given the registered services."""

@@ -23,12 +23,15 @@ class ServiceKind(StepKind):
     calls_service = True
     writes_context = True
 
+    def callee(self, step: Step) -> str | None:
+        return step.service
+
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
-        service = services.get(step.service or "")
+        service = services.get(self.callee(step) or "")
         return service.outputs if service is not None else ()
 
     def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
-        service = definitions.services.get(step.service or "")
+        service = definitions.services.get(self.callee(step) or "")
         if service is None:
             return []
         return self._check_mappings(step, service, definitions.services) + self._check_inputs(step, service, scope)
@@ -63,7 +66,7 @@ class ServiceKind(StepKind):
             if name not in declared:
                 problems.append(
                     Problem(
-                        f"step '{step.id}' maps input '{name}', which service '{service.name}' does not take",
+                        f"step '{step.id}' maps input '{name}', which {self.callee_label(step)} does not take",
                         step=step.id,
                         field=name,
                     )

@@ -137,6 +137,15 @@ export async function eventPage(page, _query, id) {
           : ` · updated ${when(event.updated_at)}`,
         !FINISHED.has(event.status) && event.deadline ? ` · fails if not over by ${when(event.deadline)}` : "",
         event.notification ? ` · notification ${NOTIFICATION_STATES[event.notification.status]}` : "",
+        event.parent ? " · child of event " : "",
+        event.parent
+          ? h(
+              "a",
+              { href: `#/events/${enc(event.parent.event)}`, id: "event-parent" },
+              h("code", {}, event.parent.event),
+            )
+          : "",
+        event.parent ? `, step ${event.parent.step}` : "",
       );
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
@@ -164,7 +173,7 @@ function keepOpen(container, render) {
 
 // A step of the timeline; failed is the list of a map step's failed items, if it has any.
 function stepItem(step, failed) {
-  const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service]
+  const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service, step.workflow]
     .filter(Boolean)
     .join(" · ");
   const facts = [
@@ -191,6 +200,13 @@ function stepItem(step, failed) {
     facts.length > 0 && h("div", { class: "muted small" }, facts.join(" · ")),
     step.items && itemsProgress(step.items),
     step.note && h("div", { class: "muted small item-note" }, step.note),
+    step.child &&
+      h(
+        "div",
+        { class: "small" },
+        "child event ",
+        h("a", { href: `#/events/${enc(step.child)}`, class: "child-link" }, h("code", {}, step.child)),
+      ),
     step.error && h("div", { class: "alert small" }, step.error.message),
     failed,
     section("inputs", step.inputs),
