@@ -30,7 +30,7 @@ from machinery.engine.health import DOWN, Health
 from machinery.engine.kinds import MAP_RESULTS
 from machinery.engine.model import DISCARD, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
-from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
+from machinery.engine.ports import Dispatcher, EventStore, Page, Position, RegistryStore, ServiceCaller, every
 from machinery.engine.state import COMPLETED, FAILED, IDLE, READY, RETRYING, RUNNING, Event, Item, StepStatus
 from machinery.engine.units import parse_unit
 
@@ -150,9 +150,13 @@ class Events:
         offset: int,
         limit: int,
         data: Mapping[str, Any] | None = None,
+        after: Position | None = None,
     ) -> Page[Event]:
+        """Newest first, from ``offset`` or past ``after`` (see :meth:`EventStore.list_events`)."""
         workflow_id = self.registry.get_workflow(workflow).id if workflow else None
-        return self.store.list_events(workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data)
+        return self.store.list_events(
+            workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data, after=after
+        )
 
     def cancel(self, event_id: str) -> Event:
         return self._update(event_id, lambda e: decider.cancel(self.plans.for_event(e), e, self.clock(), self.settings))
