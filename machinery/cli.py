@@ -163,6 +163,17 @@ def purge(days: float) -> None:
 
 
 @main.command()
+def recount() -> None:
+    """Count the events by workflow and status again, reading them all, for /metrics and the totals of lists.
+
+    On MongoDB, the counters are moved after each event's write: a process stopped between the two leaves them
+    off by one, which this repairs. SQLite's are exact (kept in each write's own statement).
+    """
+    _machinery().store.recount_events()
+    click.echo("counted the events again")
+
+
+@main.command()
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def export(out: Path) -> None:
     """Write every registered definition as a JSON file that `apply` accepts.

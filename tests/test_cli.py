@@ -239,3 +239,16 @@ def test_purge_deletes_the_finished_events_older_than_asked_and_keeps_the_others
     }
     assert run("purge", "--older-than", "0").exit_code == 2
     machinery.store.close()
+
+
+def test_recount_counts_the_events_again(run: Invoke, tmp_path: Path) -> None:
+    assert run("apply", str(DEFINITIONS)).exit_code == 0
+    machinery = Machinery(Config(data_dir=tmp_path / "data"))
+    machinery.events.submit("process-text", {"message": "m"})
+    machinery.store._db().execute("UPDATE event_counts SET count = 7")  # type: ignore[attr-defined]
+
+    result = run("recount")
+
+    assert (result.exit_code, result.output) == (0, "counted the events again\n")
+    assert set(machinery.store.statistics(0.0).events.values()) == {1}
+    machinery.store.close()

@@ -221,6 +221,10 @@ class EventStore(ItemStore, Protocol):
     def statistics(self, now: float) -> Statistics:
         """The counts of :class:`Statistics`, as of ``now``."""
 
+    def recount_events(self) -> None:
+        """Count the events by workflow and status again, reading them all, in place of the counters that
+        :meth:`statistics` and the totals of :meth:`list_events` read."""
+
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         """Give back ``holder``'s slot of ``service``; then the waiter noted first, taken off the list, to wake up.
 

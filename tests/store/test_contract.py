@@ -865,3 +865,12 @@ def test_sqlite_stops_a_search_by_undeclared_fields_at_its_time_and_says_so(
     page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"n": -1})
 
     assert (page.items, page.exact, page.complete) == ([], False, False)
+
+
+def test_events_recounted_give_the_same_counts(store: Store) -> None:
+    for status in (EventStatus.RUNNING, EventStatus.RUNNING, EventStatus.FAILED):
+        store.create_event(event(status=status))
+
+    store.recount_events()
+
+    assert store.statistics(now=0.0).events == {("wf", "running"): 2, ("wf", "failed"): 1}
