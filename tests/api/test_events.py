@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from machinery.bootstrap import Machinery
+from machinery.store import sqlite
 from tests.api import error
 
 TEXT = {"message": "The Sun will rise in the morning !"}
@@ -267,6 +268,19 @@ def test_events_are_listed_a_page_after_another_by_cursor_while_others_arrive(
         query = f"page_size=2&cursor={response.headers['X-Next-Cursor']}"
 
     assert seen == sent[::-1]
+
+
+def test_a_search_counted_past_its_limit_says_so_in_x_pagination(
+    client: FlaskClient, workflow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        send(client)
+    monkeypatch.setattr(sqlite, "COUNT_LIMIT", 1)
+    monkeypatch.setattr(sqlite, "_OVER", 2)
+    search = {"data": json.dumps(TEXT), "page_size": 1}
+
+    counted = json.loads(client.get("/events", query_string=search).headers["X-Pagination"])
+    assert (counted["total"], counted["total_exact"], counted["complete"]) == (1, False, True)
 
 
 @pytest.mark.parametrize("cursor", ["nonsense!", "WzEsMl0", "e30"])
