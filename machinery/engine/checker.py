@@ -64,6 +64,12 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
     if not workflow.steps:
         problems.append(Problem("a workflow needs at least one step"))
     for step in workflow.steps:
+        problems += [
+            Problem(f"step '{step.id}' output '{f.name}' cannot be searchable: only a workflow's inputs are",
+                    step=step.id, field=f.name)
+            for f in step.outputs
+            if f.searchable
+        ]  # fmt: skip
         if step.kind not in KINDS:
             known = ", ".join(KINDS)
             problems.append(

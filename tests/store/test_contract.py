@@ -12,6 +12,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo.errors import ExecutionTimeout
 
 from machinery.engine.errors import Conflict, NotFound
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
@@ -586,6 +587,15 @@ def test_totals_and_statistics_follow_each_change_of_status_and_each_deletion(st
     assert [total("b", None), total(None, "failed")] == [0, 0]
 
 
+def test_events_recounted_give_the_same_counts(store: Store) -> None:
+    for status in (EventStatus.RUNNING, EventStatus.RUNNING, EventStatus.FAILED):
+        store.create_event(event(status=status))
+
+    store.recount_events()
+
+    assert store.statistics(now=0.0).events == {("wf", "running"): 2, ("wf", "failed"): 1}
+
+
 def test_old_finished_events_are_deleted_oldest_first_a_batch_at_a_time(store: Store) -> None:
     kept = [event(status=EventStatus.RUNNING, created_at=1.0), event(status=EventStatus.COMPLETED, created_at=50.0)]
     old = [event(status=status, created_at=at) for status, at in [
@@ -802,6 +812,37 @@ def _add_service(store: SqliteStore, start: Any, outcomes: Any) -> None:
         outcomes.put("conflict")
 
 
+def test_a_search_on_mongodb_stopped_at_its_time_answers_what_it_found_and_says_so(
+    mongo_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MongoStore(mongo_database)
+    found = replace(event(), data={"text": "x"})
+    store.create_event(found)
+    real = store._events.find
+
+    def timed_out(*args: Any, **kwargs: Any) -> Any:
+        """A cursor that gives the first event, then runs out of time, as MongoDB's under max_time_ms."""
+        return StoppedCursor(real(*args, **kwargs))
+
+    class StoppedCursor:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def __getattr__(self, name: str) -> Any:
+            inner = getattr(self.cursor, name)
+            return lambda *a, **k: StoppedCursor(inner(*a, **k))
+
+        def __iter__(self) -> Iterator[Any]:
+            yield next(iter(self.cursor))
+            raise ExecutionTimeout("operation exceeded time limit")
+
+    monkeypatch.setattr(store._events, "find", timed_out)
+
+    page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"text": "x"})
+
+    assert (page.items, page.total, page.exact, page.complete) == ([found], 1, False, False)
+
+
 def test_sqlite_counts_the_events_of_a_database_made_before_its_counters(tmp_path: Path) -> None:
     path = tmp_path / "machinery.db"
     store = SqliteStore(path)
@@ -865,12 +906,3 @@ def test_sqlite_stops_a_search_by_undeclared_fields_at_its_time_and_says_so(
     page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"n": -1})
 
     assert (page.items, page.exact, page.complete) == ([], False, False)
-
-
-def test_events_recounted_give_the_same_counts(store: Store) -> None:
-    for status in (EventStatus.RUNNING, EventStatus.RUNNING, EventStatus.FAILED):
-        store.create_event(event(status=status))
-
-    store.recount_events()
-
-    assert store.statistics(now=0.0).events == {("wf", "running"): 2, ("wf", "failed"): 1}
