@@ -263,6 +263,17 @@ def purge(days: float) -> None:
 
 
 @main.command()
+def recount() -> None:
+    """Count the events by workflow and status again, reading them all, for /metrics and the totals of lists.
+
+    On MongoDB, the counters are moved after each event's write: a process stopped between the two leaves them
+    off by one, which this repairs. SQLite's are exact (kept in each write's own statement).
+    """
+    _machinery().store.recount_events()
+    click.echo("counted the events again")
+
+
+@main.command()
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @_remote(required=False)
 def export(out: Path, client: Client | None) -> None:

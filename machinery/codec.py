@@ -120,6 +120,8 @@ def field_to_dict(f: Field) -> dict[str, Any]:
         doc["required"] = False
     if f.has_default:
         doc["default"] = f.default
+    if f.searchable:
+        doc["searchable"] = True
     return doc
 
 
@@ -127,7 +129,7 @@ def field_from_dict(doc: dict[str, Any]) -> Field:
     return Field(
         name=doc["name"],
         type=FieldType.parse(doc["type"], doc.get("items")),
-        **{k: doc[k] for k in ("description", "required", "default") if k in doc},
+        **{k: doc[k] for k in ("description", "required", "default", "searchable") if k in doc},
     )
 
 

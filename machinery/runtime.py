@@ -33,7 +33,16 @@ from machinery.engine.kinds import MAP_RESULTS
 from machinery.engine.kinds.workflow import CHILD, contract, contract_key
 from machinery.engine.model import DISCARD, Service, Step, Workflow
 from machinery.engine.plan import Plan, Settings
-from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, Telemetry, every
+from machinery.engine.ports import (
+    Dispatcher,
+    EventStore,
+    Page,
+    Position,
+    RegistryStore,
+    ServiceCaller,
+    Telemetry,
+    every,
+)
 from machinery.engine.state import (
     CANCELLED,
     COMPLETED,
@@ -193,10 +202,18 @@ class Events:
         limit: int,
         data: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        after: Position | None = None,
     ) -> Page[Event]:
+        """Newest first, from ``offset`` or past ``after`` (see :meth:`EventStore.list_events`)."""
         workflow_id = self.registry.get_workflow(workflow).id if workflow else None
         return self.store.list_events(
-            workflow_id=workflow_id, status=status, offset=offset, limit=limit, data=data, parent=parent
+            workflow_id=workflow_id,
+            status=status,
+            offset=offset,
+            limit=limit,
+            data=data,
+            parent=parent,
+            after=after,
         )
 
     def cancel(self, event_id: str) -> Event:

@@ -57,6 +57,10 @@ class FieldSchema(StrictSchema):
     description = fields.String(load_default="", validate=validate.Length(max=2000))
     required = fields.Boolean(load_default=True)
     default = fields.Raw(allow_none=True, metadata={"description": "Value used when the field is absent"})
+    searchable = fields.Boolean(
+        load_default=False,
+        metadata={"description": "A workflow's input of a scalar type only: index it, to search events by it"},
+    )
 
     @validates_schema
     def _items_only_for_arrays(self, data: dict[str, Any], **_: Any) -> None:

@@ -252,3 +252,16 @@ def test_apply_registers_a_workflow_after_the_child_workflows_it_runs(run: Invok
 
     assert result.exit_code == 0, result.output
     assert result.output.index("workflow process-text created") < result.output.index("workflow shout-summary created")
+
+
+def test_recount_counts_the_events_again(run: Invoke, tmp_path: Path) -> None:
+    assert run("apply", str(DEFINITIONS)).exit_code == 0
+    machinery = Machinery(Config(data_dir=tmp_path / "data"))
+    machinery.events.submit("process-text", {"message": "m"})
+    machinery.store._db().execute("UPDATE event_counts SET count = 7")  # type: ignore[attr-defined]
+
+    result = run("recount")
+
+    assert (result.exit_code, result.output) == (0, "counted the events again\n")
+    assert set(machinery.store.statistics(0.0).events.values()) == {1}
+    machinery.store.close()

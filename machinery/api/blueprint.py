@@ -6,6 +6,7 @@ reporting on the whole deployment, its store and broker, take the :class:`Machin
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, cast
 
@@ -82,6 +83,21 @@ class JsonParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, reading JSON bodies with :class:`JsonParser`."""
+    """flask-smorest's Blueprint, reading JSON bodies with :class:`JsonParser`, and telling in ``X-Pagination``
+    whether its total is exact and its search complete, when a view says so (``pagination_parameters.extra``)."""
 
     ARGUMENTS_PARSER = JsonParser()
+
+    def _set_pagination_metadata(
+        self, page_params: PaginationParameters, result: Any, headers: dict[str, str] | None
+    ) -> tuple[Any, dict[str, str]]:
+        result, headers = super()._set_pagination_metadata(page_params, result, headers)
+        extra = dict(getattr(page_params, "extra", {}))
+        if extra:
+            metadata = json.loads(headers[self.PAGINATION_HEADER_NAME])
+            if extra.pop("positioned"):
+                # A page after a cursor has no number.
+                for key in ("page", "previous_page", "next_page"):
+                    metadata.pop(key, None)
+            headers[self.PAGINATION_HEADER_NAME] = json.dumps(metadata | extra)
+        return result, headers

@@ -21,6 +21,7 @@ from machinery.api.schemas import (
     SignalSchema,
     SubmitHeadersSchema,
     ack_to_dict,
+    cursor_of,
     event_to_dict,
     item_to_dict,
 )
@@ -30,6 +31,12 @@ from machinery.engine.state import Event
 blp = Blueprint("events", __name__, description="Events sent to workflows, and how far each has gone")
 
 _LOCATION = {"Location": {"description": "The event's URL", "schema": {"type": "string"}}}
+_NEXT = {
+    "X-Next-Cursor": {
+        "description": "The cursor of the next page, to pass as ``cursor``; absent once there is none",
+        "schema": {"type": "string"},
+    }
+}
 _REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"type": "string", "enum": ["true"]}}}
 
 
@@ -59,20 +66,39 @@ def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tupl
 @blp.route("/events", methods=["GET"])
 @requires(Role.READER)
 @blp.arguments(EventQuerySchema, location="query")
-@blp.response(200, EventSchema(many=True))
+@blp.response(200, EventSchema(many=True), headers=_NEXT)
 @blp.paginate()
 @blp.alt_response(404, response="NOT_FOUND")
-def list_events(query: dict[str, Any], pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
-    """List events, newest first"""
+def list_events(
+    query: dict[str, Any], pagination_parameters: PaginationParameters
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """List events, newest first
+
+    Each answer's X-Next-Cursor, passed as ``cursor``, gives the next page in the same time however deep it is
+    (``page`` reads past the events before it). X-Pagination's total is exact, except for a search by ``data``,
+    whose count stops past 10,000 (``"total_exact": false``). A search on fields no workflow declares
+    ``searchable`` reads the events one by one, and stops after a second: then ``"complete": false``, and the
+    next cursor goes on from the last event found.
+    """
+    after = query.get("cursor")
+    window_ = {"offset": 0, "limit": pagination_parameters.page_size} if after else window(pagination_parameters)
     page = current_events().list_events(
         workflow=query.get("workflow"),
         status=query.get("status"),
         data=query.get("data"),
         parent=query.get("parent"),
-        **window(pagination_parameters),
+        after=after,
+        **window_,
     )
     pagination_parameters.item_count = page.total
-    return [_to_dict(event) for event in page.items]
+    pagination_parameters.extra = {  # read by Blueprint._set_pagination_metadata
+        "total_exact": page.exact,
+        "complete": page.complete,
+        "positioned": after is not None,
+    }
+    full = len(page.items) == pagination_parameters.page_size
+    headers = {"X-Next-Cursor": cursor_of(page.items[-1])} if page.items and (full or not page.complete) else {}
+    return [_to_dict(event) for event in page.items], headers
 
 
 @blp.route("/events/retry", methods=["POST"])

@@ -1,9 +1,10 @@
-"""Prometheus metrics at ``/metrics``: how much work there is, counted in the store at each scrape, and how long
+"""Prometheus metrics at ``/metrics``: how much work there is, read from the store at each scrape, and how long
 the work took (:mod:`machinery.telemetry`).
 
-The counts come from the store, so that every API instance reports the same figures whatever process
-did the work; the timings are those of the processes that did it (see :mod:`machinery.telemetry`), and the
-API's own process adds its resource use. Like the API, ``/metrics`` needs a bearer
+The counts come from the store (events from counters it keeps as they change, so a scrape costs the same
+however many there are), so that every API instance reports the same figures whatever process
+did the work; the timings are those of the processes that did it, and the API's own process adds its resource
+use. Like the API, ``/metrics`` needs a bearer
 token when tokens are configured, of any role (a reader's will do), and it stays out of the OpenAPI document.
 """
 

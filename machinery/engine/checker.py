@@ -17,11 +17,11 @@ from machinery.engine.graph import Graph, Run, build
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import Field, Service, Workflow
 from machinery.engine.scope import Definitions, Scope, Source, check_workflow_outputs
-from machinery.engine.types import conforms, type_of
+from machinery.engine.types import SEARCHABLE, conforms, type_of
 
 
 def check_fields(fields: Iterable[Field], what: str) -> list[Problem]:
-    """Names are unique and every default fits its field's type."""
+    """Names are unique, every default fits its field's type, and only a workflow's scalar inputs are searchable."""
     problems = []
     seen: set[str] = set()
     for f in fields:
@@ -35,6 +35,20 @@ def check_fields(fields: Iterable[Field], what: str) -> list[Problem]:
                     field=f.name,
                     expected=str(f.type),
                     found=type_of(f.default),
+                )
+            )
+        if f.searchable and what != "workflow input":
+            problems.append(
+                Problem(f"{what} '{f.name}' cannot be searchable: only a workflow's inputs are", field=f.name)
+            )
+        elif f.searchable and f.type.name not in SEARCHABLE:
+            problems.append(
+                Problem(
+                    f"workflow input '{f.name}' cannot be searchable: it should be {' or '.join(SEARCHABLE)}, "
+                    f"not {f.type}",
+                    field=f.name,
+                    expected=" or ".join(SEARCHABLE),
+                    found=str(f.type),
                 )
             )
     return problems
@@ -54,6 +68,12 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
     if not workflow.steps:
         problems.append(Problem("a workflow needs at least one step"))
     for step in workflow.steps:
+        problems += [
+            Problem(f"step '{step.id}' output '{f.name}' cannot be searchable: only a workflow's inputs are",
+                    step=step.id, field=f.name)
+            for f in step.outputs
+            if f.searchable
+        ]  # fmt: skip
         if step.kind not in KINDS:
             known = ", ".join(KINDS)
             problems.append(

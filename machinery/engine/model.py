@@ -29,6 +29,8 @@ class Field:
     description: str = ""
     required: bool = True
     default: Any = _NO_DEFAULT
+    searchable: bool = False
+    """A workflow input whose value the stores index, so that a search of events by it answers at once."""
 
     @property
     def has_default(self) -> bool:

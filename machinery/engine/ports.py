@@ -19,10 +19,24 @@ from machinery.engine.state import Event, EventStatus, Item
 T = TypeVar("T")
 
 
+COUNT_LIMIT = 10_000
+"""How far a store counts the events a search matches: past it, a total says only "more than this"."""
+
+SEARCH_SECONDS = 1.0
+"""How long a search of events by data may take before it stops and answers with what it found so far."""
+
+Position = tuple[float, str]
+"""Where a listing of events stands: the ``created_at`` and the id of the last event it gave."""
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
     total: int
+    exact: bool = True
+    """False when ``total`` is a lower bound, not the count: a count stops at COUNT_LIMIT or at a search's time."""
+    complete: bool = True
+    """False when a search stopped at its time limit: later pages may hold more matching events."""
 
 
 def every(list_page: Callable[..., Page[T]], page_size: int = 100) -> Iterator[T]:
@@ -41,7 +55,7 @@ class Statistics:
     """How much work there is, as the store sees it now."""
 
     events: Mapping[tuple[str, str], int]
-    """Events by workflow id and status."""
+    """Events by workflow id and status: counters kept as events change, so read without counting them."""
     overdue: int
     """Unfinished events whose due time has passed: the sweeper's backlog."""
     slots: Mapping[str, tuple[int, int]]
@@ -163,9 +177,17 @@ class EventStore(ItemStore, Protocol):
         limit: int,
         data: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        after: Position | None = None,
     ) -> Page[Event]:
         """Newest first; with ``data``, only the events whose data holds those values (see ``data_conditions``);
-        with ``parent``, only the child events of that event."""
+        with ``parent``, only the child events of that event.
+
+        With ``after`` (the position of the last event of the page before, ``offset`` then 0), the events past
+        it: each page then costs the same however deep it is, and events created meanwhile, which come before
+        it, neither shift the pages nor repeat an event. Without ``data``, ``total`` is exact and counted
+        without reading the events; with it, it stops at COUNT_LIMIT, and a search on fields that no workflow
+        declares searchable stops after SEARCH_SECONDS, with the page ``complete`` False.
+        """
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         """Events whose ``due_at`` has come, earliest first.
@@ -200,6 +222,10 @@ class EventStore(ItemStore, Protocol):
 
     def statistics(self, now: float) -> Statistics:
         """The counts of :class:`Statistics`, as of ``now``."""
+
+    def recount_events(self) -> None:
+        """Count the events by workflow and status again, reading them all, in place of the counters that
+        :meth:`statistics` and the totals of :meth:`list_events` read."""
 
     def release_slot(self, service: str, holder: str) -> tuple[str, str] | None:
         """Give back ``holder``'s slot of ``service``; then the waiter noted first, taken off the list, to wake up.

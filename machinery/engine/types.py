@@ -15,6 +15,8 @@ from typing import Any
 from machinery.engine.errors import InvalidDefinition
 
 SCALARS = ("string", "int", "float", "bool", "object", "array", "any")
+SEARCHABLE = ("string", "int", "float", "bool")
+"""The types of the fields a workflow may declare searchable: those whose values an index orders."""
 
 
 @dataclass(frozen=True)

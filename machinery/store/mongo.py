@@ -20,8 +20,9 @@ Documents are the plain shapes of :mod:`machinery.codec` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -29,13 +30,13 @@ from uuid import uuid4
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
 from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page, Statistics
+from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
 
@@ -58,9 +59,12 @@ class MongoStore:
         self._slot_waiters: Collection[Doc] = database.slot_waiters
         self._service_health: Collection[Doc] = database.service_health
         self._items: Collection[Doc] = database.items
+        self._counts: Collection[Doc] = database.event_counts
         self._database = database
         self._create_indexes()
         self._create_item_indexes()
+        if self._counts.find_one() is None and self._events.find_one({}, {"_id": True}) is not None:
+            self.recount_events()
 
     def ping(self) -> None:
         self._database.command("ping")
@@ -130,6 +134,7 @@ class MongoStore:
                 self._workflows.insert_one(_to_mongo(workflow_to_dict(stored)))
             except DuplicateKeyError:
                 raise _taken("workflow", stored.name) from None
+        self._index_searchable(stored)
         return stored
 
     def get_workflow(self, key: str) -> Workflow:
@@ -178,7 +183,17 @@ class MongoStore:
             if not result.matched_count:
                 raise _outdated(workflow.name, version)
         self._unmark(workflow_id, {"$nin": list(services)})
+        self._index_searchable(stored)
         return stored
+
+    def _index_searchable(self, workflow: Workflow) -> None:
+        """Index the events by each searchable input of ``workflow``, in the order of listings: every event's
+        field, whatever its workflow, so that a search by it stays exact. Kept when no workflow declares it."""
+        for name in sorted(f.name for f in workflow.inputs if f.searchable):
+            self._events.create_index(
+                [(f"data.{name}", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                name=f"events_data_{name}",
+            )
 
     def delete_workflow(self, key: str) -> None:
         """By id or by name; NotFound if absent. Releases the services it used.
@@ -213,6 +228,7 @@ class MongoStore:
             if existing is None:
                 raise  # the event's id is taken, not its idempotency key
             return _load_event(existing), False
+        self._count(event.workflow_id, {event.status: 1})
         return event, True
 
     def get_event(self, event_id: str) -> Event:
@@ -226,9 +242,15 @@ class MongoStore:
         """Write ``event`` if the stored version is still ``event.version``, and then bump both."""
         doc = _to_mongo(event.to_doc())
         doc["version"] = event.version + 1
-        # A whole replacement, not $set: fields the event no longer has (due_at, ...) must go.
-        if not self._events.replace_one({"_id": event.id, "version": event.version}, doc).matched_count:
+        # A whole replacement, not $set: fields the event no longer has (due_at, ...) must go. The status it
+        # replaced comes back with it, for the counters.
+        before = self._events.find_one_and_replace(
+            {"_id": event.id, "version": event.version}, doc, projection={"status": True, "_id": False}
+        )
+        if before is None:
             return False
+        if before["status"] != event.status:
+            self._count(event.workflow_id, {before["status"]: -1, event.status: 1})
         event.version += 1
         return True
 
@@ -241,28 +263,93 @@ class MongoStore:
         limit: int,
         data: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        after: Position | None = None,
     ) -> Page[Event]:
-        """Newest first."""
+        """Newest first; see :meth:`EventStore.list_events` for what ``after`` and the totals promise."""
         filters = {"workflow_id": workflow_id, "status": status}
         query: Doc = {field: value for field, value in filters.items() if value is not None}
-        if conditions := [_same_json(("data", *path), value) for path, value in data_conditions(data or {})]:
-            query["$and"] = conditions
+        conditions = [_same_json(("data", *path), value) for path, value in data_conditions(data or {})]
         if parent is not None:
-            query["parent.event"] = parent
-        return _page(
-            self._events, query, [("created_at", DESCENDING), ("_id", DESCENDING)], offset, limit, Event.from_doc
+            conditions.append({"parent.event": parent})
+        if conditions:
+            query["$and"] = conditions
+        listed = dict(query)
+        if after is not None:
+            # The bound on created_at alone is what the index ranges over; the $or then leaves out the ties before.
+            listed["created_at"] = {"$lte": after[0]}
+            listed["$or"] = [{"created_at": {"$lt": after[0]}}, {"_id": {"$lt": after[1]}}]
+        docs = self._events.find(listed).sort(_NEWEST).skip(offset).limit(limit)
+        if not conditions:
+            return Page([_load_event(doc) for doc in docs], self._counted(query))
+        # A search: bounded in time, as on fields no index serves it reads every event.
+        deadline = time.monotonic() + SEARCH_SECONDS
+        events: list[Event] = []
+        try:
+            for doc in docs.max_time_ms(_milliseconds(SEARCH_SECONDS)):
+                events.append(_load_event(doc))
+        except ExecutionTimeout:
+            return Page(events, offset + len(events), exact=False, complete=False)
+        if offset == 0 and after is None and len(events) < limit:
+            return Page(events, len(events))
+        try:
+            total = self._events.count_documents(
+                query, limit=_OVER, maxTimeMS=_milliseconds(max(deadline - time.monotonic(), 0.001))
+            )
+        except ExecutionTimeout:
+            return Page(events, offset + len(events), exact=False)
+        return Page(events, min(total, COUNT_LIMIT), exact=total <= COUNT_LIMIT)
+
+    def _counted(self, query: Doc) -> int:
+        """How many events match ``query`` (on the workflow, the status, both or neither), from their counters."""
+        grouped = self._counts.aggregate(
+            [
+                {"$match": {f"_id.{field}": value for field, value in query.items()}},
+                {"$group": {"_id": None, "count": {"$sum": "$count"}}},
+            ]
         )
+        return next((int(group["count"]) for group in grouped), 0)
+
+    def _count(self, workflow_id: str, changes: Mapping[str, int]) -> None:
+        """Add to the counters of ``workflow_id``'s events in each status its change."""
+        for status, change in changes.items():
+            key = {"workflow_id": workflow_id, "status": str(status)}
+            self._counts.update_one({"_id": key}, {"$inc": {"count": change}}, upsert=True)
+
+    def recount_events(self) -> None:
+        """Count the events by workflow and status again, in place of their counters: the counters miss the
+        change of a process stopped between an event's write and theirs, which this repairs (it reads every
+        event, and an event written meanwhile may be counted off by one until the next recount)."""
+        grouped = self._events.aggregate(
+            [{"$group": {"_id": {"workflow_id": "$workflow_id", "status": "$status"}, "count": {"$sum": 1}}}]
+        )
+        counts = {(group["_id"]["workflow_id"], group["_id"]["status"]): group["count"] for group in grouped}
+        for doc in self._counts.find():
+            counts.setdefault((doc["_id"]["workflow_id"], doc["_id"]["status"]), 0)
+        for (workflow_id, status), count in counts.items():
+            key = {"workflow_id": workflow_id, "status": status}
+            self._counts.replace_one({"_id": key}, {"_id": key, "count": count}, upsert=True)
 
     def delete_events(self, *, created_before: float, limit: int) -> int:
         old = (
-            self._events.find({"created_at": {"$lt": created_before}, "status": {"$in": _TERMINAL}}, {"_id": True})
+            self._events.find(
+                {"created_at": {"$lt": created_before}, "status": {"$in": _TERMINAL}},
+                {"_id": True, "workflow_id": True, "status": True},
+            )
             .sort("created_at")
             .limit(limit)
         )
-        ids = [doc["_id"] for doc in old]
+        groups: dict[tuple[str, str], list[str]] = {}
+        for doc in old:
+            groups.setdefault((doc["workflow_id"], doc["status"]), []).append(doc["_id"])
         # Items first: if this stops half-way, the events are still there, and found again next time.
-        self._items.delete_many({"event_id": {"$in": ids}})
-        return self._events.delete_many({"_id": {"$in": ids}}).deleted_count
+        self._items.delete_many({"event_id": {"$in": [i for ids in groups.values() for i in ids]}})
+        deleted = 0
+        # By workflow and status, each still in the status it was found in, to know what to take off the counters.
+        for (workflow_id, status), ids in groups.items():
+            count = self._events.delete_many({"_id": {"$in": ids}, "status": status}).deleted_count
+            self._count(workflow_id, {status: -count})
+            deleted += count
+        return deleted
 
     def due_events(self, now: float, limit: int) -> list[Event]:
         docs = self._events.find({"due_at": {"$lte": now}}).sort("due_at").limit(limit)
@@ -289,16 +376,16 @@ class MongoStore:
         return True
 
     def statistics(self, now: float) -> Statistics:
-        grouped = self._events.aggregate(
-            [{"$group": {"_id": {"workflow_id": "$workflow_id", "status": "$status"}, "count": {"$sum": 1}}}]
-        )
         slots: dict[str, list[int]] = {}
         for doc in self._slots.find({"until": {"$gt": now}}, {"_id": True}):
             slots.setdefault(doc["_id"]["service"], [0, 0])[0] += 1
         for doc in self._slot_waiters.find({}, {"service": True}):
             slots.setdefault(doc["service"], [0, 0])[1] += 1
         return Statistics(
-            events={(g["_id"]["workflow_id"], g["_id"]["status"]): g["count"] for g in grouped},
+            events={
+                (doc["_id"]["workflow_id"], doc["_id"]["status"]): doc["count"]
+                for doc in self._counts.find({"count": {"$ne": 0}})
+            },
             overdue=self._events.count_documents({"due_at": {"$lte": now}, "status": {"$nin": _TERMINAL}}),
             slots={service: (held, waiting) for service, (held, waiting) in slots.items()},
         )
@@ -399,8 +486,12 @@ class MongoStore:
             unique=True,
             partialFilterExpression={"idempotency_key": {"$type": "string"}},
         )
-        self._events.create_index([("workflow_id", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)])
-        self._events.create_index([("created_at", DESCENDING)])
+        # One index per combination of the listing's filters, in its order; they replace two older ones.
+        for old in ("workflow_id_1_status_1_created_at_-1", "created_at_-1"):
+            with suppress(OperationFailure):
+                self._events.drop_index(old)
+        for filters in ([], ["workflow_id"], ["status"], ["workflow_id", "status"]):
+            self._events.create_index([*((field, ASCENDING) for field in filters), *_NEWEST])
         self._events.create_index("due_at")
         self._slot_waiters.create_index([("service", ASCENDING), ("since", ASCENDING)])
 
@@ -469,6 +560,13 @@ class MongoStore:
 
 
 _DUPLICATE_KEY = 11000
+_NEWEST = [("created_at", DESCENDING), ("_id", DESCENDING)]
+_OVER = COUNT_LIMIT + 1
+"""Counting this many events is enough to know that there are more than COUNT_LIMIT."""
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _item_key(event_id: str, step_id: str, index: int) -> Doc:

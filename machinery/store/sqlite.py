@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -26,7 +27,7 @@ from machinery.codec import service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
 from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page, Statistics
+from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
 
@@ -71,8 +72,14 @@ CREATE TABLE IF NOT EXISTS events (
     doc TEXT NOT NULL,
     UNIQUE (workflow_id, idempotency_key)
 );
-CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id, status, created_at DESC);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at DESC);
+-- One index per combination of the listing's filters, each in the listing's order, so that a page reads its
+-- own rows only. They replace two older ones, which ordered neither by id nor a workflow's events of any status.
+DROP INDEX IF EXISTS events_by_workflow;
+DROP INDEX IF EXISTS events_by_time;
+CREATE INDEX IF NOT EXISTS events_newest ON events (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_of_workflow ON events (workflow_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_in_status ON events (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS events_of_workflow_in_status ON events (workflow_id, status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS events_due ON events (due_at) WHERE due_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS service_health (
     service TEXT PRIMARY KEY,
@@ -106,6 +113,31 @@ CREATE INDEX IF NOT EXISTS items_by_status ON items (event_id, step_id, status, 
 CREATE INDEX IF NOT EXISTS items_due ON items (due_at) WHERE due_at IS NOT NULL;
 """
 
+# The events by workflow and status, counted as they change: each trigger runs in the statement that fires it,
+# so a count is exactly that of the rows, whatever fails or stops. Created, and filled from the events already
+# there, in one transaction (see _count_events).
+_COUNTERS = (
+    """CREATE TABLE event_counts (
+        workflow_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, status)
+    ) WITHOUT ROWID""",
+    """CREATE TRIGGER event_counted AFTER INSERT ON events BEGIN
+        INSERT INTO event_counts VALUES (new.workflow_id, new.status, 1)
+        ON CONFLICT DO UPDATE SET count = count + 1;
+    END""",
+    """CREATE TRIGGER event_recounted AFTER UPDATE OF status ON events WHEN old.status IS NOT new.status BEGIN
+        UPDATE event_counts SET count = count - 1 WHERE workflow_id = old.workflow_id AND status = old.status;
+        INSERT INTO event_counts VALUES (new.workflow_id, new.status, 1)
+        ON CONFLICT DO UPDATE SET count = count + 1;
+    END""",
+    """CREATE TRIGGER event_uncounted AFTER DELETE ON events BEGIN
+        UPDATE event_counts SET count = count - 1 WHERE workflow_id = old.workflow_id AND status = old.status;
+    END""",
+    "INSERT INTO event_counts SELECT workflow_id, status, COUNT(*) FROM events GROUP BY workflow_id, status",
+)
+
 _INSERT_EVENT = """
 INSERT INTO events (id, workflow_id, status, created_at, due_at, idempotency_key, version, doc)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -135,9 +167,21 @@ class SqliteStore:
         self._local = threading.local()
         self._inherited: list[sqlite3.Connection] = []
         self._db().executescript(_SCHEMA)
+        self._count_events()
 
     def ping(self) -> None:
         self._db().execute("SELECT 1 FROM events LIMIT 1").fetchall()
+
+    def _count_events(self) -> None:
+        """Create the counters of events and their triggers, filled from the events already stored: once per
+        database, in one transaction, so that each event is counted once (a database made by an older version
+        gets them the first time it is opened)."""
+        if self._db().execute(_COUNTED).fetchone() is not None:
+            return
+        with self._transaction() as db:
+            if db.execute(_COUNTED).fetchone() is None:
+                for statement in _COUNTERS:
+                    db.execute(statement)
 
     def close(self) -> None:
         """Close this thread's connection; the next call opens another."""
@@ -220,6 +264,7 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise _taken("workflow", stored.name) from None
             _record_version(db, stored, doc, services)
+        self._index_searchable(stored)
         return stored
 
     def get_workflow(self, key: str) -> Workflow:
@@ -264,7 +309,22 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise _taken("workflow", stored.name) from None
             _record_version(db, stored, doc, services)
+        self._index_searchable(stored)
         return stored
+
+    def _index_searchable(self, workflow: Workflow) -> None:
+        """Index the events by each searchable input of ``workflow`` not indexed yet, in the order of listings.
+
+        An index on the field's JSON value in every event, whatever its workflow, so that a search by it stays
+        exact; building it reads the events already stored, once. It is kept when no workflow declares the field
+        any more (``DROP INDEX`` removes it).
+        """
+        db = self._db()
+        for name in sorted(f.name for f in workflow.inputs if f.searchable):
+            db.execute(
+                f"CREATE INDEX IF NOT EXISTS {_quoted(_SEARCHABLE_INDEX + name)}"
+                f" ON events (json_extract(doc, {_json_at((name,))}), created_at DESC, id DESC)"
+            )
 
     def delete_workflow(self, key: str) -> None:
         """By id or by name; NotFound if absent. Releases the services it used."""
@@ -333,21 +393,75 @@ class SqliteStore:
         limit: int,
         data: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        after: Position | None = None,
     ) -> Page[Event]:
-        """Newest first."""
+        """Newest first; see :meth:`EventStore.list_events` for what ``after`` and the totals promise."""
         filters = {"workflow_id": workflow_id, "status": status}
         clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
-        for path, value in data_conditions(data or {}):
-            clause, values = _data_clause("$.data" + "".join(f'."{key}"' for key in path), value)
+        conditions = list(data_conditions(data or {}))
+        if not conditions and parent is None:
+            return Page(self._listed(clauses, params, offset, limit, after), self._counted(workflow_id, status))
+        indexed = self._searchable() & {path[0] for path, _ in conditions if len(path) == 1}
+        for path, value in conditions:
+            clause, values = _data_clause(_json_at(path), value)
             clauses.append(clause)
             params += values
         if parent is not None:
-            clause, values = _data_clause("$.parent.event", parent)
+            clause, values = _data_clause("'$.parent.event'", parent)
             clauses.append(clause)
             params += values
-        query = f"FROM events WHERE {' AND '.join(clauses)}" if clauses else "FROM events"
-        return self._page(query, params, "created_at DESC, id DESC", offset, limit, Event.from_doc)
+        # The index of a searchable field, which the planner could otherwise pass over for one that orders a
+        # workflow's events but reads them all.
+        source = f"events INDEXED BY {_quoted(_SEARCHABLE_INDEX + min(indexed))}" if indexed else "events"
+        with _deadline(self._db(), SEARCH_SECONDS) as stopped:
+            events = self._listed(clauses, params, offset, limit, after, source)
+            if stopped() or (offset == 0 and after is None and len(events) < limit):
+                return Page(events, offset + len(events), exact=not stopped(), complete=not stopped())
+            where = " AND ".join(clauses)
+            total = _read(
+                self._db(), f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?)", (*params, _OVER)
+            )
+            if total is None:  # out of time
+                return Page(events, offset + len(events), exact=False)
+            return Page(events, min(total[0], COUNT_LIMIT), exact=total[0] <= COUNT_LIMIT)
+
+    def _listed(
+        self,
+        clauses: list[str],
+        params: list[Any],
+        offset: int,
+        limit: int,
+        after: Position | None,
+        source: str = "events",
+    ) -> list[Event]:
+        """A page, newest first, of the events that ``clauses`` select; those read before a deadline stops it."""
+        if after is not None:
+            clauses, params = [*clauses, "(created_at, id) < (?, ?)"], [*params, *after]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT doc FROM {source}{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        events: list[Event] = []
+        with _interruptible():
+            for row in self._db().execute(query, (*params, limit, offset)):
+                events.append(Event.from_doc(_doc(row)))
+        return events
+
+    def _counted(self, workflow_id: str | None, status: str | None) -> int:
+        """How many events there are of a workflow, in a status, both or neither, from their counters."""
+        filters = {"workflow_id": workflow_id, "status": status}
+        clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT COALESCE(SUM(count), 0) FROM event_counts{where}"
+        return int(self._db().execute(query, [value for value in filters.values() if value is not None]).fetchone()[0])
+
+    def _searchable(self) -> set[str]:
+        """The fields that events are indexed by (see :meth:`_index_searchable`), read from the schema."""
+        rows = self._db().execute(
+            "SELECT substr(name, ?) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+            " AND substr(name, 1, ?) = ?",
+            (len(_SEARCHABLE_INDEX) + 1, len(_SEARCHABLE_INDEX), _SEARCHABLE_INDEX),
+        )
+        return {row[0] for row in rows}
 
     def delete_events(self, *, created_before: float, limit: int) -> int:
         with self._transaction() as db:
@@ -382,7 +496,7 @@ class SqliteStore:
 
     def statistics(self, now: float) -> Statistics:
         db = self._db()
-        events = db.execute("SELECT workflow_id, status, COUNT(*) FROM events GROUP BY workflow_id, status")
+        events = db.execute("SELECT workflow_id, status, count FROM event_counts WHERE count != 0")
         overdue = db.execute(_OVERDUE_EVENTS, (now, *_TERMINAL)).fetchone()[0]
         slots = db.execute(
             "SELECT service, SUM(held), SUM(waiting) FROM ("
@@ -396,6 +510,12 @@ class SqliteStore:
             overdue=overdue,
             slots={row[0]: (row[1], row[2]) for row in slots},
         )
+
+    def recount_events(self) -> None:
+        """Exact already (the triggers count in each write's own statement); for a database changed by hand."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM event_counts")
+            db.execute(_COUNTERS[-1])
 
     def hold(self, service: str, waiter: tuple[str, str], *, since: float) -> None:
         self._db().execute(_HOLD, (service, *waiter, since))
@@ -571,16 +691,78 @@ def _list_items_in(statuses: int) -> str:
 
 
 def _data_clause(at: str, value: Any) -> tuple[str, list[Any]]:
-    """The condition that the JSON at path ``at`` of an event's document is ``value``, of the same JSON type."""
+    """The condition that the JSON at ``at`` (a path as an SQL literal, see :func:`_json_at`) of an event's document
+    is ``value``, of the same JSON type. An equality on ``json_extract`` first, which the index of a searchable
+    field serves when ``at`` is that field's; then the type, which it does not tell (true is 1, say)."""
     if value is None:
-        return "COALESCE(json_type(doc, ?), 'null') = 'null'", [at]
+        return f"COALESCE(json_type(doc, {at}), 'null') = 'null'", []
+    found = f"json_extract(doc, {at})"
     if isinstance(value, bool):
-        return "json_type(doc, ?) = ?", [at, "true" if value else "false"]
+        return f"{found} = ? AND json_type(doc, {at}) = ?", [int(value), "true" if value else "false"]
     if isinstance(value, int | float):
-        return "json_type(doc, ?) IN ('integer', 'real') AND json_extract(doc, ?) = ?", [at, at, value]
+        return f"{found} = ? AND json_type(doc, {at}) IN ('integer', 'real')", [value]
     if isinstance(value, str):
-        return "json_type(doc, ?) = 'text' AND json_extract(doc, ?) = ?", [at, at, value]
-    return "json_type(doc, ?) = 'array' AND json_extract(doc, ?) = json(?)", [at, at, _dumps(value)]
+        return f"{found} = ? AND json_type(doc, {at}) = 'text'", [value]
+    return f"json_type(doc, {at}) = 'array' AND {found} = json(?)", [_dumps(value)]
+
+
+def _json_at(path: tuple[str, ...]) -> str:
+    """The JSON path of a field of an event's data, as an SQL literal: written into the query rather than bound,
+    since SQLite uses an index on an expression only for a query holding the same expression."""
+    at = "$.data" + "".join(f'."{key}"' for key in path)
+    return "'" + at.replace("'", "''") + "'"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_SEARCHABLE_INDEX = "events_data_"
+"""The name of the index of events by a searchable field, before the field's name."""
+
+_COUNTED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_counts'"
+
+_OVER = COUNT_LIMIT + 1
+"""Counting this many rows is enough to know that there are more than COUNT_LIMIT."""
+
+_INTERRUPTED = "interrupted"
+
+
+@contextmanager
+def _deadline(db: sqlite3.Connection, seconds: float) -> Iterator[Callable[[], bool]]:
+    """Interrupt the statements ``db`` runs in the block once ``seconds`` have passed; yields whether they were."""
+    end = time.monotonic() + seconds
+    passed = False
+
+    def check() -> bool:
+        nonlocal passed
+        passed = passed or time.monotonic() > end
+        return passed
+
+    # Called every so many steps of SQLite's virtual machine: some microseconds' worth.
+    db.set_progress_handler(check, 10_000)
+    try:
+        yield lambda: passed
+    finally:
+        db.set_progress_handler(None, 0)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Leave the block, keeping what it read, when a :func:`_deadline` interrupts a statement."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if str(error) != _INTERRUPTED:
+            raise
+
+
+def _read(db: sqlite3.Connection, query: str, params: Sequence[Any]) -> sqlite3.Row | None:
+    """The first row of ``query``; None if a :func:`_deadline` interrupted it."""
+    with _interruptible():
+        row: sqlite3.Row = db.execute(query, params).fetchone()
+        return row
+    return None
 
 
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:

@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from machinery.bootstrap import Machinery
+from machinery.store import sqlite
 from tests.api import error
 
 TEXT = {"message": "The Sun will rise in the morning !"}
@@ -248,6 +249,77 @@ def test_events_are_found_by_values_in_their_data(
     assert found({"message": "hello world"}, status="completed") == [sent["hello world"][0]["event_id"]]
     assert found({"message": "good night"}, workflow="process-text") == [sent["good night"][0]["event_id"]]
     assert found({"message": "HELLO WORLD"}) == []
+
+
+def test_events_are_listed_a_page_after_another_by_cursor_while_others_arrive(
+    client: FlaskClient, workflow: dict[str, Any]
+) -> None:
+    sent = [send(client)["event_id"] for _ in range(5)]
+    seen: list[str] = []
+    query = "page_size=2"
+    while True:
+        response = client.get(f"/events?{query}")
+        assert response.status_code == 200, response.json
+        seen += [e["id"] for e in response.json]
+        send(client)  # comes before the first page: never in the next ones
+        pagination = json.loads(response.headers["X-Pagination"])
+        assert pagination["total_exact"] and pagination["complete"]
+        if "X-Next-Cursor" not in response.headers:
+            break
+        assert "page" not in pagination or query == "page_size=2"
+        query = f"page_size=2&cursor={response.headers['X-Next-Cursor']}"
+
+    assert seen == sent[::-1]
+
+
+def test_a_search_counted_past_its_limit_says_so_in_x_pagination(
+    client: FlaskClient, workflow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        send(client)
+    monkeypatch.setattr(sqlite, "COUNT_LIMIT", 1)
+    monkeypatch.setattr(sqlite, "_OVER", 2)
+    search = {"data": json.dumps(TEXT), "page_size": 1}
+
+    counted = json.loads(client.get("/events", query_string=search).headers["X-Pagination"])
+    assert (counted["total"], counted["total_exact"], counted["complete"]) == (1, False, True)
+
+
+@pytest.mark.parametrize("cursor", ["nonsense!", "WzEsMl0", "e30"])
+def test_a_cursor_the_api_did_not_give_answers_422(client: FlaskClient, cursor: str) -> None:
+    body = error(client.get("/events", query_string={"cursor": cursor}), 422)
+    assert body["errors"]["cursor"][0].startswith("is no cursor this API gave")
+
+
+def test_a_workflow_may_declare_searchable_inputs_and_its_events_are_found_by_them(
+    client: FlaskClient, workflow: dict[str, Any], process_text: dict[str, Any]
+) -> None:
+    searchable = process_text | {"name": "searchable-text"}
+    searchable["inputs"] = [field | {"searchable": True} for field in process_text["inputs"]]
+    response = client.post("/workflows", json=searchable)
+    assert response.status_code == 201, response.json
+    assert all(field["searchable"] for field in response.json["inputs"])
+    sent = client.post("/e/searchable-text", json={"data": {"message": "order 17"}}).json["event_id"]
+    send(client)
+
+    response = client.get("/events", query_string={"data": json.dumps({"message": "order 17"})})
+
+    assert [e["id"] for e in response.json] == [sent]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 1
+
+
+def test_an_input_of_an_object_type_cannot_be_searchable(
+    client: FlaskClient, workflow: dict[str, Any], process_text: dict[str, Any]
+) -> None:
+    searchable = process_text | {"name": "searchable-text"}
+    searchable["inputs"] = [
+        *process_text["inputs"],
+        {"name": "extra", "type": "object", "required": False, "searchable": True},
+    ]
+
+    body = error(client.post("/workflows", json=searchable), 422)
+
+    assert "workflow input 'extra' cannot be searchable" in json.dumps(body)
 
 
 @pytest.mark.parametrize(

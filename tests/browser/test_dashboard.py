@@ -362,6 +362,25 @@ def test_the_events_page_filters_by_workflow_and_status(page: Page) -> None:
     expect(rows.filter(has_not=page.locator(".status-completed"))).to_have_count(0)
 
 
+def test_the_events_page_goes_to_older_events_by_cursor_and_back(page: Page, machinery: Machinery) -> None:
+    for n in range(41):
+        machinery.events.submit("process-text", {"message": f"page {n}"})
+    page.goto("/#/events")
+    pager = page.locator(".pager")
+    expect(pager).to_contain_text("page 1 of")
+    first = page.locator("table.list tbody tr td a.mono").first
+    newest = first.inner_text()
+
+    page.get_by_role("button", name="Older →").click()
+    expect(page).to_have_url(re.compile(r"#/events\?cursor=[^&]+&n=2$"))
+    expect(pager).to_contain_text("page 2 of")
+    expect(first).not_to_have_text(newest)
+
+    page.get_by_role("button", name="← Newer").click()
+    expect(pager).to_contain_text("page 1 of")
+    expect(first).to_have_text(newest)
+
+
 def test_the_events_page_finds_events_by_their_data_and_says_why_a_filter_is_refused(page: Page) -> None:
     marked = page.request.post("/e/process-text", data={"data": {"message": "find me"}}).json()["event_id"]
     assert page.request.post("/e/process-text", data={"data": {"message": "not me"}}).status == 202

@@ -522,3 +522,27 @@ def test_structural_problems_are_reported_with_the_unknown_services():
         "step id 'upper' is used twice",
         "step 'shout' runs after 'nowhere', but there is no step 'nowhere'",
     ]
+
+
+# Searchable inputs
+
+
+def test_a_workflow_input_of_a_scalar_type_may_be_searchable():
+    workflow = chain(["upper"], inputs=[fld("message:string", searchable=True)], outputs=["message:string"])
+    assert check_workflow(workflow, TEXT, EXPRESSIONS) == []
+
+
+def test_a_workflow_input_of_an_object_or_an_array_cannot_be_searchable():
+    workflow = chain(
+        ["upper"],
+        inputs=["message:string", fld("info:object", searchable=True), fld("tags:array<string>", searchable=True)],
+        outputs=["message:string"],
+    )
+    problems = check_workflow(workflow, TEXT, EXPRESSIONS)
+    assert [(p.field, p.found) for p in problems] == [("info", "object"), ("tags", "array<string>")]
+    assert problems[0].message.startswith("workflow input 'info' cannot be searchable")
+
+
+def test_only_a_workflow_input_can_be_searchable():
+    problems = check_service(service("upper", [fld("message:string", searchable=True)], ["message:string"]))
+    assert only(problems).message == "input 'message' cannot be searchable: only a workflow's inputs are"

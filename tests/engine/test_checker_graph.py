@@ -579,3 +579,11 @@ def test_a_copy_into_a_field_of_the_wrong_type_is_reported():
     problem = only(check(workflow, SERVICES))
     assert (problem.step, problem.field, problem.expected, problem.found) == ("pad", "width", "int", "string")
     assert problem.message == "step 'pad' input 'width' expects int, but output 'loud' of step 'copy' is string"
+
+
+def test_a_steps_output_cannot_be_searchable():
+    workflow = graph([transform("t", {"n": "1"}, [fld("n:int", searchable=True)])], MESSAGE)
+    problems = check(workflow, registry())
+    assert [(p.step, p.field, p.message) for p in problems] == [
+        ("t", "n", "step 't' output 'n' cannot be searchable: only a workflow's inputs are")
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import replace
@@ -11,13 +12,15 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo.errors import ExecutionTimeout
 
 from machinery.engine.errors import Conflict, NotFound
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
 from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
-from machinery.engine.ports import Store
+from machinery.engine.ports import Page, Store
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import FieldType
+from machinery.store import sqlite as sqlite_store
 from machinery.store.mongo import MongoStore
 from machinery.store.sqlite import SqliteStore
 
@@ -472,6 +475,12 @@ SEARCHED = {
 def test_events_are_found_by_the_values_in_their_data_of_the_same_json_type(
     store: Store, data: dict[str, Any], found: set[str]
 ) -> None:
+    page = search_searched(store, data, found)
+    assert page.total == len(found)
+
+
+def search_searched(store: Store, data: dict[str, Any], found: set[str]) -> Page[Event]:
+    """Store the events of SEARCHED, search them by ``data``, and check that those ``found`` are."""
     ids = {}
     for name, values in SEARCHED.items():
         stored = replace(event(), data=values)
@@ -481,7 +490,126 @@ def test_events_are_found_by_the_values_in_their_data_of_the_same_json_type(
     page = store.list_events(workflow_id="wf", status=None, offset=0, limit=10, data=data)
 
     assert {ids[e.id] for e in page.items} == found
-    assert page.total == len(found)
+    return page
+
+
+def register_searchable(store: Store, *names: str) -> None:
+    """A workflow (of its own name) declaring inputs of SEARCHED searchable: the store indexes them."""
+    types = {"customer": "string", "total": "float", "paid": "bool", "order": "string"}
+    inputs = tuple(Field(name, FieldType(types[name]), searchable=True) for name in names)
+    store.add_service(service())
+    flow = replace(workflow("searched"), inputs=(TEXT, *inputs))
+    store.add_workflow(flow, services={"upper": 1})
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        ({"customer": "acme"}, {"plain", "other"}),
+        ({"customer": "acme", "total": 12}, {"plain"}),
+        ({"total": 12}, {"plain"}),
+        ({"total": 12.5}, {"other"}),
+        ({"paid": True}, {"plain"}),
+        ({"paid": 1}, {"other"}),
+        ({"customer": ["acme"]}, {"third"}),
+        ({"customer": None}, set()),
+        ({"total": "12"}, {"third"}),
+    ],
+)
+def test_a_search_by_searchable_fields_finds_what_any_search_finds(
+    store: Store, data: dict[str, Any], found: set[str]
+) -> None:
+    # Declared by one workflow, the fields are indexed in every event, of whatever workflow and JSON type.
+    register_searchable(store, "customer", "total", "paid")
+    page = search_searched(store, data, found)
+    assert (page.total, page.exact, page.complete) == (len(found), True, True)
+
+
+def test_events_stored_before_a_field_is_declared_searchable_are_found_by_it(store: Store) -> None:
+    before = replace(event(created_at=1.0), data={"order": "A-1"})
+    store.create_event(before)
+    register_searchable(store, "order")
+    after = replace(event("other", created_at=2.0), data={"order": "A-1"})
+    store.create_event(after)
+    store.create_event(replace(event(created_at=3.0), data={"order": "A-2"}))
+
+    assert store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"order": "A-1"}).items == [
+        after,
+        before,
+    ]
+    assert store.list_events(workflow_id="wf", status=None, offset=0, limit=10, data={"order": "A-1"}).items == [before]
+
+
+def test_a_search_counts_its_events_up_to_a_limit_and_then_says_more(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = sys.modules[type(store).__module__]
+    monkeypatch.setattr(module, "COUNT_LIMIT", 3)
+    monkeypatch.setattr(module, "_OVER", 4)
+    for at in range(6):
+        store.create_event(replace(event(created_at=float(at)), data={"text": "x"}))
+
+    page = store.list_events(workflow_id=None, status=None, offset=0, limit=2, data={"text": "x"})
+    assert (len(page.items), page.total, page.exact) == (2, 3, False)
+    # Without data, the counters give every total exactly.
+    assert store.list_events(workflow_id=None, status=None, offset=0, limit=2).total == 6
+
+
+@pytest.mark.parametrize(("workflow_id", "status"), [(None, None), ("a", None), (None, "running"), ("a", "running")])
+def test_pages_after_a_position_neither_skip_nor_repeat_an_event_while_others_arrive(
+    store: Store, workflow_id: str | None, status: str | None
+) -> None:
+    # Several events at the same instant: the id orders them.
+    at = [1000.0 + i // 3 for i in range(20)]
+    listed = [event(workflow_id or "a", status=EventStatus(status or "running"), created_at=t) for t in at]
+    others = [event("b", status=EventStatus.COMPLETED, created_at=t + 0.5) for t in at[::2]]
+    for e in listed + others:
+        store.create_event(e)
+    expected = sorted(listed if workflow_id or status else listed + others, key=lambda e: (e.created_at, e.id))
+
+    seen: list[Event] = []
+    after = None
+    for round_ in range(100):
+        page = store.list_events(workflow_id=workflow_id, status=status, offset=0, limit=3, after=after)
+        if not page.items:
+            break
+        seen += page.items
+        after = (page.items[-1].created_at, page.items[-1].id)
+        # New events, of every filter, arrive between pages: they come before the first page, not in later ones.
+        store.create_event(event("a", status=EventStatus.RUNNING, created_at=2000.0 + round_))
+        store.create_event(event("b", status=EventStatus.COMPLETED, created_at=2000.0 + round_))
+
+    assert [e.id for e in seen] == [e.id for e in reversed(expected)]
+
+
+def test_totals_and_statistics_follow_each_change_of_status_and_each_deletion(store: Store) -> None:
+    events = [event("a", status=EventStatus.RUNNING, created_at=float(i)) for i in range(4)]
+    for e in events:
+        store.create_event(e)
+    for e in events[:3]:
+        e.status = EventStatus.COMPLETED
+        assert store.save_event(e)
+    events[0].data = {"text": "changed, same status"}
+    assert store.save_event(events[0])
+    stale = replace(events[1], status=EventStatus.FAILED, version=0)
+    assert not store.save_event(stale)
+    store.delete_events(created_before=1.5, limit=10)
+
+    def total(workflow_id: str | None, status: str | None) -> int:
+        return store.list_events(workflow_id=workflow_id, status=status, offset=0, limit=1).total
+
+    assert store.statistics(now=0.0).events == {("a", "completed"): 1, ("a", "running"): 1}
+    assert [total(None, None), total("a", None), total(None, "completed"), total("a", "running")] == [2, 2, 1, 1]
+    assert [total("b", None), total(None, "failed")] == [0, 0]
+
+
+def test_events_recounted_give_the_same_counts(store: Store) -> None:
+    for status in (EventStatus.RUNNING, EventStatus.RUNNING, EventStatus.FAILED):
+        store.create_event(event(status=status))
+
+    store.recount_events()
+
+    assert store.statistics(now=0.0).events == {("wf", "running"): 2, ("wf", "failed"): 1}
 
 
 def test_old_finished_events_are_deleted_oldest_first_a_batch_at_a_time(store: Store) -> None:
@@ -698,3 +826,99 @@ def _add_service(store: SqliteStore, start: Any, outcomes: Any) -> None:
         outcomes.put("added")
     except Conflict:
         outcomes.put("conflict")
+
+
+def test_a_search_on_mongodb_stopped_at_its_time_answers_what_it_found_and_says_so(
+    mongo_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MongoStore(mongo_database)
+    found = replace(event(), data={"text": "x"})
+    store.create_event(found)
+    real = store._events.find
+
+    def timed_out(*args: Any, **kwargs: Any) -> Any:
+        """A cursor that gives the first event, then runs out of time, as MongoDB's under max_time_ms."""
+        return StoppedCursor(real(*args, **kwargs))
+
+    class StoppedCursor:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def __getattr__(self, name: str) -> Any:
+            inner = getattr(self.cursor, name)
+            return lambda *a, **k: StoppedCursor(inner(*a, **k))
+
+        def __iter__(self) -> Iterator[Any]:
+            yield next(iter(self.cursor))
+            raise ExecutionTimeout("operation exceeded time limit")
+
+    monkeypatch.setattr(store._events, "find", timed_out)
+
+    page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"text": "x"})
+
+    assert (page.items, page.total, page.exact, page.complete) == ([found], 1, False, False)
+
+
+def test_sqlite_counts_the_events_of_a_database_made_before_its_counters(tmp_path: Path) -> None:
+    path = tmp_path / "machinery.db"
+    store = SqliteStore(path)
+    for status in (EventStatus.RUNNING, EventStatus.RUNNING, EventStatus.FAILED):
+        store.create_event(event(status=status))
+    db = store._db()
+    for statement in ("DROP TRIGGER event_counted", "DROP TRIGGER event_recounted", "DROP TRIGGER event_uncounted"):
+        db.execute(statement)
+    db.execute("DROP TABLE event_counts")
+    store.close()
+
+    reopened = SqliteStore(path)
+    reopened.create_event(event(status=EventStatus.FAILED))
+
+    assert reopened.statistics(now=0.0).events == {("wf", "running"): 2, ("wf", "failed"): 2}
+
+
+def test_sqlite_serves_every_listing_and_a_search_by_a_searchable_field_from_an_index(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "machinery.db")
+    register_searchable(store, "order")
+    plans: list[str] = []
+    db = store._db()
+    real = db.execute
+
+    def explained(query: str, params: Any = ()) -> Any:
+        if query.startswith("SELECT doc FROM events"):
+            plans.extend(row[3] for row in real("EXPLAIN QUERY PLAN " + query, params))
+        return real(query, params)
+
+    store._local.db = Spy(db, explained)
+    for workflow_id, status in [(None, None), ("wf", None), (None, "running"), ("wf", "running")]:
+        store.list_events(workflow_id=workflow_id, status=status, offset=0, limit=10, after=(5.0, "x"))
+    store.list_events(workflow_id="wf", status=None, offset=0, limit=10, data={"order": "A-1"})
+
+    assert len(plans) == 5
+    assert all(plan.startswith("SEARCH events USING INDEX") for plan in plans), plans
+    assert "events_data_order" in plans[-1]
+    assert not any("TEMP B-TREE" in plan for plan in plans)
+
+
+class Spy:
+    """A connection whose execute is ``execute``, the rest the real one's."""
+
+    def __init__(self, db: Any, execute: Any) -> None:
+        self._db, self.execute = db, execute
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def test_sqlite_stops_a_search_by_undeclared_fields_at_its_time_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "machinery.db")
+    db = store._db()
+    rows = [(uuid4().hex, "wf", "running", float(i), None, None, 0, f'{{"data": {{"n": {i}}}}}') for i in range(50_000)]
+    with store._transaction():
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    monkeypatch.setattr(sqlite_store, "SEARCH_SECONDS", 0.0)
+
+    page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"n": -1})
+
+    assert (page.items, page.exact, page.complete) == ([], False, False)

@@ -16,6 +16,11 @@ import {
 } from "./shared.js";
 
 const EVENT_STATUSES = ["accepted", "running", "waiting", "paused", "completed", "failed", "cancelled"];
+const PAGE_SIZE = 20;
+
+// The addresses of the pages before this one, newest last, for "Newer": a page deep in the list is reached by the
+// cursor of the one before it (which costs the same however deep), and has no number to go back to.
+const trail = [];
 
 export async function eventsPage(page, query) {
   const produces = await may("producer");
@@ -24,21 +29,27 @@ export async function eventsPage(page, query) {
     status: query.get("status") ?? "",
     data: query.get("data") ?? "",
   };
-  const number = Number(query.get("page") ?? 1);
+  const cursor = query.get("cursor") ?? "";
+  const number = Number(query.get("n") ?? 1);
   const go = (change) => {
     const next = new URLSearchParams(
-      Object.entries({ ...filters, page: 1, ...change }).filter(([, v]) => v !== "" && v !== 1),
+      Object.entries({ ...filters, cursor: "", n: 1, ...change }).filter(([, v]) => v !== "" && v !== 1),
     );
     location.hash = `#/events${next.size ? `?${next}` : ""}`;
   };
+  // Another filter starts from the newest events again.
+  const filter = (change) => {
+    trail.length = 0;
+    go(change);
+  };
   const workflowSelect = h(
     "select",
-    { id: "filter-workflow", onchange: (e) => go({ workflow: e.target.value }) },
+    { id: "filter-workflow", onchange: (e) => filter({ workflow: e.target.value }) },
     h("option", { value: "" }, "All workflows"),
   );
   const statusSelect = h(
     "select",
-    { id: "filter-status", onchange: (e) => go({ status: e.target.value }) },
+    { id: "filter-status", onchange: (e) => filter({ status: e.target.value }) },
     h("option", { value: "" }, "Any status"),
     EVENT_STATUSES.map((s) => h("option", { value: s, selected: s === filters.status }, s)),
   );
@@ -48,7 +59,7 @@ export async function eventsPage(page, query) {
     class: "mono",
     value: filters.data,
     placeholder: 'data holds {"customer": "acme"}',
-    onchange: (e) => go({ data: e.target.value.trim() }),
+    onchange: (e) => filter({ data: e.target.value.trim() }),
   });
   const list = h("div", {}, loading());
   const pager = h("div", { class: "pager" });
@@ -90,9 +101,8 @@ export async function eventsPage(page, query) {
   });
   const poller = page.poll(LIST_POLL_MS, async () => {
     const params = new URLSearchParams({
-      page: number,
-      page_size: 20,
-      ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v)),
+      page_size: PAGE_SIZE,
+      ...Object.fromEntries(Object.entries({ ...filters, cursor }).filter(([, v]) => v)),
     });
     const { ok, data, headers } = await api("GET", `/events?${params}`);
     if (!ok) {
@@ -100,15 +110,37 @@ export async function eventsPage(page, query) {
       return false;
     }
     const pages = pagination(headers);
+    const next = headers.get("X-Next-Cursor");
+    // A search counts up to 10,000 events, and one on fields no workflow declares searchable stops after a second.
+    const total =
+      pages.total_exact === false ? `more than ${pages.total.toLocaleString("en")} events` : plural(pages.total, "event");
+    const stopped = pages.complete === false ? " · the search stopped after a second: older events may match" : "";
     list.replaceChildren(eventsTable(data, true));
     pager.replaceChildren(
-      h("button", { disabled: !pages.previous_page, onclick: () => go({ page: pages.previous_page }) }, "← Newer"),
+      h(
+        "button",
+        {
+          disabled: number === 1 && !cursor,
+          onclick: () => (trail.length ? (location.hash = trail.pop()) : go({})),
+        },
+        trail.length || !cursor ? "← Newer" : "⇤ Newest",
+      ),
       h(
         "span",
         { class: "muted small" },
-        `page ${pages.page ?? 1} of ${pages.total_pages || 1} · ${plural(pages.total, "event")}`,
+        `page ${number}${pages.total_exact === false ? "" : ` of ${pages.total_pages || 1}`} · ${total}${stopped}`,
       ),
-      h("button", { disabled: !pages.next_page, onclick: () => go({ page: pages.next_page }) }, "Older →"),
+      h(
+        "button",
+        {
+          disabled: !next,
+          onclick: () => {
+            trail.push(location.hash);
+            go({ cursor: next, n: number + 1 });
+          },
+        },
+        "Older →",
+      ),
     );
     return true;
   });
