@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -25,6 +26,7 @@ from machinery.registry import Registry
 from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.server import DEFAULT_THREADS, Server, default_workers
 from machinery.validation import ServiceSchema, WorkflowSchema
+from machinery.worker import COMMANDS_QUEUE, QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,17 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 @click.option("--concurrency", "-c", type=int, help="Worker processes or threads (default: MACHINERY_CONCURRENCY).")
 @click.option("--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "threads", "solo"]))
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
+@click.option(
+    "--commands",
+    is_flag=True,
+    help="Run command services too (their own queue), for programs under MACHINERY_COMMANDS_ALLOWED.",
+)
+@click.option("--allow-root", is_flag=True, help="With --commands: run parameters that require root.")
+def worker(concurrency: int | None, pool: str, loglevel: str, commands: bool, allow_root: bool) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
-    machinery = _machinery()
+    if allow_root and not commands:
+        raise click.UsageError("--allow-root is for workers that run commands: add --commands")
+    machinery = Machinery(dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root))
     logs.configure(machinery.config.log_format, loglevel.upper())
     # Logging is configured: Celery's worker must leave it as it is.
     setup_logging.connect(lambda **_: None, weak=False)
@@ -119,6 +129,7 @@ def worker(concurrency: int | None, pool: str, loglevel: str) -> None:
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={concurrency or machinery.config.concurrency}",
+        f"--queues={QUEUE},{COMMANDS_QUEUE}" if commands else f"--queues={QUEUE}",
     ]
     try:
         machinery.celery.worker_main(argv)

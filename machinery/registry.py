@@ -7,24 +7,35 @@ store refuse the write instead of letting an unchecked combination in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard
 from machinery.engine.checker import check_service, check_workflow
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
-from machinery.engine.model import Service, Workflow
-from machinery.engine.ports import Page, RegistryStore
+from machinery.engine.flags import check_combination, check_command, check_rules
+from machinery.engine.model import CommandTarget, Executable, HttpEndpoint, Service, Workflow
+from machinery.engine.ports import Page, RegistryStore, every
+from machinery.programs import commands_refusal
 
 
 class Registry:
     """The services and workflows users register: every write is type-checked before the store keeps it, so a
     workflow never calls a service whose contract does not fit. The management API and the CLI write through it."""
 
-    def __init__(self, store: RegistryStore, expressions: Expressions, guard: AddressGuard = DEFAULT_GUARD) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        expressions: Expressions,
+        guard: AddressGuard = DEFAULT_GUARD,
+        commands_allowed: Sequence[Path] = (),
+    ) -> None:
         self.store = store
         self.expressions = expressions
         self.guard = guard
+        self.commands_allowed = tuple(commands_allowed)
 
     def add_service(self, service: Service) -> Service:
         self._check_service(service)
@@ -91,9 +102,82 @@ class Registry:
     def delete_workflow(self, key: str) -> None:
         self.store.delete_workflow(key)
 
+    def add_executable(self, executable: Executable) -> Executable:
+        self._check_executable(executable)
+        return self.store.add_executable(executable)
+
+    def get_executable(self, name: str) -> Executable:
+        return self.store.get_executable(name)
+
+    def list_executables(self, *, offset: int = 0, limit: int = 100) -> Page[Executable]:
+        return self.store.list_executables(offset=offset, limit=limit)
+
+    def replace_executable(self, name: str, executable: Executable) -> Executable:
+        """Replace an executable unless that would break a command service running it (Conflict naming each)."""
+        if executable.name != name:
+            raise InvalidDefinition(
+                "an executable cannot be renamed",
+                [Problem(f"the body names '{executable.name}', the path '{name}'", field="name")],
+            )
+        self._check_executable(executable)
+        current = self.store.get_executable(name)
+        problems = []
+        broken = []
+        for service in self.executable_users(name):
+            found = check_command(service, executable)
+            if found:
+                broken.append(f"'{service.name}'")
+                problems += [replace(p, message=f"service '{service.name}': {p.message}") for p in found]
+        if problems:
+            plural = "s" if len(broken) > 1 else ""
+            raise Conflict(f"changing executable '{name}' would break service{plural} {', '.join(broken)}", problems)
+        return self.store.replace_executable(executable, revision=current.revision)
+
+    def delete_executable(self, name: str) -> None:
+        """Remove an executable no command service runs (Conflict naming those that do)."""
+        self.store.get_executable(name)
+        users = self.executable_users(name)
+        if users:
+            raise Conflict(
+                f"executable {name!r} is in use",
+                [Problem(f"service {s.name!r} runs executable {name!r}") for s in users],
+            )
+        self.store.delete_executable(name)
+
+    def executable_users(self, name: str) -> list[Service]:
+        """The command services that run the executable ``name``, by name."""
+        return [
+            s
+            for s in every(self.store.list_services)
+            if isinstance(s.endpoint, CommandTarget) and s.endpoint.executable == name
+        ]
+
+    def check_flags(self, name: str, flags: Sequence[str]) -> tuple[str, ...]:
+        """The argv order of ``flags`` for the executable ``name``; InvalidDefinition saying why they cannot go
+        together."""
+        order, problems = check_combination(self.store.get_executable(name), flags)
+        if problems:
+            raise InvalidDefinition(f"these flags of '{name}' cannot be used together", problems)
+        return order
+
+    def _check_executable(self, executable: Executable) -> None:
+        problems = check_rules(executable)
+        refused = commands_refusal(executable.path, self.commands_allowed)
+        if refused:
+            problems.insert(0, Problem(refused, field="path"))
+        if problems:
+            raise InvalidDefinition(f"executable '{executable.name}' is not valid", problems)
+
     def _check_service(self, service: Service) -> None:
         problems = check_service(service)
-        problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
+        if isinstance(service.endpoint, HttpEndpoint):
+            problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
+        else:
+            try:
+                problems += check_command(service, self.store.get_executable(service.endpoint.executable))
+            except NotFound:
+                what = f"no executable '{service.endpoint.executable}' is registered"
+                problems.append(Problem(what, field="executable"))
         if problems:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
 

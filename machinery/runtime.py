@@ -29,6 +29,7 @@ from machinery.engine.model import Service, Workflow
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import Dispatcher, EventStore, Page, RegistryStore, ServiceCaller, every
 from machinery.engine.state import Event
+from machinery.engine.units import parse_unit
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +243,13 @@ class Runner:
         services: ServiceCache,
         clock: Clock = time.time,
         rng: Callable[[], float] = random.random,
+        elsewhere: Mapping[str, Dispatcher] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.callers = callers
+        self.elsewhere = elsewhere or {}
+        """By kind of service this runner has no caller for: where to send its units, for workers that have one."""
         self.settings = settings
         self.plans = plans
         self.services = services
@@ -284,6 +288,10 @@ class Runner:
         while True:
             event = self.store.get_event(event_id)
             plan = self.plans.for_event(event)
+            kind = self._kind_elsewhere(plan, unit)
+            if kind is not None:
+                self._pass_on(event, unit, kind)
+                return event, None
             claimed = self._try_claim(plan, event, unit, self.clock())
             if claimed is None:
                 return event, None
@@ -299,6 +307,8 @@ class Runner:
 
         In those cases the unit is noted as waiting, and sent again once the service is up or a slot is given back.
         """
+        if self._kind_elsewhere(plan, unit) is not None:
+            return None
         claimed = decider.claim(
             plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
         )
@@ -314,6 +324,30 @@ class Runner:
             call.service.name, limit, call.token, until=call.lease_until, now=now, waiter=(event.id, unit)
         )
         return claimed if taken else None
+
+    def _kind_elsewhere(self, plan: Plan, unit: str) -> str | None:
+        """The kind of the service ``unit`` calls, if this runner has no caller for it; else None."""
+        step = plan.graph.steps.get(parse_unit(unit)[0])
+        if step is None or step.service is None or not plan.kinds[step.id].calls_service:
+            return None
+        service = self.services.get(step.service)
+        if service is None or service.kind in self.callers:
+            return None
+        return service.kind
+
+    def _pass_on(self, event: Event, unit: str, kind: str) -> None:
+        """Leave ``unit`` to the workers that run services of ``kind``, saying so in its state."""
+        message = f"waiting for a worker that runs {kind} services (machinery worker --{kind}s)"
+        noted = decider.await_worker(event, unit, message)
+        if noted is not None:
+            # Lost to a concurrent write, the note is made again when the unit is sent again.
+            self.store.save_event(noted)
+        dispatcher = self.elsewhere.get(kind)
+        if dispatcher is not None:
+            try:
+                dispatcher.dispatch(event.id, unit)
+            except Exception:
+                log.exception("could not pass %s of event %s on to the %s workers", unit, event.id, kind)
 
     def _release(self, call: Call | None) -> None:
         """Give back the slot ``call`` held, if its service limits its calls, and wake the unit waiting longest."""

@@ -39,6 +39,7 @@ from machinery.engine.state import (
     COMPLETED,
     EVENT_RUNNING,
     IDLE,
+    READY,
     RETRYING,
     RUNNING,
     TERMINAL_EVENT,
@@ -62,6 +63,7 @@ from machinery.engine.units import (
 __all__ = [
     "NOTIFY_UNIT",
     "accept",
+    "await_worker",
     "cancel",
     "claim",
     "expire",
@@ -156,17 +158,23 @@ def claim(
         if state.status is COMPLETED:
             advance(plan, event, now, ended=step_id)
         return close(plan, event, now, settings), None
+    service = services.get(step.service or "")
     if state.status is RUNNING:
         state.lost += 1
         record_attempt(
             state, now, {"kind": ErrorKind.LOST.value, "message": "the worker was lost before it recorded a result"}
         )
+        message = None
         if state.lost > settings.max_lost:
             message = f"the worker running this step was lost {state.lost} times; giving up"
-            error = CallFailure(message, False, ErrorKind.LOST)
-            fail_unit(event, step_id, item, error, now)
+        elif service is not None and not service.idempotent:
+            message = (
+                f"the worker running this step was lost mid-call, and service '{service.name}' is not idempotent"
+                " (idempotent: false): it is not called a second time"
+            )
+        if message is not None:
+            fail_unit(event, step_id, item, CallFailure(message, False, ErrorKind.LOST), now)
             return close(plan, event, now, settings), None
-    service = services.get(step.service or "")
     if service is None:
         error = CallFailure(f"service '{step.service}' is no longer registered", False, ErrorKind.CONFIG)
         fail_unit(event, step_id, item, error, now)
@@ -177,12 +185,27 @@ def claim(
         fail_unit(event, step_id, item, error, now)
         return close(plan, event, now, settings), None
     lease_until = now + service.timeout + settings.lease_grace
+    if state.error is not None and state.error.get("kind") == ErrorKind.WORKER:
+        state.error = None
     start_attempt(state, token, now, lease_until)
     state.budget_used += 1
     state.ended_at = None
     state.inputs = inputs
     call = Call(step_id, service, inputs, state.attempts, token, f"{event.id}/{unit}", item, lease_until)
     return close(plan, event, now, settings), call
+
+
+def await_worker(event: Event, unit: str, message: str) -> Event | None:
+    """Say in the state of ``unit``, ready but left by a worker that may not call its service, that it waits for
+    one that may; None if it says so already or is no longer ready."""
+    step_id, item = parse_unit(unit)
+    state = unit_state(event, step_id, item)
+    note = {"kind": ErrorKind.WORKER.value, "message": message, "transient": True}
+    if state is None or state.status not in (READY, RETRYING) or state.error == note:
+        return None
+    event = event.copy()
+    own_unit(event, step_id, item).error = note
+    return event
 
 
 def finish(

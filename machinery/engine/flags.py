@@ -55,7 +55,7 @@ class Rules:
         """Every flag ``flag`` requires, directly or through others, with the shortest chain that proves it
         (``flag`` first, the required flag last); ties go to the requirement declared first."""
         found: dict[str, tuple[str, ...]] = {}
-        queue = deque([(flag,)])
+        queue: deque[tuple[str, ...]] = deque([(flag,)])
         while queue:
             chain = queue.popleft()
             for required in self.requires.get(chain[-1], ()):
