@@ -7,25 +7,25 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from celery.signals import setup_logging
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
-from machinery.codec import service_to_dict, workflow_to_dict
+from machinery.codec import executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound
 from machinery.engine.ports import every
 from machinery.importers import convert
 from machinery.registry import Registry
 from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.server import DEFAULT_THREADS, Server, default_workers
-from machinery.validation import ServiceSchema, WorkflowSchema
+from machinery.validation import ExecutableSchema, ServiceSchema, WorkflowSchema
 from machinery.worker import COMMANDS_QUEUE, QUEUE
 
 log = logging.getLogger(__name__)
@@ -140,20 +140,28 @@ def worker(concurrency: int | None, pool: str, loglevel: str, commands: bool, al
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def apply(paths: Sequence[Path]) -> None:
-    """Register the services and workflows in PATHS (JSON files or folders of them).
+    """Register the executables, services and workflows in PATHS (JSON files or folders of them).
 
-    A definition that exists already is replaced when it differs. Services go
-    first, so a workflow can use a service defined beside it.
+    A definition that exists already is replaced when it differs. Executables go
+    first, then services, so that a definition can use one defined beside it.
     """
     registry = _machinery().registry
-    services, workflows = [], []
+    executables, services, workflows = [], [], []
     for path, doc in _documents(paths):
-        if "address" in doc:
+        if "path" in doc and "parameters" in doc:
+            executables.append((path, doc))
+        elif "address" in doc or doc.get("kind") == "command":
             services.append((path, doc))
         elif "services" in doc or "steps" in doc:
             workflows.append((path, doc))
         elif "data" not in doc:
-            _fail(f"{path}: neither a service (no 'address') nor a workflow (no 'services' or 'steps')", EXIT_INVALID)
+            _fail(
+                f"{path}: neither a service (no 'address', nor 'kind': 'command'), a workflow (no 'services' or"
+                " 'steps') nor an executable (no 'path' and 'parameters')",
+                EXIT_INVALID,
+            )
+    for path, doc in executables:
+        _apply_one(path, doc, registry, "executable")
     for path, doc in services:
         _apply_one(path, doc, registry, "service")
     for path, doc in workflows:
@@ -183,6 +191,8 @@ def export(out: Path) -> None:
     """
     registry = _machinery().registry
     out.mkdir(parents=True, exist_ok=True)
+    for executable in every(registry.list_executables):
+        _write(out / f"executable-{executable.name}.json", executable_to_dict(executable))
     for service in every(registry.list_services):
         _write(out / f"service-{service.name}.json", service_to_dict(service))
     for workflow in every(registry.list_workflows):
@@ -191,14 +201,20 @@ def export(out: Path) -> None:
 
 @main.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--from", "source_format", type=click.Choice(["orchy", "gorchestrator"]), help="Default: detected.")
+@click.option(
+    "--from", "source_format", type=click.Choice(["orchy", "gorchestrator", "oto"]), help="Default: detected."
+)
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
 def import_workflow(source: Path, source_format: str | None, out: Path | None) -> None:
-    """Convert an Orchy workflow or a gorchestrator graph into a machinery workflow.
+    """Convert an Orchy workflow or a gorchestrator graph into a machinery workflow, or OTO's parameters (a JSON
+    list) into an executable.
 
-    What does not carry over (Orchy's JavaScript) is said on standard error.
+    What does not carry over (Orchy's JavaScript, the path OTO does not give) is said on standard error.
     """
-    doc = next(doc for _, doc in _documents([source]))
+    try:
+        doc = json.loads(source.read_text())
+    except ValueError as e:
+        _fail(f"{source}: not JSON: {e}", EXIT_INVALID)
     with _about(f"{source}: cannot convert"):
         workflow, warnings = convert(doc, source_format)
     for warning in warnings:
@@ -244,7 +260,12 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None) -> None:
 def _apply_one(path: Path, doc: dict[str, Any], registry: Registry, kind: str) -> None:
     # Compared in clear: redacted, a changed credential would look unchanged.
     in_clear = functools.partial(service_to_dict, in_clear=True)
-    schema, dump = (ServiceSchema(), in_clear) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
+    formats: dict[str, tuple[Schema, Callable[[Any], dict[str, Any]]]] = {
+        "executable": (ExecutableSchema(), executable_to_dict),
+        "service": (ServiceSchema(), in_clear),
+        "workflow": (WorkflowSchema(), workflow_to_dict),
+    }
+    schema, dump = formats[kind]
     get, add, replace = (getattr(registry, f"{verb}_{kind}") for verb in ("get", "add", "replace"))
     try:
         definition = schema.load(doc)

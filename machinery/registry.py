@@ -53,25 +53,17 @@ class Registry:
 
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""
-        if service.name != name:
-            raise InvalidDefinition(
-                "a service cannot be renamed",
-                [Problem(f"the body names '{service.name}', the path '{name}'", field="name")],
-            )
+        _same_name("service", service.name, name)
         self._check_service(service)
         current = self.store.get_service(name)
         users = self.store.service_users(name)
-        problems = []
-        broken = []
+        checks = {}
         for workflow_name in users:
             workflow = self.store.get_workflow(workflow_name)
-            found = check_workflow(workflow, self._services_of(workflow, override=service)[0], self.expressions)
-            if found:
-                broken.append(f"'{workflow_name}'")
-                problems += [replace(p, message=f"workflow '{workflow_name}': {p.message}") for p in found]
-        if problems:
-            plural = "s" if len(broken) > 1 else ""
-            raise Conflict(f"changing service '{name}' would break workflow{plural} {', '.join(broken)}", problems)
+            checks[workflow_name] = check_workflow(
+                workflow, self._services_of(workflow, override=service)[0], self.expressions
+            )
+        _refuse_breaking(f"service '{name}'", "workflow", checks)
         return self.store.replace_service(service, revision=current.revision, users=users)
 
     def delete_service(self, name: str) -> None:
@@ -114,23 +106,11 @@ class Registry:
 
     def replace_executable(self, name: str, executable: Executable) -> Executable:
         """Replace an executable unless that would break a command service running it (Conflict naming each)."""
-        if executable.name != name:
-            raise InvalidDefinition(
-                "an executable cannot be renamed",
-                [Problem(f"the body names '{executable.name}', the path '{name}'", field="name")],
-            )
+        _same_name("executable", executable.name, name)
         self._check_executable(executable)
         current = self.store.get_executable(name)
-        problems = []
-        broken = []
-        for service in self.executable_users(name):
-            found = check_command(service, executable)
-            if found:
-                broken.append(f"'{service.name}'")
-                problems += [replace(p, message=f"service '{service.name}': {p.message}") for p in found]
-        if problems:
-            plural = "s" if len(broken) > 1 else ""
-            raise Conflict(f"changing executable '{name}' would break service{plural} {', '.join(broken)}", problems)
+        checks = {service.name: check_command(service, executable) for service in self.executable_users(name)}
+        _refuse_breaking(f"executable '{name}'", "service", checks)
         return self.store.replace_executable(executable, revision=current.revision)
 
     def delete_executable(self, name: str) -> None:
@@ -209,3 +189,23 @@ class Registry:
             except NotFound:
                 missing.append(f"'{name}'")
         return services, missing
+
+
+def _same_name(what: str, given: str, path: str) -> None:
+    if given != path:
+        raise InvalidDefinition(
+            f"a{'n' if what[0] in 'aeiou' else ''} {what} cannot be renamed",
+            [Problem(f"the body names '{given}', the path '{path}'", field="name")],
+        )
+
+
+def _refuse_breaking(subject: str, what: str, checks: dict[str, list[Problem]]) -> None:
+    """Conflict if changing ``subject`` breaks any of the definitions (``what``s) in ``checks``, each with the
+    problems its check found."""
+    broken = [f"'{name}'" for name, found in checks.items() if found]
+    if broken:
+        problems = [
+            replace(p, message=f"{what} '{name}': {p.message}") for name, found in checks.items() for p in found
+        ]
+        plural = "s" if len(broken) > 1 else ""
+        raise Conflict(f"changing {subject} would break {what}{plural} {', '.join(broken)}", problems)
