@@ -78,9 +78,10 @@ def machinery(env: dict[str, str]) -> Iterator[Machinery]:
 class WorkerProcess:
     """A `machinery worker` process (prefork: a main process and its children, one process group)."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, options: tuple[str, ...] = ()) -> None:
         self.log = log.open("ab")
         command = [sys.executable, "-m", "machinery", "worker", "-c", str(concurrency), "--loglevel", "WARNING"]
+        command += options
         self.process = subprocess.Popen(
             command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -99,8 +100,8 @@ class WorkerProcess:
 def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(concurrency: int = 2) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / "worker.log", concurrency)
+    def start(concurrency: int = 2, options: tuple[str, ...] = ()) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / "worker.log", concurrency, options)
         started.append(worker)
         return worker
 
