@@ -119,7 +119,10 @@ def test_a_timeout_kills_the_whole_process_group_and_leaves_no_orphan(
 def test_a_transient_exit_code_is_retried_until_the_command_succeeds(
     machinery: Machinery, tmp_path: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    body = 'echo run >> "$OUT/runs"\n[ "$(/usr/bin/wc -l < "$OUT/runs")" -ge 2 ] && echo done && exit 0\necho busy >&2\nexit 75'
+    body = "\n".join(
+        ['echo run >> "$OUT/runs"', '[ "$(/usr/bin/wc -l < "$OUT/runs")" -ge 2 ] && echo done && exit 0']
+        + ["echo busy >&2", "exit 75"]
+    )
     service = {
         "transient_exit_codes": [75],
         "retry": {"attempts": 3, "backoff": 0.1},
