@@ -41,7 +41,9 @@ class Rules:
 
     def __init__(self, executable: Executable) -> None:
         self.executable = executable
-        self.declared = {p.flag: index for index, p in reversed(list(enumerate(executable.parameters)))}
+        self.declared: dict[str, int] = {}
+        for index, p in enumerate(executable.parameters):
+            self.declared.setdefault(p.flag, index)
         self.requires: dict[str, tuple[str, ...]] = {flag: () for flag in self.declared}
         self.conflicts: dict[str, set[str]] = {flag: set() for flag in self.declared}
         for p in executable.parameters:
