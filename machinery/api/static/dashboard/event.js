@@ -152,6 +152,7 @@ function stepItem(step) {
     step.started_at && `started ${when(step.started_at)}`,
     took(step.started_at, step.ended_at) && `took ${took(step.started_at, step.ended_at)}`,
     step.route && `took route ${step.route}`,
+    exitCode(step) != null && `exit code ${exitCode(step)}`,
     step.wakes_at && `wakes ${when(step.wakes_at)}`,
     step.next_attempt_at && `next attempt ${when(step.next_attempt_at)}`,
   ].filter(Boolean);
@@ -172,6 +173,7 @@ function stepItem(step) {
     step.error && h("div", { class: "alert small" }, step.error.message),
     section("inputs", step.inputs),
     section("outputs", step.outputs),
+    step.error?.stderr != null && section("stderr", step.error.stderr),
     step.history?.length > 0 &&
       h(
         "details",
@@ -186,6 +188,11 @@ function stepItem(step) {
         ),
       ),
   );
+}
+
+// The exit code of a command step: in its outputs once it completed, in its error once it failed.
+function exitCode(step) {
+  return step.outputs?.exit_code ?? step.error?.exit_code;
 }
 
 // A form to send a signal; send(name, body) resolves to the API's answer.
