@@ -3,9 +3,11 @@ directory, limits on time and output, and exit codes."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from machinery.engine.calls import Call
@@ -14,6 +16,7 @@ from machinery.engine.model import Argument, CommandTarget, Executable, Field, P
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import FieldType
 from machinery.services.command import CommandCaller
+from tests.support import wait_for
 
 
 def program(tmp_path: Path, body: str, *parameters: Parameter) -> Executable:
@@ -132,3 +135,28 @@ def test_a_value_outside_its_type_is_refused_before_anything_runs(tmp_path: Path
     _, failure = caller(exe, tmp_path).call(call(exe, Argument("--port", input="text"), inputs={"text": "80"}), "e")
     assert failure is not None and failure.kind == "input"
     assert failure.message == "--port takes a port, not string '80'"
+
+
+def test_much_input_and_output_at_once_neither_blocks_nor_is_kept_past_the_limit(tmp_path: Path) -> None:
+    exe = Executable("cat", "/usr/bin/cat")
+    text = "x" * 3_000_000
+    result, failure = caller(exe, tmp_path, max_output=1000).call(call(exe, stdin="text", inputs={"text": text}), "e")
+    assert failure is None
+    assert (result["stdout"], result["truncated"]) == ("x" * 1000, True)
+
+
+def test_what_a_program_leaves_running_is_killed_when_it_exits(tmp_path: Path) -> None:
+    exe = program(tmp_path, "/bin/sleep 60 &\necho $!")
+    started = time.monotonic()
+    result, failure = caller(exe, tmp_path).call(call(exe), "event")
+    assert failure is None
+    assert time.monotonic() - started < 5
+    child = int(result["stdout"])
+    wait_for(lambda: not alive(child), timeout=5, what=f"process {child} to be gone")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -16,16 +16,18 @@ import contextlib
 import ctypes
 import json
 import os
+import select
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.errors import NotFound
@@ -144,26 +146,12 @@ def run_program(args: list[str], env: dict[str, str], stdin: bytes, timeout: flo
             close_fds=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
-        outputs = [_Capture(process.stdout, limit), _Capture(process.stderr, limit)]
-        feeder = threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True)
-        feeder.start()
-        timed_out = False
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        # Whatever the program left behind in its group goes with it: no orphan outlives a call.
-        _signal_group(process.pid, signal.SIGKILL)
-        for capture in outputs:
-            capture.thread.join(KILL_GRACE)
-        out, err = outputs
-        return Run(process.returncode, out.data, err.data, out.cut or err.cut, timed_out)
+            return _Exchange(process, stdin, limit).run(timeout)
+        finally:
+            # Whatever the program left behind in its group goes with it: no orphan outlives a call.
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -179,38 +167,73 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _feed(pipe: IO[bytes] | None, data: bytes) -> None:
-    if pipe is None:
-        return
-    with contextlib.suppress(BrokenPipeError, OSError):
-        pipe.write(data)
-    with contextlib.suppress(BrokenPipeError, OSError):
-        pipe.close()
+class _Exchange:
+    """A program's pipes, served by one thread with a selector (as ``Popen.communicate`` does, with limits):
+    its stdin written, its stdout and stderr read to their end, their first ``limit`` bytes kept."""
 
-
-class _Capture:
-    """Reads a pipe to its end in a thread, keeping its first ``limit`` bytes; ``cut`` if there were more."""
-
-    def __init__(self, pipe: IO[bytes] | None, limit: int) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], stdin: bytes, limit: int) -> None:
+        self.process = process
         self.limit = limit
-        self.chunks: list[bytes] = []
-        self.size = 0
+        self.pending = memoryview(stdin)
+        self.kept: dict[int, bytearray] = {}
         self.cut = False
-        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self.thread.start()
+        self.selector = selectors.DefaultSelector()
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        self.out, self.err = process.stdout.fileno(), process.stderr.fileno()
+        self.files = {pipe.fileno(): pipe for pipe in (process.stdin, process.stdout, process.stderr)}
+        for fd in (self.out, self.err):
+            self.kept[fd] = bytearray()
+            self.selector.register(fd, selectors.EVENT_READ)
+        if self.pending:
+            self.selector.register(process.stdin.fileno(), selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
 
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
+    def run(self, timeout: float) -> Run:
+        """Serve the pipes until the program and what it started are gone; past ``timeout`` s its group gets
+        SIGTERM, then SIGKILL after :data:`KILL_GRACE` s."""
+        timed_out = False
+        deadline = time.monotonic() + timeout
+        with self.selector:
+            while self.selector.get_map():
+                now = time.monotonic()
+                if now >= deadline:
+                    if not timed_out:
+                        timed_out = True
+                        _signal_group(self.process.pid, signal.SIGTERM)
+                        deadline = now + KILL_GRACE
+                    else:
+                        _signal_group(self.process.pid, signal.SIGKILL)
+                        deadline = now + KILL_GRACE
+                if self.process.poll() is not None:
+                    # It has exited: what it left running would hold its pipes open.
+                    _signal_group(self.process.pid, signal.SIGKILL)
+                for key, _ in self.selector.select(min(0.05, max(0.0, deadline - now))):
+                    self._serve(key.fd)
+        self.process.wait()
+        returncode = self.process.returncode
+        return Run(returncode, bytes(self.kept[self.out]), bytes(self.kept[self.err]), self.cut, timed_out)
 
-    def _read(self, pipe: IO[bytes] | None) -> None:
-        if pipe is None:
+    def _serve(self, fd: int) -> None:
+        if fd in self.kept:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._close(fd)
+                return
+            kept = self.kept[fd]
+            room = self.limit - len(kept)
+            if len(chunk) > room:
+                self.cut = True
+            kept += chunk[: max(room, 0)]
             return
-        with pipe:
-            while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):
-                room = self.limit - self.size
-                if len(chunk) > room:
-                    self.cut = True
-                    chunk = chunk[: max(room, 0)]
-                self.chunks.append(chunk)
-                self.size += len(chunk)
+        try:
+            written = os.write(fd, self.pending[: select.PIPE_BUF])
+        except BrokenPipeError:
+            written = len(self.pending)
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self._close(fd)
+
+    def _close(self, fd: int) -> None:
+        self.selector.unregister(fd)
+        self.files[fd].close()
