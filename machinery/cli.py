@@ -148,7 +148,9 @@ def apply(paths: Sequence[Path]) -> None:
     registry = _machinery().registry
     executables, services, workflows = [], [], []
     for path, doc in _documents(paths):
-        if "path" in doc and "parameters" in doc:
+        if list(doc) == ["executables"]:  # several, as `import --from oto` writes them
+            executables += [(path, executable) for executable in doc["executables"]]
+        elif "path" in doc and "parameters" in doc:
             executables.append((path, doc))
         elif "address" in doc or doc.get("kind") == "command":
             services.append((path, doc))
@@ -294,7 +296,9 @@ def _about(subject: object) -> Iterator[None]:
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in ("id", "revision", "version")}
+    """The document without what the store numbers: ids, revisions, a workflow's version (an executable's
+    version, a string, is the program's own, and stays)."""
+    return {k: v for k, v in doc.items() if k not in ("id", "revision") and not (k == "version" and isinstance(v, int))}
 
 
 def _documents(paths: Sequence[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -66,7 +66,7 @@ def test_a_command_step_completes_between_two_http_services(
     machinery.registry.add_workflow(WorkflowSchema().load(load("workflow-sort-text.json")))
     start_worker(options=WITH_COMMANDS)
 
-    event, _ = machinery.events.submit("sort-text", load("event-lines.json"))
+    event, _ = machinery.events.submit("sort-text", load("event-lines.json")["data"])
     done = finished(machinery.events, event.id)
 
     assert done.status is EventStatus.COMPLETED, done.error

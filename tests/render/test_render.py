@@ -457,3 +457,21 @@ def test_the_dashboards_modules_import_one_another_by_relative_paths_and_are_all
     assert {target.removeprefix("./") for target in imports} == set(sources) - {"app.js"}
     for name in sources:
         assert client.get(f"/ui/static/{name}").mimetype == "text/javascript", name
+
+
+def test_a_command_step_is_drawn_with_the_executable_it_runs() -> None:
+    commands = DEFINITIONS / "commands"
+    services = {
+        name: ServiceSchema().load(json.loads(path.read_text()))
+        for name, path in (
+            ("upper", DEFINITIONS / "service-upper.json"),
+            ("space-counter", DEFINITIONS / "service-space-counter.json"),
+            ("sort-lines", commands / "service-sort-lines.json"),
+        )
+    }
+    workflow = WorkflowSchema().load(json.loads((commands / "workflow-sort-text.json").read_text()))
+
+    source = workflow_graph(workflow, services).source
+
+    assert "sort-lines · $ sort" in source
+    assert "stdout: string" in source
