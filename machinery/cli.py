@@ -113,7 +113,10 @@ def worker(concurrency: int | None, pool: str, loglevel: str, commands: bool, al
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     if allow_root and not commands:
         raise click.UsageError("--allow-root is for workers that run commands: add --commands")
-    machinery = Machinery(dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root))
+    config = dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root)
+    if commands and not config.commands_allowed:
+        raise click.UsageError("--commands runs only programs under MACHINERY_COMMANDS_ALLOWED: set it")
+    machinery = Machinery(config)
     logs.configure(machinery.config.log_format, loglevel.upper())
     # Logging is configured: Celery's worker must leave it as it is.
     setup_logging.connect(lambda **_: None, weak=False)

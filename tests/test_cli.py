@@ -274,3 +274,10 @@ def test_import_converts_otos_parameters_into_an_executable_that_applies(run: In
     assert result.exit_code == 0, result.output
     assert "its path is guessed as /usr/bin/nmap" in result.stderr
     assert json.loads(out.read_text())["name"] == "nmap"
+
+
+def test_a_worker_for_commands_needs_the_programs_it_may_run(run: Invoke) -> None:
+    result = run("worker", "--commands")
+    assert result.exit_code == 2
+    assert "MACHINERY_COMMANDS_ALLOWED" in result.output
+    assert "add --commands" in run("worker", "--allow-root").output
