@@ -49,8 +49,13 @@ class Run:
     exit_code: int
     stdout: bytes
     stderr: bytes
-    truncated: bool
+    stdout_cut: bool
+    stderr_cut: bool
     timed_out: bool
+
+    @property
+    def truncated(self) -> bool:
+        return self.stdout_cut or self.stderr_cut
 
 
 class CommandCaller:
@@ -120,7 +125,7 @@ def _result(run: Run, target: CommandTarget, executable: Executable, timeout: fl
         return None, CallFailure(message, transient, ErrorKind.EXIT, details)
     stdout = run.stdout.decode("utf-8", "replace")
     if target.stdout == "json":
-        if run.truncated:
+        if run.stdout_cut:
             message = f"{executable.name} wrote more than the limit to stdout, which was cut before it could be read"
             return None, CallFailure(message, False, ErrorKind.SIZE)
         try:
@@ -176,7 +181,7 @@ class _Exchange:
         self.limit = limit
         self.pending = memoryview(stdin)
         self.kept: dict[int, bytearray] = {}
-        self.cut = False
+        self.cut: set[int] = set()
         self.selector = selectors.DefaultSelector()
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self.out, self.err = process.stdout.fileno(), process.stderr.fileno()
@@ -212,7 +217,8 @@ class _Exchange:
                     self._serve(key.fd)
         self.process.wait()
         returncode = self.process.returncode
-        return Run(returncode, bytes(self.kept[self.out]), bytes(self.kept[self.err]), self.cut, timed_out)
+        out, err = (bytes(self.kept[fd]) for fd in (self.out, self.err))
+        return Run(returncode, out, err, self.out in self.cut, self.err in self.cut, timed_out)
 
     def _serve(self, fd: int) -> None:
         if fd in self.kept:
@@ -223,7 +229,7 @@ class _Exchange:
             kept = self.kept[fd]
             room = self.limit - len(kept)
             if len(chunk) > room:
-                self.cut = True
+                self.cut.add(fd)
             kept += chunk[: max(room, 0)]
             return
         try:
