@@ -202,7 +202,8 @@ class Machinery:
             config.engine,
             self.plans,
             ServiceCache(self.store),
-            elsewhere={"command": CeleryDispatcher(self.celery, COMMANDS_QUEUE)},
+            # Embedded, no worker could ever take them: the step waits, saying so, and nothing piles up in memory.
+            elsewhere={"command": CeleryDispatcher(self.celery, COMMANDS_QUEUE)} if config.broker_url else {},
         )
         self._background: list[InProcessWorker | Sweeper] = []
 
