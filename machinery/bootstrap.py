@@ -21,14 +21,16 @@ from machinery.addresses import AddressGuard, Network, parse_networks
 from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
-from machinery.engine.ports import Store
+from machinery.engine.ports import ServiceCaller, Store
+from machinery.programs import parse_allowed
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.services.command import DEFAULT_MAX_OUTPUT, CommandCaller
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
 from machinery.services.secrets import Secrets
 from machinery.telemetry import PrometheusTelemetry
-from machinery.worker import CeleryDispatcher, InProcessWorker, Sweeper, make_celery
+from machinery.worker import COMMANDS_QUEUE, CeleryDispatcher, InProcessWorker, Sweeper, make_celery
 
 EMBEDDED_BROKER = "memory://"
 DAY = 24 * 3600.0
@@ -116,6 +118,14 @@ class Config:
     """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     public_url: str | None = None
     """The API's URL as services reach it, for the callback URLs the workers give callback services."""
+    commands_allowed: tuple[Path, ...] = ()
+    """The programs, and directories of them, that executables may name; with none, no command is run."""
+    commands_max_output: int = DEFAULT_MAX_OUTPUT
+    """The bytes of a command's stdout, and of its stderr, that are kept; the rest is dropped, and said to be."""
+    run_commands: bool = False
+    """Whether this process's workers run command services: set by ``machinery worker --commands``, never by the API."""
+    commands_root: bool = False
+    """Whether they run parameters that require root: ``machinery worker --commands --allow-root``."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
@@ -154,6 +164,8 @@ class Config:
             max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
             log_format=log_format,
             public_url=env.get("MACHINERY_PUBLIC_URL") or None,
+            commands_allowed=parse_allowed(env.get("MACHINERY_COMMANDS_ALLOWED", "")),
+            commands_max_output=int(number("COMMANDS_MAX_OUTPUT", DEFAULT_MAX_OUTPUT)),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -174,7 +186,13 @@ class Machinery:
         self.store = _open_store(config)
         expressions = CelExpressions(config.expression_budget)
         self.guard = AddressGuard(config.deny_networks)
-        self.registry = Registry(self.store, expressions, self.guard, config.engine.max_workflow_depth)
+        self.registry = Registry(
+            self.store,
+            expressions,
+            self.guard,
+            max_workflow_depth=config.engine.max_workflow_depth,
+            commands_allowed=config.commands_allowed,
+        )
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
         self.dispatcher = CeleryDispatcher(self.celery)
@@ -183,18 +201,28 @@ class Machinery:
             self.store, self.store, self.dispatcher, config.engine, self.plans, telemetry=self.telemetry
         )
         self.secrets = Secrets(config.secrets_dir)
+        callers: dict[str, ServiceCaller] = {
+            "http": HttpCaller(
+                max(10, config.concurrency), config.max_response_bytes, self.guard, self.secrets, config.public_url
+            )
+        }
+        if config.run_commands:
+            callers["command"] = CommandCaller(
+                self.store.get_executable,
+                config.commands_allowed,
+                root=config.commands_root,
+                max_output=config.commands_max_output,
+            )
         self.runner = Runner(
             self.store,
             self.dispatcher,
-            {
-                "http": HttpCaller(
-                    max(10, config.concurrency), config.max_response_bytes, self.guard, self.secrets, config.public_url
-                )
-            },
+            callers,
             config.engine,
             self.plans,
             ServiceCache(self.store),
             telemetry=self.telemetry,
+            # Embedded, no worker could ever take them: the step waits, saying so, and nothing piles up in memory.
+            elsewhere={"command": CeleryDispatcher(self.celery, COMMANDS_QUEUE)} if config.broker_url else {},
         )
         self._background: list[InProcessWorker | Sweeper] = []
 

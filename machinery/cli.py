@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -15,13 +16,13 @@ from typing import Any, NoReturn, Protocol
 
 import click
 from celery.signals import setup_logging
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 from prometheus_client import CollectorRegistry, start_http_server
 
 from machinery import logs
 from machinery.bootstrap import DAY, Config, Machinery
 from machinery.client import Client, EventView, ItemCounts, StepView
-from machinery.codec import service_to_dict, workflow_to_dict
+from machinery.codec import executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound, Unauthorized
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import Page, every
@@ -30,7 +31,8 @@ from machinery.importers import convert
 from machinery.render import FORMATS, event_graph, render, workflow_graph
 from machinery.server import DEFAULT_THREADS, Server, default_workers
 from machinery.telemetry import MULTIPROCESS_DIR, clear_multiprocess_dir
-from machinery.validation import ServiceSchema, WorkflowSchema
+from machinery.validation import ExecutableSchema, ServiceSchema, WorkflowSchema
+from machinery.worker import COMMANDS_QUEUE, QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +166,21 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     help="Serve the pool's Prometheus metrics at http://0.0.0.0:PORT/metrics (a prefork pool needs "
     "PROMETHEUS_MULTIPROC_DIR set to a directory of its own).",
 )
-def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int | None) -> None:
+@click.option(
+    "--commands",
+    is_flag=True,
+    help="Run command services too (their own queue), for programs under MACHINERY_COMMANDS_ALLOWED.",
+)
+@click.option("--allow-root", is_flag=True, help="With --commands: run parameters that require root.")
+def worker(
+    concurrency: int | None, pool: str, loglevel: str, metrics_port: int | None, commands: bool, allow_root: bool
+) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
+    if allow_root and not commands:
+        raise click.UsageError("--allow-root is for workers that run commands: add --commands")
+    config = dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root)
+    if commands and not config.commands_allowed:
+        raise click.UsageError("--commands runs only programs under MACHINERY_COMMANDS_ALLOWED: set it")
     if metrics_port is not None and pool == "prefork" and not os.environ.get(MULTIPROCESS_DIR):
         raise click.UsageError(
             f"a prefork pool's processes record their metrics in files: set {MULTIPROCESS_DIR} to an empty "
@@ -173,7 +188,7 @@ def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int 
         )
     if metrics_port is not None:
         clear_multiprocess_dir()
-    machinery = _machinery()
+    machinery = Machinery(config)
     logs.configure(machinery.config.log_format, loglevel.upper())
     # Logging is configured: Celery's worker must leave it as it is.
     setup_logging.connect(lambda **_: None, weak=False)
@@ -193,6 +208,7 @@ def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int 
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={concurrency or machinery.config.concurrency}",
+        f"--queues={QUEUE},{COMMANDS_QUEUE}" if commands else f"--queues={QUEUE}",
     ]
     try:
         machinery.celery.worker_main(argv)
@@ -205,22 +221,35 @@ def worker(concurrency: int | None, pool: str, loglevel: str, metrics_port: int 
 @click.option("--dry-run", is_flag=True, help="Say what would be created or updated, and change nothing.")
 @_remote(required=False)
 def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
-    """Register the services and workflows in PATHS (JSON files or folders of them).
+    """Register the executables, services and workflows in PATHS (JSON files or folders of them).
 
-    A definition that exists already is replaced when it differs. Services go
-    first, so a workflow can use a service defined beside it, and a workflow
-    goes after those beside it that its steps run as children. With --dry-run
-    nothing is written, and so nothing is type-checked: the store checks what it is given.
+    A definition that exists already is replaced when it differs. Executables go
+    first, then services, so that a definition can use one defined beside it, and
+    a workflow goes after those beside it that its steps run as children. With
+    --dry-run nothing is written, and so nothing is type-checked: the store checks
+    what it is given. Executables are registered in the local store only.
     """
     registry = _definitions(client)
-    services, workflows = [], []
+    executables, services, workflows = [], [], []
     for path, doc in _documents(paths):
-        if "address" in doc:
+        if list(doc) == ["executables"]:  # several, as `import --from oto` writes them
+            executables += [(path, executable) for executable in doc["executables"]]
+        elif "path" in doc and "parameters" in doc:
+            executables.append((path, doc))
+        elif "address" in doc or doc.get("kind") == "command":
             services.append((path, doc))
         elif "services" in doc or "steps" in doc:
             workflows.append((path, doc))
         elif "data" not in doc:
-            _fail(f"{path}: neither a service (no 'address') nor a workflow (no 'services' or 'steps')", EXIT_INVALID)
+            _fail(
+                f"{path}: neither a service (no 'address', nor 'kind': 'command'), a workflow (no 'services' or"
+                " 'steps') nor an executable (no 'path' and 'parameters')",
+                EXIT_INVALID,
+            )
+    if executables and client is not None:
+        _fail(f"{executables[0][0]}: executables are registered in the local store only, not with --url", EXIT_INVALID)
+    for path, doc in executables:
+        _apply_one(path, doc, registry, "executable", dry_run)
     for path, doc in services:
         _apply_one(path, doc, registry, "service", dry_run)
     for path, doc in _children_first(workflows):
@@ -284,6 +313,9 @@ def export(out: Path, client: Client | None) -> None:
     """
     registry = _definitions(client)
     out.mkdir(parents=True, exist_ok=True)
+    if client is None:
+        for executable in every(_machinery().registry.list_executables):
+            _write(out / f"executable-{executable.name}.json", executable_to_dict(executable))
     for service in every(registry.list_services):
         _write(out / f"service-{service.name}.json", service_to_dict(service))
     for workflow in every(registry.list_workflows):
@@ -292,14 +324,20 @@ def export(out: Path, client: Client | None) -> None:
 
 @main.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--from", "source_format", type=click.Choice(["orchy", "gorchestrator"]), help="Default: detected.")
+@click.option(
+    "--from", "source_format", type=click.Choice(["orchy", "gorchestrator", "oto"]), help="Default: detected."
+)
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
 def import_workflow(source: Path, source_format: str | None, out: Path | None) -> None:
-    """Convert an Orchy workflow or a gorchestrator graph into a machinery workflow.
+    """Convert an Orchy workflow or a gorchestrator graph into a machinery workflow, or OTO's parameters (a JSON
+    list) into an executable.
 
-    What does not carry over (Orchy's JavaScript) is said on standard error.
+    What does not carry over (Orchy's JavaScript, the path OTO does not give) is said on standard error.
     """
-    doc = next(doc for _, doc in _documents([source]))
+    try:
+        doc = json.loads(source.read_text())
+    except ValueError as e:
+        _fail(f"{source}: not JSON: {e}", EXIT_INVALID)
     with _about(f"{source}: cannot convert"):
         workflow, warnings = convert(doc, source_format)
     for warning in warnings:
@@ -442,7 +480,12 @@ def _definitions(client: Client | None) -> Definitions:
 def _apply_one(path: Path, doc: dict[str, Any], registry: Definitions, kind: str, dry_run: bool) -> None:
     # Compared in clear: redacted, a changed credential would look unchanged.
     in_clear = functools.partial(service_to_dict, in_clear=True)
-    schema, dump = (ServiceSchema(), in_clear) if kind == "service" else (WorkflowSchema(), workflow_to_dict)
+    formats: dict[str, tuple[Schema, Callable[[Any], dict[str, Any]]]] = {
+        "executable": (ExecutableSchema(), executable_to_dict),
+        "service": (ServiceSchema(), in_clear),
+        "workflow": (WorkflowSchema(), workflow_to_dict),
+    }
+    schema, dump = formats[kind]
     get, add, replace = (getattr(registry, f"{verb}_{kind}") for verb in ("get", "add", "replace"))
     try:
         definition = schema.load(doc)
@@ -473,7 +516,9 @@ def _about(subject: object) -> Iterator[None]:
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in ("id", "revision", "version")}
+    """The document without what the store numbers: ids, revisions, a workflow's version (an executable's
+    version, a string, is the program's own, and stays)."""
+    return {k: v for k, v in doc.items() if k not in ("id", "revision") and not (k == "version" and isinstance(v, int))}
 
 
 def _documents(paths: Sequence[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -26,9 +26,13 @@ from machinery.engine.model import (
     TRANSFORM,
     WAIT,
     WORKFLOW,
+    Argument,
+    CommandTarget,
+    Executable,
     Field,
     HeaderValue,
     HttpEndpoint,
+    Parameter,
     Ref,
     SecretRef,
     Service,
@@ -58,6 +62,7 @@ _PLAIN_SERVICE_FIELDS = (
     "timeout",
     "concurrency",
     "healthcheck",
+    "idempotent",
     "mode",
     "callback_timeout",
     "heartbeat",
@@ -145,15 +150,20 @@ def retry_to_dict(r: RetryPolicy) -> dict[str, Any]:
 
 def service_to_dict(s: Service, *, in_clear: bool = False) -> dict[str, Any]:
     """A service document; the literal values of its credential headers redacted, unless ``in_clear``."""
-    headers = s.endpoint.headers if in_clear else redact(s.endpoint.headers)
     doc: dict[str, Any] = {"id": s.id, "revision": s.revision} if s.id else {}
+    doc |= {"name": s.name, "kind": s.kind, "description": s.description}
+    if isinstance(s.endpoint, CommandTarget):
+        doc |= command_to_dict(s.endpoint) | {"idempotent": s.idempotent}
+    else:
+        headers = s.endpoint.headers if in_clear else redact(s.endpoint.headers)
+        doc |= {
+            "address": s.endpoint.address,
+            "method": s.endpoint.method,
+            "headers": {name: _header_to_json(value) for name, value in headers.items()},
+        }
+        if not s.idempotent:
+            doc["idempotent"] = False
     return doc | {
-        "name": s.name,
-        "kind": s.kind,
-        "description": s.description,
-        "address": s.endpoint.address,
-        "method": s.endpoint.method,
-        "headers": {name: _header_to_json(value) for name, value in headers.items()},
         "timeout": s.timeout,
         "retry": retry_to_dict(s.retry),
         "concurrency": s.concurrency,
@@ -171,19 +181,85 @@ def _callback_to_dict(s: Service) -> dict[str, Any]:
     return {"mode": s.mode, "callback_timeout": s.callback_timeout, "heartbeat": s.heartbeat}
 
 
+def command_to_dict(target: CommandTarget) -> dict[str, Any]:
+    """The keys of a command service's document that say what it runs."""
+    return {
+        "executable": target.executable,
+        "arguments": [
+            {"flag": a.flag}
+            | ({"value": a.value} if a.value is not None else {})
+            | ({"input": a.input} if a.input is not None else {})
+            for a in target.arguments
+        ],
+        "stdin": target.stdin,
+        "stdout": target.stdout,
+        "environment": dict(target.environment),
+        "transient_exit_codes": list(target.transient_exit_codes),
+    }
+
+
 def service_from_dict(doc: dict[str, Any]) -> Service:
     """A service document, with its id and revision if it has them; a key left out takes its default."""
-    return Service(
-        name=doc["name"],
-        endpoint=HttpEndpoint(
+    endpoint: HttpEndpoint | CommandTarget
+    if doc.get("kind") == "command":
+        endpoint = CommandTarget(
+            executable=doc["executable"],
+            arguments=tuple(Argument(a["flag"], a.get("value"), a.get("input")) for a in doc.get("arguments", ())),
+            stdin=doc.get("stdin"),
+            environment=dict(doc.get("environment", {})),
+            transient_exit_codes=tuple(doc.get("transient_exit_codes", ())),
+            **{k: doc[k] for k in ("stdout",) if k in doc},
+        )
+    else:
+        endpoint = HttpEndpoint(
             address=doc["address"],
             headers={name: parse_header(value) for name, value in doc.get("headers", {}).items()},
             **{k: doc[k] for k in ("method",) if k in doc},
-        ),
+        )
+    return Service(
+        name=doc["name"],
+        endpoint=endpoint,
         inputs=tuple(field_from_dict(f) for f in doc.get("inputs", ())),
         outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
         retry=RetryPolicy(**doc.get("retry", {})),
         **{k: doc[k] for k in _PLAIN_SERVICE_FIELDS if k in doc},
+    )
+
+
+def parameter_to_dict(p: Parameter) -> dict[str, Any]:
+    doc: dict[str, Any] = {"flag": p.flag, "description": p.description, "value": p.value}
+    if p.choices:
+        doc["choices"] = list(p.choices)
+    return doc | {"requires_root": p.requires_root, "requires": list(p.requires), "conflicts": list(p.conflicts)}
+
+
+def executable_to_dict(e: Executable) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": e.id, "revision": e.revision} if e.id else {}
+    return doc | {
+        "name": e.name,
+        "version": e.version,
+        "path": e.path,
+        "description": e.description,
+        "parameters": [parameter_to_dict(p) for p in e.parameters],
+    }
+
+
+def executable_from_dict(doc: dict[str, Any]) -> Executable:
+    """An executable document, with its id and revision if it has them."""
+    return Executable(
+        name=doc["name"],
+        path=doc["path"],
+        parameters=tuple(
+            Parameter(
+                flag=p["flag"],
+                choices=tuple(p.get("choices", ())),
+                requires=tuple(p.get("requires", ())),
+                conflicts=tuple(p.get("conflicts", ())),
+                **{k: p[k] for k in ("description", "value", "requires_root") if k in p},
+            )
+            for p in doc.get("parameters", ())
+        ),
+        **{k: doc[k] for k in ("version", "description", "id", "revision") if k in doc},
     )
 
 

@@ -1,4 +1,5 @@
-"""Converting the workflows of Orchy and gorchestrator into machinery's graph form.
+"""Converting the workflows of Orchy and gorchestrator into machinery's graph form, and OTO's parameters into
+executables.
 
 Both formats are untyped: the services a converted workflow calls must be
 registered (with their contracts) before it is, and its inputs are typed
@@ -12,6 +13,10 @@ said in the warnings, never dropped silently.
 - gorchestrator: ``{name, digraph: flat n*n 0/1 list, nodes: [{id, name, engine, artifact, args}]}``,
   where ``digraph[r*n+c] == 1`` runs node c after node r. A node becomes a step calling the service named
   after its engine, with its artifact and args as constant inputs.
+- OTO: a list of parameters ``[{flag, description, executable_tag, requires_root, requires_value,
+  value_type, require_ids, interfer_ids}]``, the tag being ``"<name> - <version>"`` and the ids flags. Each
+  tag becomes an executable; OTO's ``tuple`` values become strings, and as OTO's parameters do not say where
+  the program is, its path is guessed as ``/usr/bin/<name>``: both are said in the warnings.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ _ORCHY_REF = re.compile(r"^\$\.?(?P<step>[A-Za-z0-9_-]+)\.output\.(?P<path>[A-Za
 _ORCHY_INPUT = re.compile(r"^\$\.input\.(?P<path>[A-Za-z0-9_.-]+)$")
 
 
-def detect(doc: Mapping[str, Any]) -> str:
-    """Which format ``doc`` is in: ``orchy`` or ``gorchestrator``."""
+def detect(doc: Any) -> str:
+    """Which format ``doc`` is in: ``orchy``, ``gorchestrator`` or ``oto``."""
+    if isinstance(doc, list):
+        return "oto"
     if "actions" in doc:
         return "orchy"
     if "digraph" in doc and "nodes" in doc:
@@ -35,17 +42,59 @@ def detect(doc: Mapping[str, Any]) -> str:
     raise ConversionError("neither an Orchy workflow ('actions') nor a gorchestrator graph ('digraph' and 'nodes')")
 
 
-def convert(doc: Mapping[str, Any], source: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The machinery workflow for ``doc``, and the warnings about what did not carry over."""
+def convert(doc: Any, source: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The machinery workflow (or, from OTO, executables) for ``doc``, and the warnings about what did not carry
+    over."""
     kind = source or detect(doc)
     try:
+        if kind == "oto":
+            return from_oto(doc)
         if kind == "orchy":
             return from_orchy(doc)
         if kind == "gorchestrator":
             return from_gorchestrator(doc), []
     except KeyError as e:
         raise ConversionError(f"{e.args[0]!r} is missing") from e
-    raise ConversionError(f"unknown format {kind!r}; expected orchy or gorchestrator")
+    raise ConversionError(f"unknown format {kind!r}; expected orchy, gorchestrator or oto")
+
+
+_OTO_VALUES = {"int": "int", "string": "string", "tuple": "string", "path": "path", "float": "float"}
+_OTO_VALUES |= {"ip": "ip", "port": "port", "bool": "bool"}
+
+
+def from_oto(doc: Any) -> tuple[dict[str, Any], list[str]]:
+    """The executable of OTO's parameters, as ``{"executables": [...]}`` when they name several."""
+    if not isinstance(doc, list) or not all(isinstance(p, Mapping) for p in doc):
+        raise ConversionError("OTO's parameters are a JSON list of objects")
+    warnings: list[str] = []
+    executables: dict[str, dict[str, Any]] = {}
+    for p in doc:
+        tag = str(p["executable_tag"])
+        name, _, version = (part.strip() for part in tag.partition(" - "))
+        if tag not in executables:
+            path = f"/usr/bin/{name}"
+            warnings.append(f"{tag}: OTO does not say where the program is; its path is guessed as {path}")
+            executables[tag] = {"name": name, "version": version, "path": path, "description": "", "parameters": []}
+        value = None
+        if p.get("requires_value"):
+            given = str(p.get("value_type") or "string")
+            value = _OTO_VALUES.get(given, "string")
+            if given != value:
+                warnings.append(f"{tag}: {p['flag']} takes a {given}, which machinery reads as a {value}")
+        executables[tag]["parameters"].append(
+            {
+                "flag": p["flag"],
+                "description": p.get("description") or "",
+                "value": value,
+                "requires_root": bool(p.get("requires_root")),
+                "requires": [str(f) for f in p.get("require_ids") or ()],
+                "conflicts": [str(f) for f in p.get("interfer_ids") or ()],
+            }
+        )
+    found = list(executables.values())
+    if not found:
+        raise ConversionError("the list holds no parameter")
+    return (found[0] if len(found) == 1 else {"executables": found}), warnings
 
 
 def from_orchy(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

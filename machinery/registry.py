@@ -7,16 +7,20 @@ store refuse the write instead of letting an unchecked combination in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard
 from machinery.engine.checker import Node, check_nesting, check_service, check_workflow
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
+from machinery.engine.flags import check_combination, check_command, check_rules
 from machinery.engine.kinds.workflow import contract, contract_key
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import CommandTarget, Executable, HttpEndpoint, Service, Workflow
 from machinery.engine.plan import Settings
 from machinery.engine.ports import Page, RegistryStore, every
+from machinery.programs import commands_refusal
 
 
 class Registry:
@@ -29,11 +33,13 @@ class Registry:
         expressions: Expressions,
         guard: AddressGuard = DEFAULT_GUARD,
         max_workflow_depth: int = Settings.max_workflow_depth,
+        commands_allowed: Sequence[Path] = (),
     ) -> None:
         self.store = store
         self.expressions = expressions
         self.guard = guard
         self.max_workflow_depth = max_workflow_depth
+        self.commands_allowed = tuple(commands_allowed)
 
     def add_service(self, service: Service) -> Service:
         self._check_service(service)
@@ -52,11 +58,7 @@ class Registry:
 
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""
-        if service.name != name:
-            raise InvalidDefinition(
-                "a service cannot be renamed",
-                [Problem(f"the body names '{service.name}', the path '{name}'", field="name")],
-            )
+        _same_name("service", service.name, name)
         self._check_service(service)
         current = self.store.get_service(name)
         users = self.store.service_users(name)
@@ -95,9 +97,70 @@ class Registry:
     def delete_workflow(self, key: str) -> None:
         self.store.delete_workflow(key)
 
+    def add_executable(self, executable: Executable) -> Executable:
+        self._check_executable(executable)
+        return self.store.add_executable(executable)
+
+    def get_executable(self, name: str) -> Executable:
+        return self.store.get_executable(name)
+
+    def list_executables(self, *, offset: int = 0, limit: int = 100) -> Page[Executable]:
+        return self.store.list_executables(offset=offset, limit=limit)
+
+    def replace_executable(self, name: str, executable: Executable) -> Executable:
+        """Replace an executable unless that would break a command service running it (Conflict naming each)."""
+        _same_name("executable", executable.name, name)
+        self._check_executable(executable)
+        current = self.store.get_executable(name)
+        checks = {service.name: check_command(service, executable) for service in self.executable_users(name)}
+        _refuse_breaking(f"executable '{name}'", "service", checks)
+        return self.store.replace_executable(executable, revision=current.revision)
+
+    def delete_executable(self, name: str) -> None:
+        """Remove an executable no command service runs (Conflict naming those that do)."""
+        self.store.get_executable(name)
+        users = self.executable_users(name)
+        if users:
+            raise Conflict(
+                f"executable {name!r} is in use",
+                [Problem(f"service {s.name!r} runs executable {name!r}") for s in users],
+            )
+        self.store.delete_executable(name)
+
+    def executable_users(self, name: str) -> list[Service]:
+        """The command services that run the executable ``name``, by name."""
+        return [
+            s
+            for s in every(self.store.list_services)
+            if isinstance(s.endpoint, CommandTarget) and s.endpoint.executable == name
+        ]
+
+    def check_flags(self, name: str, flags: Sequence[str]) -> tuple[str, ...]:
+        """The argv order of ``flags`` for the executable ``name``; InvalidDefinition saying why they cannot go
+        together."""
+        order, problems = check_combination(self.store.get_executable(name), flags)
+        if problems:
+            raise InvalidDefinition(f"these flags of '{name}' cannot be used together", problems)
+        return order
+
+    def _check_executable(self, executable: Executable) -> None:
+        problems = check_rules(executable)
+        refused = commands_refusal(executable.path, self.commands_allowed)
+        if refused:
+            problems.insert(0, Problem(refused, field="path"))
+        if problems:
+            raise InvalidDefinition(f"executable '{executable.name}' is not valid", problems)
+
     def _check_service(self, service: Service) -> None:
         problems = check_service(service)
-        problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
+        if isinstance(service.endpoint, HttpEndpoint):
+            problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
+        else:
+            try:
+                problems += check_command(service, self.store.get_executable(service.endpoint.executable))
+            except NotFound:
+                what = f"no executable '{service.endpoint.executable}' is registered"
+                problems.append(Problem(what, field="executable"))
         if problems:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
 
@@ -135,16 +198,8 @@ class Registry:
 
     def _refuse_breaking(self, changed: str, users: list[tuple[Workflow, dict[str, Service]]]) -> None:
         """Conflict naming each of the workflows ``users`` that does not type-check with what it is given."""
-        problems = []
-        broken = []
-        for workflow, services in users:
-            found = check_workflow(workflow, services, self.expressions)
-            if found:
-                broken.append(f"'{workflow.name}'")
-                problems += [replace(p, message=f"workflow '{workflow.name}': {p.message}") for p in found]
-        if problems:
-            plural = "s" if len(broken) > 1 else ""
-            raise Conflict(f"changing {changed} would break workflow{plural} {', '.join(broken)}", problems)
+        checks = {workflow.name: check_workflow(workflow, services, self.expressions) for workflow, services in users}
+        _refuse_breaking(changed, "workflow", checks)
 
     def _registered(self, workflow: Workflow) -> dict[Node, Workflow]:
         """Every registered workflow by its name (and None), and the versions pinned by their steps and by
@@ -206,3 +261,23 @@ class Registry:
             except NotFound:
                 missing.append(f"'{name}'")
         return services, missing
+
+
+def _same_name(what: str, given: str, path: str) -> None:
+    if given != path:
+        raise InvalidDefinition(
+            f"a{'n' if what[0] in 'aeiou' else ''} {what} cannot be renamed",
+            [Problem(f"the body names '{given}', the path '{path}'", field="name")],
+        )
+
+
+def _refuse_breaking(subject: str, what: str, checks: dict[str, list[Problem]]) -> None:
+    """Conflict if changing ``subject`` breaks any of the definitions (``what``s) in ``checks``, each with the
+    problems its check found."""
+    broken = [f"'{name}'" for name, found in checks.items() if found]
+    if broken:
+        problems = [
+            replace(p, message=f"{what} '{name}': {p.message}") for name, found in checks.items() for p in found
+        ]
+        plural = "s" if len(broken) > 1 else ""
+        raise Conflict(f"changing {subject} would break {what}{plural} {', '.join(broken)}", problems)

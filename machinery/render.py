@@ -28,6 +28,8 @@ from machinery.engine.model import (
     TRANSFORM,
     WAIT,
     WORKFLOW,
+    CommandTarget,
+    Executable,
     Field,
     Ref,
     Service,
@@ -109,6 +111,31 @@ def event_graph(
     step's items by status."""
     title = f"{workflow.name} v{workflow.version}, event {event.id}: {event.status}"
     return _draw(workflow, services, title, event.steps, counts or {})
+
+
+def rules_graph(executable: Executable) -> graphviz.Digraph:
+    """An executable's rules: a node per parameter, an arrow from each to each flag it requires, and a dashed red
+    line between flags that conflict."""
+    dot = graphviz.Digraph(
+        executable.name,
+        graph_attr={"rankdir": "LR", "label": f"{executable.name} {executable.version}".strip(), "labelloc": "t"},
+        node_attr={"fontname": _FONT, "fontsize": "11", "shape": "box", "style": "rounded"},
+        edge_attr={"fontname": _FONT, "fontsize": "9", "color": _MUTED, "fontcolor": _MUTED},
+    )
+    for p in executable.parameters:
+        value = f" <{p.value}>" if p.value else ""
+        dot.node(p.flag, f"{p.flag}{value}", _attributes={"id": f"flag-{p.flag}"})
+    conflicts = set()
+    for p in executable.parameters:
+        for required in p.requires:
+            dot.edge(p.flag, required, label="requires", _attributes={"class": "requires"})
+        for other in p.conflicts:
+            pair = tuple(sorted((p.flag, other)))
+            if pair not in conflicts:
+                conflicts.add(pair)
+                attributes = {"class": "conflicts", "dir": "none", "style": "dashed", "color": "#c0392b"}
+                dot.edge(p.flag, other, label="conflicts", constraint="false", _attributes=attributes)
+    return dot
 
 
 def render(graph: graphviz.Digraph, fmt: str) -> bytes:
@@ -204,6 +231,9 @@ def _subtitle(step: Step, services: Mapping[str, Service]) -> str:
     parts = [] if step.kind == SERVICE else [step.kind]
     if step.service is not None:
         parts.append(step.service if step.service in services else f"{step.service} (not registered)")
+        target = services[step.service].endpoint if step.service in services else None
+        if isinstance(target, CommandTarget):
+            parts.append(f"$ {target.executable}")
     if step.workflow is not None:
         child = step.workflow + (f" v{step.version}" if step.version is not None else "")
         parts.append(child if _service_of(step, services) is not None else f"{child} (not registered)")

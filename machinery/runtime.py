@@ -444,10 +444,13 @@ class Runner:
         clock: Clock = time.time,
         rng: Callable[[], float] = random.random,
         telemetry: Telemetry | None = None,
+        elsewhere: Mapping[str, Dispatcher] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.callers = callers
+        self.elsewhere = elsewhere or {}
+        """By kind of service this runner has no caller for: where to send its units, for workers that have one."""
         self.settings = settings
         self.plans = plans
         self.services = services
@@ -519,6 +522,10 @@ class Runner:
         while True:
             event = self.store.get_event(event_id)
             plan = self.plans.for_event(event)
+            kind = self._kind_elsewhere(plan, unit)
+            if kind is not None:
+                self._pass_on(event, unit, kind)
+                return event, None
             claimed = self._try_claim(plan, event, unit, self.clock())
             if claimed is None:
                 return event, None
@@ -530,6 +537,8 @@ class Runner:
     def _try_claim(self, plan: Plan, event: Event, unit: str, now: float) -> tuple[Event, Call | None] | None:
         """The claim of ``unit``; None when there is nothing to do, or when its service is down or has no slot
         free for it (see :meth:`_admit`)."""
+        if self._kind_elsewhere(plan, unit) is not None:
+            return None
         claimed = decider.claim(
             plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
         )
@@ -551,6 +560,30 @@ class Runner:
         return self.store.acquire_slot(
             call.service.name, limit, call.token, until=call.lease_until, now=now, waiter=(event_id, unit)
         )
+
+    def _kind_elsewhere(self, plan: Plan, unit: str) -> str | None:
+        """The kind of the service ``unit`` calls, if this runner has no caller for it; else None."""
+        step = plan.graph.steps.get(parse_unit(unit)[0])
+        if step is None or step.service is None or not plan.kinds[step.id].calls_service:
+            return None
+        service = self.services.get(step.service)
+        if service is None or service.kind in self.callers:
+            return None
+        return service.kind
+
+    def _pass_on(self, event: Event, unit: str, kind: str) -> None:
+        """Leave ``unit`` to the workers that run services of ``kind``, saying so in its state."""
+        message = f"waiting for a worker that runs {kind} services (machinery worker --{kind}s)"
+        noted = decider.await_worker(event, unit, message)
+        if noted is not None:
+            # Lost to a concurrent write, the note is made again when the unit is sent again.
+            self.store.save_event(noted)
+        dispatcher = self.elsewhere.get(kind)
+        if dispatcher is not None:
+            try:
+                dispatcher.dispatch(event.id, unit)
+            except Exception:
+                log.exception("could not pass %s of event %s on to the %s workers", unit, event.id, kind)
 
     def _release(self, call: Call | None) -> None:
         """Give back the slot ``call`` held, if its service limits its calls, and wake the unit waiting longest."""
@@ -694,6 +727,12 @@ class Runner:
     def _claim_item(self, item: Item) -> tuple[Item, Call | None] | None:
         while True:
             plan = self.plans.for_version(item.workflow_id, item.workflow_version)
+            kind = self._kind_elsewhere(plan, item.unit)
+            if kind is not None:
+                dispatcher = self.elsewhere.get(kind)
+                if dispatcher is not None:
+                    dispatcher.dispatch(item.event_id, item.unit)
+                return None
             status = self.store.event_status(item.event_id)
             now = self.clock()
             claimed = decider.claim_item(

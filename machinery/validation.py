@@ -11,7 +11,14 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from machinery.codec import KIND_FIELDS, parse_header, parse_ref, service_from_dict, workflow_from_dict
+from machinery.codec import (
+    KIND_FIELDS,
+    executable_from_dict,
+    parse_header,
+    parse_ref,
+    service_from_dict,
+    workflow_from_dict,
+)
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
@@ -24,8 +31,10 @@ from machinery.engine.model import (
     SWITCH,
     SYNC,
     TRANSFORM,
+    VALUE_TYPES,
     WAIT,
     WORKFLOW,
+    Executable,
     Service,
     Workflow,
 )
@@ -87,18 +96,64 @@ def _optional_url(description: str) -> fields.Url:
     )
 
 
+FLAG = validate.Regexp(
+    r"^(-{1,2}[A-Za-z0-9?][A-Za-z0-9_.?-]{0,99}|[A-Za-z_][A-Za-z0-9_-]{0,99})$",
+    error="a flag ('-o', '--format') or a positional's name ('file'): letters, digits, '_', '.' and '-'",
+)
+ENV_NAME = validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", error="an environment variable's name")
+
+
+class ArgumentSchema(StrictSchema):
+    flag = fields.String(required=True, validate=FLAG)
+    value = fields.Raw(metadata={"description": "The value, fixed in the definition"})
+    input = fields.String(validate=FIELD_NAME, metadata={"description": "The service input that gives the value"})
+
+
+_KIND_KEYS = {
+    "http": {"address", "method", "headers"},
+    "command": {"executable", "arguments", "stdin", "stdout", "environment", "transient_exit_codes"},
+}
+
+
 class ServiceSchema(StrictSchema):
     id = fields.String(dump_only=True)
     revision = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
-    kind = fields.String(load_default="http", validate=validate.OneOf(["http"]))
+    kind = fields.String(load_default="http", validate=validate.OneOf(list(_KIND_KEYS)))
     description = fields.String(load_default="", validate=validate.Length(max=2000))
-    address = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    address = fields.Url(
+        require_tld=False, schemes={"http", "https"}, metadata={"description": "http: the URL called; required"}
+    )
+    method = fields.String(validate=validate.OneOf(["POST", "PUT", "PATCH"]), metadata={"description": "http"})
+    executable = fields.String(validate=NAME, metadata={"description": "command: the executable run; required"})
+    arguments = fields.List(
+        fields.Nested(ArgumentSchema),
+        validate=validate.Length(max=200),
+        metadata={"description": "command: the flags passed, each alone, with a fixed value or an input's value"},
+    )
+    stdin = fields.String(
+        allow_none=True, validate=FIELD_NAME, metadata={"description": "command: the input written to stdin"}
+    )
+    stdout = fields.String(
+        validate=validate.OneOf(["text", "json"]),
+        metadata={"description": "command: text (outputs exit_code, stdout, stderr, truncated) or json (an object)"},
+    )
+    environment = fields.Dict(
+        keys=fields.String(validate=ENV_NAME),
+        values=fields.String(),
+        metadata={"description": "command: the program's whole environment"},
+    )
+    transient_exit_codes = fields.List(
+        fields.Integer(validate=validate.Range(1, 255)),
+        metadata={"description": "command: exit codes retried under the retry policy (75, EX_TEMPFAIL, say)"},
+    )
+    idempotent = fields.Boolean(
+        load_default=True,
+        metadata={"description": "If false, a step whose worker was lost mid-call fails instead of calling again"},
+    )
     headers = fields.Dict(
         keys=fields.String(),
         values=fields.Raw(allow_none=True),
-        load_default=dict,
         metadata={
             "description": 'Header -> a value, or {"secret": "NAME"}, which the worker reads from '
             "MACHINERY_SECRET_NAME or the file NAME in MACHINERY_SECRETS_DIR when it calls. Reads show "
@@ -147,6 +202,21 @@ class ServiceSchema(StrictSchema):
             raise ValidationError("only a callback service sends heartbeats", "heartbeat")
 
     @validates_schema
+    def _fits_its_kind(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("kind", "http")
+        other = set().union(*(keys for name, keys in _KIND_KEYS.items() if name != kind))
+        errors = {name: [f"does not apply to a {kind} service"] for name in data if name in other}
+        required = "address" if kind == "http" else "executable"
+        if required not in data:
+            errors[required] = [f"a {kind} service needs it"]
+        if kind == "command" and data.get("healthcheck"):
+            errors["healthcheck"] = ["a command service has no health check"]
+        if kind == "command" and data.get("mode") == CALLBACK:
+            errors["mode"] = ["a command service answers when its program exits"]
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema
     def _header_values(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, list[str]] = {}
         for name, value in data.get("headers", {}).items():
@@ -165,6 +235,45 @@ class ServiceSchema(StrictSchema):
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Service:
         return service_from_dict(data)
+
+
+class ParameterSchema(StrictSchema):
+    flag = fields.String(required=True, validate=FLAG)
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    value = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.OneOf(VALUE_TYPES),
+        metadata={"description": "The type of the value it takes; null for a flag that takes none"},
+    )
+    choices = fields.List(fields.String(), metadata={"description": "enum: the values allowed"})
+    requires_root = fields.Boolean(load_default=False)
+    requires = fields.List(fields.String(validate=FLAG), load_default=list, metadata={"description": "Flags needed"})
+    conflicts = fields.List(
+        fields.String(validate=FLAG), load_default=list, metadata={"description": "Flags it cannot stand beside"}
+    )
+
+
+class ExecutableSchema(StrictSchema):
+    id = fields.String(dump_only=True)
+    revision = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    version = fields.String(load_default="", validate=validate.Length(max=100))
+    path = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^/[^\0]*$", error="an absolute path"),
+        metadata={"description": "Absolute; under MACHINERY_COMMANDS_ALLOWED"},
+    )
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    parameters = fields.List(fields.Nested(ParameterSchema), load_default=list, validate=validate.Length(max=500))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Executable:
+        return executable_from_dict(data)
+
+
+class CombinationSchema(StrictSchema):
+    flags = fields.List(fields.String(validate=FLAG), required=True, validate=validate.Length(max=500))
 
 
 _COMMON_STEP_FIELDS = {"id", "kind", "after"}

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 STEP_TASK = "machinery.step"
 QUEUE = "machinery"
+COMMANDS_QUEUE = "machinery.commands"
+"""The queue of the units of command services, which only workers started with ``--commands`` consume."""
 
 
 class _RedisChannel(kombu_redis.Channel):
@@ -71,13 +73,14 @@ def make_celery(broker_url: str, run_step: Callable[[str, str], None]) -> Celery
 
 
 class CeleryDispatcher:
-    """Sends the nudge "look at step X of event Y" as a Celery message."""
+    """Sends the nudge "look at step X of event Y" as a Celery message, to ``queue``."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, queue: str = QUEUE) -> None:
         self.app = app
+        self.queue = queue
 
     def dispatch(self, event_id: str, step_id: str, delay: float = 0.0) -> None:
-        self.app.send_task(STEP_TASK, args=(event_id, step_id), countdown=delay or None, queue=QUEUE)
+        self.app.send_task(STEP_TASK, args=(event_id, step_id), countdown=delay or None, queue=self.queue)
 
 
 class InProcessWorker:

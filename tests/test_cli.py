@@ -265,3 +265,45 @@ def test_recount_counts_the_events_again(run: Invoke, tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (0, "counted the events again\n")
     assert set(machinery.store.statistics(0.0).events.values()) == {1}
     machinery.store.close()
+
+
+def test_apply_registers_the_commands_example_and_export_writes_its_executable(tmp_path: Path) -> None:
+    env = {"MACHINERY_DATA_DIR": str(tmp_path / "data"), "MACHINERY_COMMANDS_ALLOWED": "/usr/bin"}
+    runner = CliRunner()
+
+    applied = runner.invoke(main, ["apply", str(DEFINITIONS), str(DEFINITIONS / "commands")], env=env)
+    again = runner.invoke(main, ["apply", str(DEFINITIONS / "commands")], env=env)
+    exported = runner.invoke(main, ["export", "-o", str(tmp_path / "out")], env=env)
+
+    assert applied.exit_code == 0, applied.output
+    assert "executable sort created" in applied.output and "service sort-lines created" in applied.output
+    assert "workflow sort-text created" in applied.output
+    assert "executable sort unchanged" in again.output and "service sort-lines unchanged" in again.output
+    assert exported.exit_code == 0, exported.output
+    written = json.loads((tmp_path / "out" / "executable-sort.json").read_text())
+    assert written == json.loads((DEFINITIONS / "commands" / "executable-sort.json").read_text()) | {
+        "parameters": written["parameters"]
+    }
+    assert json.loads((tmp_path / "out" / "service-sort-lines.json").read_text())["executable"] == "sort"
+
+
+def test_apply_refuses_an_executable_outside_the_allowed_paths(run: Invoke) -> None:
+    result = run("apply", str(DEFINITIONS / "commands" / "executable-sort.json"))
+    assert result.exit_code == EXIT_REFUSED
+    assert "MACHINERY_COMMANDS_ALLOWED lists no path" in result.stderr
+
+
+def test_import_converts_otos_parameters_into_an_executable_that_applies(run: Invoke, tmp_path: Path) -> None:
+    out = tmp_path / "nmap.json"
+    result = run("import", str(SEED.parent / "oto-parameters.json"), "-o", str(out))
+
+    assert result.exit_code == 0, result.output
+    assert "its path is guessed as /usr/bin/nmap" in result.stderr
+    assert json.loads(out.read_text())["name"] == "nmap"
+
+
+def test_a_worker_for_commands_needs_the_programs_it_may_run(run: Invoke) -> None:
+    result = run("worker", "--commands")
+    assert result.exit_code == 2
+    assert "MACHINERY_COMMANDS_ALLOWED" in result.output
+    assert "add --commands" in run("worker", "--allow-root").output

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from examples.services import DEFINITIONS
+from examples.services import DEFINITIONS, EXAMPLES, JsonService
 from machinery.api import create_app
 from machinery.api.blueprint import EXTENSION
 from machinery.bootstrap import Config, Machinery
@@ -23,9 +23,11 @@ from machinery.cli import main
 from machinery.client import Client
 from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.served import example_services, machinery_serve
+from tests.support import free_port
 
 ROOT = Path(__file__).parents[1]
 SEED = ROOT / "tests" / "fixtures" / "seed"
+COMMANDS = DEFINITIONS / "commands"
 
 
 def blocks(language: str) -> list[str]:
@@ -42,7 +44,7 @@ def definitions() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def client(tmp_path: Path) -> FlaskClient:
-    machinery = Machinery(Config(data_dir=tmp_path))
+    machinery = Machinery(Config(data_dir=tmp_path, commands_allowed=(Path("/usr/bin"),), run_commands=True))
     client = create_app(machinery).test_client()
     for name in ("upper", "reverse", "space-counter"):
         doc = json.loads((DEFINITIONS / f"service-{name}.json").read_text())
@@ -57,7 +59,10 @@ def test_the_readme_shows_a_service_and_workflows_of_both_forms() -> None:
 
 def test_every_definition_in_the_readme_registers(client: FlaskClient) -> None:
     for doc in definitions():
-        if "address" in doc:
+        if "path" in doc and "parameters" in doc:
+            response = client.post("/executables", json=doc)
+            assert response.status_code == 201, response.json
+        elif "address" in doc or doc.get("kind") == "command":
             if client.get(f"/services/{doc['name']}").status_code == 200:
                 response = client.put(f"/services/{doc['name']}", json=doc)
             else:
@@ -97,6 +102,46 @@ def test_the_readmes_review_example_waits_for_its_signal(client: FlaskClient) ->
     assert after.status_code == 202
     assert after.json["steps"][1]["outputs"] == {"reviewed_by": "ada"}
     assert after.json["status"] == "running"
+
+
+def test_the_readmes_commands_are_the_shipped_ones_and_sort_as_it_shows(client: FlaskClient) -> None:
+    shipped = [
+        json.loads((COMMANDS / name).read_text()) for name in ("executable-sort.json", "service-sort-lines.json")
+    ]
+    assert shipped == [doc for doc in definitions() if doc["name"] in ("sort", "sort-lines")]
+    session = next(block for block in blocks("console") if "/e/sort-text" in block).replace("\\\n", "")
+    (submit, event), *_ = re.findall(r"curl -s localhost:8080(\S+) .*?-d '(.*?)'", session)
+    shown = json.loads(session.strip().splitlines()[-1])
+    machinery = client.application.extensions[EXTENSION]
+    servers = []
+    for name in ("upper", "space-counter"):
+        servers.append(JsonService("127.0.0.1", free_port(), EXAMPLES[name][1]).start())
+        service = json.loads((DEFINITIONS / f"service-{name}.json").read_text()) | {"address": servers[-1].url}
+        assert client.put(f"/services/{name}", json=service).status_code == 200
+    for doc in shipped:
+        assert client.post("/executables" if "path" in doc else "/services", json=doc).status_code == 201
+    workflow = json.loads((COMMANDS / "workflow-sort-text.json").read_text())
+    assert client.post("/workflows", json=workflow).status_code == 201
+
+    ack = client.post(submit, json=json.loads(event)).json
+    machinery.runner.run(ack["event_id"], "shout")  # with no worker here, the test runs the chain
+
+    done = client.get(f"/events/{ack['event_id']}").json
+    assert done["status"] == "completed", done
+    assert done["outputs"] == shown
+    for server in servers:
+        server.stop()
+
+
+def test_the_readmes_check_of_a_combination_is_what_the_api_answers(client: FlaskClient) -> None:
+    client.post("/executables", json=json.loads((COMMANDS / "executable-sort.json").read_text()))
+    session = next(block for block in blocks("console") if "/check" in block).replace("\\\n", "")
+    (path, body), *_ = re.findall(r"curl -s localhost:8080(\S+) .*?-d '(.*?)'", session)
+    shown = [json.loads(line) for line in session.strip().splitlines()[1:]]
+
+    response = client.post(path, json=json.loads(body))
+
+    assert response.json["problems"] == shown
 
 
 def test_the_shipped_review_example_is_the_one_in_the_readme() -> None:

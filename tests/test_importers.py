@@ -10,11 +10,13 @@ import pytest
 from machinery.cel import CelExpressions
 from machinery.engine.checker import check_workflow
 from machinery.engine.errors import ConversionError
+from machinery.engine.flags import check_rules
 from machinery.engine.graph import build
 from machinery.importers import convert
-from machinery.validation import ServiceSchema, WorkflowSchema
+from machinery.validation import ExecutableSchema, ServiceSchema, WorkflowSchema
 
-SEED = Path(__file__).parent / "fixtures" / "seed"
+FIXTURES = Path(__file__).parent / "fixtures"
+SEED = FIXTURES / "seed"
 
 
 def load(name: str) -> dict:
@@ -92,3 +94,35 @@ def test_orchys_javascript_is_flagged_and_the_checker_names_what_it_left_missing
 def test_a_document_of_neither_format_is_refused() -> None:
     with pytest.raises(ConversionError, match="neither an Orchy workflow"):
         convert({"name": "x"})
+
+
+def test_otos_parameters_become_an_executable_with_its_rules_and_warnings() -> None:
+    executable, warnings = convert(json.loads((FIXTURES / "oto-parameters.json").read_text()))
+
+    assert (executable["name"], executable["version"], executable["path"]) == ("nmap", "7.93", "/usr/bin/nmap")
+    by_flag = {p["flag"]: p for p in executable["parameters"]}
+    assert by_flag["-sS"] == {
+        "flag": "-sS",
+        "description": "TCP SYN scan",
+        "value": None,
+        "requires_root": True,
+        "requires": [],
+        "conflicts": ["-sT"],
+    }
+    assert by_flag["--version-intensity"]["requires"] == ["-sV"]
+    assert (by_flag["-p"]["value"], by_flag["--top-ports"]["value"]) == ("string", "int")
+    assert warnings == [
+        "nmap - 7.93: OTO does not say where the program is; its path is guessed as /usr/bin/nmap",
+        "nmap - 7.93: -p takes a tuple, which machinery reads as a string",
+    ]
+    loaded = ExecutableSchema().load(executable)
+    assert check_rules(loaded) == []
+
+
+def test_oto_parameters_of_several_executables_become_several() -> None:
+    params = [
+        {"flag": "-a", "executable_tag": "one - 1"},
+        {"flag": "-b", "executable_tag": "two - 2"},
+    ]
+    converted, _ = convert(params, "oto")
+    assert [e["name"] for e in converted["executables"]] == ["one", "two"]

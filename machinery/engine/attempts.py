@@ -13,8 +13,9 @@ from machinery.engine.state import READY, RETRYING, RUNNING, TERMINAL_EVENT, WAI
 from machinery.engine.units import complete, drop_claim, record_attempt, start_attempt
 
 
-def take_over(state: StepState, now: float, settings: Settings) -> CallFailure | None:
-    """Count a running unit's claim as lost, its lease having run out; the failure once it was lost too often."""
+def take_over(state: StepState, service: Service | None, now: float, settings: Settings) -> CallFailure | None:
+    """Count a running unit's claim as lost, its lease having run out; the failure once it was lost too often, or
+    at once for a service that may not be called twice."""
     if state.status is not RUNNING:
         return None
     state.lost += 1
@@ -23,6 +24,12 @@ def take_over(state: StepState, now: float, settings: Settings) -> CallFailure |
     )
     if state.lost > settings.max_lost:
         message = f"the worker running this step was lost {state.lost} times; giving up"
+        return CallFailure(message, False, ErrorKind.LOST)
+    if service is not None and not service.idempotent:
+        message = (
+            f"the worker running this step was lost mid-call, and service '{service.name}' is not idempotent"
+            " (idempotent: false): it is not called a second time"
+        )
         return CallFailure(message, False, ErrorKind.LOST)
     return None
 
@@ -46,6 +53,8 @@ def start(
 ) -> Call:
     """Claim the unit for one call by the worker holding ``token``; ``key`` names the unit for the service."""
     lease_until = now + service.timeout + settings.lease_grace
+    if state.error is not None and state.error.get("kind") == ErrorKind.WORKER:
+        state.error = None  # the note that it waited for a worker that may call its service
     start_attempt(state, token, now, lease_until)
     state.budget_used += 1
     state.ended_at = None

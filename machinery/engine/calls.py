@@ -46,6 +46,10 @@ class ErrorKind(StrEnum):
     """The definitions changed under a running event (a service was deleted, say), or a call's secret is not set."""
     LOST = "lost"
     """The worker running the call vanished before it recorded a result."""
+    EXIT = "exit"
+    """A command exited with a code other than 0, or was killed by a signal."""
+    WORKER = "worker"
+    """No worker may make the call: a command step waits for a worker started with ``--commands``."""
     FAIL = "fail"
     """A ``fail`` step ended the event on purpose: such an event is not retried."""
 

@@ -56,6 +56,8 @@ from machinery.engine.state import (
     COMPLETED,
     EVENT_RUNNING,
     IDLE,
+    READY,
+    RETRYING,
     RUNNING,
     WAITING,
     Event,
@@ -69,6 +71,7 @@ __all__ = [
     "PARENT_UNIT",
     "accept",
     "adopt",
+    "await_worker",
     "callback",
     "cancel",
     "claim",
@@ -188,7 +191,7 @@ def claim(
             advance(plan, event, now, ended=unit)
         return close(plan, event, now, settings), None
     service = services.get(kind.callee(step) or "")
-    failure = take_over(state, now, settings)
+    failure = take_over(state, service, now, settings)
     if failure is not None or service is None:
         fail_step(event, unit, failure or unregistered(kind.callee_label(step)), now)
         return close(plan, event, now, settings), None
@@ -208,6 +211,18 @@ def claim(
         state, unit, service, inputs, token=token, key=f"{event.id}/{unit}", item=None, now=now, settings=settings
     )
     return close(plan, event, now, settings), call
+
+
+def await_worker(event: Event, unit: str, message: str) -> Event | None:
+    """Say in the state of ``unit``, ready but left by a worker that may not call its service, that it waits for
+    one that may; None if it says so already or is no longer ready."""
+    state = unit_state(event, unit)
+    note = {"kind": ErrorKind.WORKER.value, "message": message, "transient": True}
+    if state is None or state.status not in (READY, RETRYING) or state.error == note:
+        return None
+    event = event.copy()
+    event.own(unit).error = note
+    return event
 
 
 def finish(

@@ -58,7 +58,7 @@ def claim_item(
     step = plan.graph.steps[item.step_id]
     kind = plan.kinds[item.step_id]
     service = services.get(kind.callee(step) or "")
-    failure = take_over(state, now, settings)
+    failure = take_over(state, service, now, settings)
     if failure is not None or service is None:
         fail_state(state, failure or unregistered(kind.callee_label(step)), now)
         return settle(item, settings), None

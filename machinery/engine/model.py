@@ -97,12 +97,91 @@ class HttpEndpoint:
     kind: str = "http"
 
 
+VALUE_TYPES = ("string", "int", "float", "bool", "path", "ip", "port", "enum")
+"""The types of a command-line parameter's value; ``enum`` takes one of the parameter's ``choices``."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of an executable: a flag (``-o``, ``--format``) or, if it starts with no ``-``, a positional.
+
+    ``value`` is the type of the value it takes (one of :data:`VALUE_TYPES`), None for a flag that takes
+    none; a positional always takes one. ``requires`` names the flags it cannot go without, ``conflicts``
+    those it cannot stand beside (the relation is symmetric, whichever side declares it).
+    """
+
+    flag: str
+    description: str = ""
+    value: str | None = None
+    choices: tuple[str, ...] = ()
+    requires_root: bool = False
+    requires: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+    @property
+    def positional(self) -> bool:
+        return not self.flag.startswith("-")
+
+
+@dataclass(frozen=True)
+class Executable:
+    """A program the command workers may run: where it is, and the parameters it takes with their rules."""
+
+    name: str
+    path: str
+    version: str = ""
+    description: str = ""
+    parameters: tuple[Parameter, ...] = ()
+    id: str | None = None
+    revision: int = 0
+
+    def parameter(self, flag: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.flag == flag), None)
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One parameter a command service passes: with no value, a ``value`` fixed in the definition, or the value of
+    the service's ``input`` of that name."""
+
+    flag: str
+    value: Any = None
+    input: str | None = None
+
+
+COMMAND_OUTPUTS = {"exit_code": "int", "stdout": "string", "stderr": "string", "truncated": "bool"}
+"""What a command service in ``text`` mode may declare as outputs, with their types."""
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """How to run a command service: ``executable`` with ``arguments``, no shell.
+
+    ``stdin`` names the input written to the program's standard input. With ``stdout`` ``text`` the outputs are
+    among :data:`COMMAND_OUTPUTS`; with ``json`` standard output is read as a JSON object, checked against the
+    declared outputs. ``environment`` is all the program's environment; an exit code in ``transient_exit_codes``
+    is retried under the service's retry policy, any other but 0 fails the step.
+    """
+
+    executable: str
+    arguments: tuple[Argument, ...] = ()
+    stdin: str | None = None
+    stdout: str = "text"
+    environment: Mapping[str, str] = field(default_factory=dict)
+    transient_exit_codes: tuple[int, ...] = ()
+    kind: str = "command"
+
+
+Target = HttpEndpoint | CommandTarget
+"""What a service's kind calls: an HTTP endpoint or a command."""
+
+
 @dataclass(frozen=True)
 class Service:
     """A registered microservice and its typed contract."""
 
     name: str
-    endpoint: HttpEndpoint
+    endpoint: Target
     inputs: tuple[Field, ...] = ()
     outputs: tuple[Field, ...] = ()
     description: str = ""
@@ -119,6 +198,8 @@ class Service:
     """Seconds a callback service has to post its result, after which the call counts as timed out."""
     heartbeat: float | None = None
     """Seconds a callback service may go without posting a heartbeat while it works; None for no heartbeat."""
+    idempotent: bool = True
+    """Whether a call may be made again after its worker was lost mid-call; if not, the step fails instead."""
     id: str | None = None
     revision: int = 0
 

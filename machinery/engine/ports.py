@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from machinery.engine.calls import Call, CallFailure
 from machinery.engine.health import Health
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.state import Event, EventStatus, Item
 
 T = TypeVar("T")
@@ -92,6 +92,22 @@ class RegistryStore(Protocol):
 
     def delete_service(self, name: str) -> None:
         """NotFound if absent; Conflict naming the workflows (in ``problems``) if any uses it."""
+
+    def add_executable(self, executable: Executable) -> Executable:
+        """Store a new executable with a fresh id and revision 1; Conflict if the name is taken."""
+
+    def get_executable(self, name: str) -> Executable:
+        """NotFound if there is no such executable."""
+
+    def list_executables(self, *, offset: int, limit: int) -> Page[Executable]:
+        """Ordered by name."""
+
+    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+        """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
+        ``revision``, NotFound if it is gone."""
+
+    def delete_executable(self, name: str) -> None:
+        """NotFound if absent."""
 
     def add_workflow(self, workflow: Workflow, *, services: Mapping[str, int]) -> Workflow:
         """Store a new workflow at version 1 with a fresh id.

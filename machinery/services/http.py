@@ -27,7 +27,7 @@ from urllib3.util import parse_url
 from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.calls import ACCEPTED, Call, CallFailure, ErrorKind, callback_token
 from machinery.engine.errors import InvalidConfig
-from machinery.engine.model import CALLBACK
+from machinery.engine.model import CALLBACK, HttpEndpoint
 from machinery.services.secrets import Secrets
 
 TRANSIENT_STATUSES = frozenset({408, 429})
@@ -97,6 +97,8 @@ class HttpCaller:
     def call(self, call: Call, event_id: str) -> tuple[Any, CallFailure | None]:
         service = call.service
         endpoint = service.endpoint
+        if not isinstance(endpoint, HttpEndpoint):
+            return None, CallFailure(f"service '{service.name}' is not an HTTP service", False, ErrorKind.CONFIG)
         try:
             resolved = self.secrets.resolve(endpoint.headers)
         except InvalidConfig as e:

@@ -19,7 +19,7 @@ from urllib3.util import parse_url
 from machinery.addresses import DEFAULT_GUARD, AddressGuard, RefusedAddress
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.health import DOWN, UP, Health, after_probe
-from machinery.engine.model import Service
+from machinery.engine.model import HttpEndpoint, Service
 from machinery.engine.ports import Dispatcher, Store, every
 from machinery.services.http import GuardedPool, read_at_most
 from machinery.services.secrets import Secrets
@@ -87,8 +87,11 @@ class HealthProber:
         host is asked without them.
         """
         try:
-            same_origin = _origin(url) == _origin(service.endpoint.address)
-            headers = self.secrets.resolve(service.endpoint.headers) if same_origin else {}
+            endpoint = service.endpoint
+            same_origin = isinstance(endpoint, HttpEndpoint) and _origin(url) == _origin(endpoint.address)
+            headers = (
+                self.secrets.resolve(endpoint.headers) if isinstance(endpoint, HttpEndpoint) and same_origin else {}
+            )
             response = self.pool.request("GET", url, headers=headers, timeout=urllib3.Timeout(total=self.timeout))
             read_at_most(response, 0)  # the body is not read: the connection is closed if there is one
         except InvalidConfig as e:

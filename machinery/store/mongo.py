@@ -32,10 +32,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
-from machinery.codec import service_to_dict, workflow_to_dict
+from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
@@ -52,6 +52,7 @@ class MongoStore:
 
     def __init__(self, database: Database[Doc]) -> None:
         self._services: Collection[Doc] = database.services
+        self._executables: Collection[Doc] = database.executables
         self._workflows: Collection[Doc] = database.workflows
         self._versions: Collection[Doc] = database.workflow_versions
         self._events: Collection[Doc] = database.events
@@ -119,6 +120,47 @@ class MongoStore:
                 f"service {name!r} is in use",
                 [Problem(f"workflow {user!r} uses service {name!r}") for user in users],
             )
+
+    # Executables
+
+    def add_executable(self, executable: Executable) -> Executable:
+        """Store a new executable with a fresh id and revision 1; Conflict if the name is taken."""
+        stored = replace(executable, id=uuid4().hex, revision=1)
+        try:
+            self._executables.insert_one(_to_mongo(executable_to_dict(stored)))
+        except DuplicateKeyError:
+            raise _taken("executable", stored.name) from None
+        return stored
+
+    def get_executable(self, name: str) -> Executable:
+        """NotFound if there is no such executable."""
+        doc = self._executables.find_one({"name": name})
+        if doc is None:
+            raise NotFound(f"no executable {name!r}")
+        return executable_from_dict(_from_mongo(doc))
+
+    def list_executables(self, *, offset: int, limit: int) -> Page[Executable]:
+        """Ordered by name."""
+        return _page(self._executables, {}, [("name", ASCENDING)], offset, limit, executable_from_dict)
+
+    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+        """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
+        ``revision``, NotFound if it is gone."""
+        current = self._executables.find_one({"name": executable.name}, {"_id": True})
+        if current is None:
+            raise NotFound(f"no executable {executable.name!r}")
+        stored = replace(executable, id=current["_id"], revision=revision + 1)
+        result = self._executables.replace_one(
+            {"name": executable.name, "revision": revision}, _to_mongo(executable_to_dict(stored))
+        )
+        if not result.matched_count:
+            raise Conflict(f"executable {executable.name!r} changed since it was checked")
+        return stored
+
+    def delete_executable(self, name: str) -> None:
+        """NotFound if absent."""
+        if not self._executables.delete_one({"name": name}).deleted_count:
+            raise NotFound(f"no executable {name!r}")
 
     # Workflows
 
@@ -477,6 +519,7 @@ class MongoStore:
 
     def _create_indexes(self) -> None:
         self._services.create_index("name", unique=True)
+        self._executables.create_index("name", unique=True)
         self._services.create_index("used_by")
         self._workflows.create_index("name", unique=True)
         self._versions.create_index([("id", ASCENDING), ("version", ASCENDING)], unique=True)

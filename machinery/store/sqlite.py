@@ -23,10 +23,10 @@ from uuid import uuid4
 
 import orjson
 
-from machinery.codec import service_to_dict, workflow_to_dict
+from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.store import data_conditions, load_service, load_workflow
@@ -38,6 +38,12 @@ _BUSY_TIMEOUT = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    revision INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executables (
     name TEXT PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     revision INTEGER NOT NULL,
@@ -244,6 +250,52 @@ class SqliteStore:
                     [Problem(f"workflow {user!r} uses service {name!r}") for user in users],
                 )
             db.execute("DELETE FROM services WHERE name = ?", (name,))
+
+    # Executables
+
+    def add_executable(self, executable: Executable) -> Executable:
+        """Store a new executable with a fresh id and revision 1; Conflict if the name is taken."""
+        stored = replace(executable, id=uuid4().hex, revision=1)
+        try:
+            self._db().execute(
+                "INSERT INTO executables (name, id, revision, doc) VALUES (?, ?, ?, ?)",
+                (stored.name, stored.id, stored.revision, _dumps(executable_to_dict(stored))),
+            )
+        except sqlite3.IntegrityError:
+            raise _taken("executable", stored.name) from None
+        return stored
+
+    def get_executable(self, name: str) -> Executable:
+        """NotFound if there is no such executable."""
+        row = self._db().execute("SELECT doc FROM executables WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no executable {name!r}")
+        return executable_from_dict(_doc(row))
+
+    def list_executables(self, *, offset: int, limit: int) -> Page[Executable]:
+        """Ordered by name."""
+        return self._page("FROM executables", (), "name", offset, limit, executable_from_dict)
+
+    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+        """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
+        ``revision``, NotFound if it is gone."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id, revision FROM executables WHERE name = ?", (executable.name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no executable {executable.name!r}")
+            if row["revision"] != revision:
+                raise Conflict(f"executable {executable.name!r} changed since it was checked")
+            stored = replace(executable, id=row["id"], revision=revision + 1)
+            db.execute(
+                "UPDATE executables SET revision = ?, doc = ? WHERE name = ?",
+                (stored.revision, _dumps(executable_to_dict(stored)), stored.name),
+            )
+        return stored
+
+    def delete_executable(self, name: str) -> None:
+        """NotFound if absent."""
+        if not self._db().execute("DELETE FROM executables WHERE name = ?", (name,)).rowcount:
+            raise NotFound(f"no executable {name!r}")
 
     # Workflows
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 CHROMIUM = Path(os.environ.get("MACHINERY_TEST_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,3 +47,17 @@ def page(browser: Browser, base_url: str) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def console_errors(page: Page) -> list[str]:
+    """What the page logs as errors in the browser's console, and the errors it throws, as they come."""
+    errors: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", note)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors

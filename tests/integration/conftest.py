@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def machinery(env: dict[str, str]) -> Iterator[Machinery]:
 class WorkerProcess:
     """A `machinery worker` process (prefork: a main process and its children, one process group)."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, options: Sequence[str] = ()) -> None:
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, options: tuple[str, ...] = ()) -> None:
         self.log = log.open("ab")
         command = [sys.executable, "-m", "machinery", "worker", "-c", str(concurrency), "--loglevel", "WARNING"]
         command += options
@@ -100,7 +100,7 @@ class WorkerProcess:
 def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(concurrency: int = 2, *options: str) -> WorkerProcess:
+    def start(concurrency: int = 2, options: tuple[str, ...] = ()) -> WorkerProcess:
         worker = WorkerProcess(env, tmp_path / "worker.log", concurrency, options)
         started.append(worker)
         return worker

@@ -27,7 +27,7 @@ def test_a_prefork_worker_serves_the_timings_of_every_pool_process(
     machinery: Machinery, example_services: dict[str, object], start_worker: Callable[..., WorkerProcess]
 ) -> None:
     port = free_port()
-    start_worker(2, "--metrics-port", str(port))
+    start_worker(2, ("--metrics-port", str(port)))
     sent = [machinery.events.submit("process-text", {"message": f"m {i}"})[0].id for i in range(6)]
     for event_id in sent:
         assert finished(machinery.events, event_id).status.value == "completed"

@@ -495,3 +495,21 @@ def test_a_workflow_step_is_a_double_box_naming_its_child_with_the_childs_contra
     ]
     assert lines(node(svg, "step-gone"))[1:] == ["workflow · nobody (not registered)"]
     assert edges(graph)["workflow inputs -> kid"] == 'label="text → message" style=solid'
+
+
+def test_a_command_step_is_drawn_with_the_executable_it_runs() -> None:
+    commands = DEFINITIONS / "commands"
+    services = {
+        name: ServiceSchema().load(json.loads(path.read_text()))
+        for name, path in (
+            ("upper", DEFINITIONS / "service-upper.json"),
+            ("space-counter", DEFINITIONS / "service-space-counter.json"),
+            ("sort-lines", commands / "service-sort-lines.json"),
+        )
+    }
+    workflow = WorkflowSchema().load(json.loads((commands / "workflow-sort-text.json").read_text()))
+
+    source = workflow_graph(workflow, services).source
+
+    assert "sort-lines · $ sort" in source
+    assert "stdout: string" in source

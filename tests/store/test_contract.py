@@ -16,7 +16,17 @@ from pymongo.errors import ExecutionTimeout
 
 from machinery.engine.errors import Conflict, NotFound
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
-from machinery.engine.model import Field, HttpEndpoint, Ref, Service, Step, Workflow, linear_steps
+from machinery.engine.model import (
+    Executable,
+    Field,
+    HttpEndpoint,
+    Parameter,
+    Ref,
+    Service,
+    Step,
+    Workflow,
+    linear_steps,
+)
 from machinery.engine.ports import Page, Store
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
 from machinery.engine.types import FieldType
@@ -922,3 +932,44 @@ def test_sqlite_stops_a_search_by_undeclared_fields_at_its_time_and_says_so(
     page = store.list_events(workflow_id=None, status=None, offset=0, limit=10, data={"n": -1})
 
     assert (page.items, page.exact, page.complete) == ([], False, False)
+
+
+# Executables
+
+SORT = Executable(
+    "sort",
+    "/usr/bin/sort",
+    "9.4",
+    "sort lines",
+    (Parameter("-r"), Parameter("-k", value="int", requires=("-t",)), Parameter("-t", value="string")),
+)
+
+
+def test_an_executable_is_stored_read_listed_and_replaced_at_the_next_revision(store: Store) -> None:
+    stored = store.add_executable(SORT)
+    assert stored.revision == 1 and stored.id
+    assert store.get_executable("sort") == stored
+    assert store.list_executables(offset=0, limit=10).items == [stored]
+
+    changed = store.replace_executable(replace(SORT, version="9.5"), revision=1)
+
+    assert (changed.revision, changed.id) == (2, stored.id)
+    assert store.get_executable("sort").version == "9.5"
+
+
+def test_a_name_is_taken_once_and_a_stale_revision_is_refused(store: Store) -> None:
+    store.add_executable(SORT)
+    with pytest.raises(Conflict):
+        store.add_executable(SORT)
+    store.replace_executable(SORT, revision=1)
+    with pytest.raises(Conflict):
+        store.replace_executable(SORT, revision=1)
+
+
+def test_a_deleted_executable_is_gone(store: Store) -> None:
+    store.add_executable(SORT)
+    store.delete_executable("sort")
+    with pytest.raises(NotFound):
+        store.get_executable("sort")
+    with pytest.raises(NotFound):
+        store.delete_executable("sort")

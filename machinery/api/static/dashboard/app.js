@@ -4,12 +4,14 @@
 
 import { eventPage } from "./event.js";
 import { eventsPage } from "./events.js";
+import { executablesPage } from "./executables.js";
 import { servicesPage } from "./services.js";
 import { register, start } from "./shared.js";
 import { workflowPage } from "./workflow.js";
 import { workflowsPage } from "./workflows.js";
 
 register(/^\/services$/, servicesPage);
+register(/^\/executables$/, executablesPage);
 register(/^\/workflows$/, workflowsPage);
 register(/^\/workflows\/([^/]+)$/, workflowPage);
 register(/^\/events$/, eventsPage);

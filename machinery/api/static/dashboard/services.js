@@ -47,7 +47,7 @@ function serviceCard(service, probe) {
       "header",
       {},
       h("h2", {}, service.name),
-      h("span", { class: "badge method" }, service.method),
+      h("span", { class: "badge method" }, service.kind === "command" ? "command" : service.method),
       probe &&
         h(
           "span",
@@ -57,7 +57,7 @@ function serviceCard(service, probe) {
           },
           probe.status,
         ),
-      h("code", { class: "address" }, service.address),
+      h("code", { class: "address" }, service.kind === "command" ? commandLine(service) : service.address),
     ),
     service.description && h("p", { class: "muted" }, service.description),
     h("h3", {}, "Inputs"),
@@ -72,6 +72,14 @@ function serviceCard(service, probe) {
       service.concurrency && ` · at most ${plural(service.concurrency, "call")} at once`,
     ),
   );
+}
+
+// A command service as the line it runs: its executable, then each argument, an input's value as <input>.
+function commandLine(service) {
+  const words = service.arguments.map((a) =>
+    [a.flag, "value" in a ? JSON.stringify(a.value) : a.input && `<${a.input}>`].filter(Boolean).join(" "),
+  );
+  return ["$", service.executable, ...words, service.stdin ? `< <${service.stdin}>` : ""].join(" ").trim();
 }
 
 function fieldTable(fields) {
