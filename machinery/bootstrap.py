@@ -24,6 +24,7 @@ from machinery.engine.plan import Settings
 from machinery.engine.ports import Store
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.schedules import Scheduler, Schedules
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
 from machinery.services.secrets import Secrets
@@ -112,6 +113,10 @@ class Config:
     max_response_bytes: int = 10 * 1024 * 1024
     """The largest answer read from a service; a larger one fails the step."""
     log_format: str = "text"
+    schedule_interval: float = 1.0
+    """Seconds between two passes of the scheduler over the schedules that are due; 0 runs no scheduler here."""
+    schedule_grace: float = 60.0
+    """Seconds late a schedule's run may start; a run later than that was missed (see a schedule's catch-up)."""
     """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
@@ -131,6 +136,8 @@ class Config:
                 raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
+        if number("SCHEDULE_GRACE", cls.schedule_grace) <= 0:
+            raise InvalidConfig("MACHINERY_SCHEDULE_GRACE should be more than 0 seconds")
         log_format = env.get("MACHINERY_LOG_FORMAT") or "text"
         if log_format not in logs.FORMATS:
             raise InvalidConfig(f"MACHINERY_LOG_FORMAT should be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
@@ -150,6 +157,8 @@ class Config:
             max_json_depth=int(number("MAX_JSON_DEPTH", cls.max_json_depth)),
             max_response_bytes=int(number("MAX_RESPONSE_BYTES", cls.max_response_bytes)),
             log_format=log_format,
+            schedule_interval=number("SCHEDULE_INTERVAL", cls.schedule_interval),
+            schedule_grace=number("SCHEDULE_GRACE", cls.schedule_grace),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -183,15 +192,20 @@ class Machinery:
             self.plans,
             ServiceCache(self.store),
         )
+        self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
+        self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
         self._background: list[InProcessWorker | Sweeper] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:
         self.runner.run(event_id, step_id)
 
     def start_sweeper(self) -> None:
-        """Start the sweeper, the health prober unless MACHINERY_HEALTH_INTERVAL is 0, and the purge of old
-        events if MACHINERY_RETENTION_DAYS is set."""
+        """Start the sweeper, the scheduler and the health prober unless their MACHINERY_*_INTERVAL is 0, and the
+        purge of old events if MACHINERY_RETENTION_DAYS is set."""
         self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
+        if self.config.schedule_interval > 0:
+            report = "the scheduler made %d events of schedules"
+            self._start(Sweeper(self.scheduler.run_due, self.config.schedule_interval, "scheduler", report))
         if self.config.retention_days:
             kept = self.config.retention_days * DAY
             report = "deleted %d finished events past MACHINERY_RETENTION_DAYS"

@@ -265,7 +265,8 @@ class Scheduler:
             event, created = self.submit(schedule.workflow_id, schedule.data, key)
             changed = timetable.record(schedule, event.id)
         except (NotFound, InvalidData) as e:
-            log.warning("schedule %r made no event for its run %s: %s", schedule.name, key, e.message)
-            changed = timetable.fail(schedule, e.message)
+            error = f"workflow {schedule.workflow_name!r}: {e.message}"
+            log.warning("schedule %r made no event for its run %s: %s", schedule.name, key, error)
+            changed = timetable.fail(schedule, error)
         # Lost only if the lease ran out and another scheduler took the run over: it records the same event.
         return (changed if self.store.save_schedule(changed) else schedule), created
