@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from machinery.api import auth, dashboard, events, graphs, metrics, probes, services, workflows
+from machinery.api import auth, dashboard, events, graphs, metrics, probes, schedules, services, workflows
 from machinery.api.blueprint import EXTENSION
 from machinery.api.errors import Api, handle_machinery_error
 from machinery.bootstrap import Config, Machinery
@@ -47,7 +47,7 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     api = Api(app, spec_kwargs=auth.spec_options(tokens))
     auth.protect(app, api, tokens)
     app.register_error_handler(MachineryError, handle_machinery_error)
-    for module in (probes, services, workflows, events, graphs, auth):
+    for module in (probes, services, workflows, events, graphs, schedules, auth):
         api.register_blueprint(module.blp)
     app.register_blueprint(dashboard.bp)
     metrics.init_app(app)
