@@ -4,6 +4,7 @@
 
 import { eventPage } from "./event.js";
 import { eventsPage } from "./events.js";
+import { schedulesPage } from "./schedules.js";
 import { servicesPage } from "./services.js";
 import { register, start } from "./shared.js";
 import { workflowPage } from "./workflow.js";
@@ -14,4 +15,5 @@ register(/^\/workflows$/, workflowsPage);
 register(/^\/workflows\/([^/]+)$/, workflowPage);
 register(/^\/events$/, eventsPage);
 register(/^\/events\/([^/]+)$/, eventPage);
+register(/^\/schedules$/, schedulesPage);
 start();
