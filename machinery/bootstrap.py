@@ -113,11 +113,11 @@ class Config:
     max_response_bytes: int = 10 * 1024 * 1024
     """The largest answer read from a service; a larger one fails the step."""
     log_format: str = "text"
+    """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     schedule_interval: float = 1.0
     """Seconds between two passes of the scheduler over the schedules that are due; 0 runs no scheduler here."""
     schedule_grace: float = 60.0
     """Seconds late a schedule's run may start; a run later than that was missed (see a schedule's catch-up)."""
-    """How the API and the workers write their logs: one of ``machinery.logs.FORMATS``."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from machinery.engine.errors import InvalidData, InvalidDefinition, NotFound
+from machinery.bootstrap import Config
+from machinery.engine.errors import InvalidConfig, InvalidData, InvalidDefinition, NotFound
 from machinery.engine.state import EventStatus
 from machinery.engine.timetable import CatchUp, Overlap, Schedule, run_key
 from machinery.runtime import Plans
@@ -211,3 +212,11 @@ def test_the_next_runs_of_a_paused_schedule_are_those_after_now(runtime: Runtime
     runtime.now = START + 125
     assert schedules.next_runs("ticker", 2) == [START + 180, START + 240]
     assert isinstance(schedules.get("ticker"), Schedule)
+
+
+def test_the_scheduler_is_configured_from_the_environment() -> None:
+    config = Config.from_env({"MACHINERY_SCHEDULE_INTERVAL": "0.5", "MACHINERY_SCHEDULE_GRACE": "120"})
+    assert (config.schedule_interval, config.schedule_grace) == (0.5, 120.0)
+    assert (Config.from_env({}).schedule_interval, Config.from_env({}).schedule_grace) == (1.0, 60.0)
+    with pytest.raises(InvalidConfig, match="MACHINERY_SCHEDULE_GRACE"):
+        Config.from_env({"MACHINERY_SCHEDULE_GRACE": "0"})
