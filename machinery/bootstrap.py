@@ -25,6 +25,7 @@ from machinery.engine.ports import ServiceCaller, Store
 from machinery.programs import parse_allowed
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.schedules import Scheduler, Schedules
 from machinery.services.command import DEFAULT_MAX_OUTPUT, CommandCaller
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
@@ -126,6 +127,10 @@ class Config:
     """Whether this process's workers run command services: set by ``machinery worker --commands``, never by the API."""
     commands_root: bool = False
     """Whether they run parameters that require root: ``machinery worker --commands --allow-root``."""
+    schedule_interval: float = 1.0
+    """Seconds between two passes of the scheduler over the schedules that are due; 0 runs no scheduler here."""
+    schedule_grace: float = 60.0
+    """Seconds late a schedule's run may start; a run later than that was missed (see a schedule's catch-up)."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
@@ -144,6 +149,8 @@ class Config:
                 raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
+        if number("SCHEDULE_GRACE", cls.schedule_grace) <= 0:
+            raise InvalidConfig("MACHINERY_SCHEDULE_GRACE should be more than 0 seconds")
         log_format = env.get("MACHINERY_LOG_FORMAT") or "text"
         if log_format not in logs.FORMATS:
             raise InvalidConfig(f"MACHINERY_LOG_FORMAT should be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
@@ -166,6 +173,8 @@ class Config:
             public_url=env.get("MACHINERY_PUBLIC_URL") or None,
             commands_allowed=parse_allowed(env.get("MACHINERY_COMMANDS_ALLOWED", "")),
             commands_max_output=int(number("COMMANDS_MAX_OUTPUT", DEFAULT_MAX_OUTPUT)),
+            schedule_interval=number("SCHEDULE_INTERVAL", cls.schedule_interval),
+            schedule_grace=number("SCHEDULE_GRACE", cls.schedule_grace),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -224,15 +233,20 @@ class Machinery:
             # Embedded, no worker could ever take them: the step waits, saying so, and nothing piles up in memory.
             elsewhere={"command": CeleryDispatcher(self.celery, COMMANDS_QUEUE)} if config.broker_url else {},
         )
+        self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
+        self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
         self._background: list[InProcessWorker | Sweeper] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:
         self.runner.run(event_id, step_id)
 
     def start_sweeper(self) -> None:
-        """Start the sweeper, the health prober unless MACHINERY_HEALTH_INTERVAL is 0, and the purge of old
-        events if MACHINERY_RETENTION_DAYS is set."""
+        """Start the sweeper, the scheduler and the health prober unless their MACHINERY_*_INTERVAL is 0, and the
+        purge of old events if MACHINERY_RETENTION_DAYS is set."""
         self._start(Sweeper(self.runner.sweep, self.config.sweep_interval))
+        if self.config.schedule_interval > 0:
+            report = "the scheduler made %d events of schedules"
+            self._start(Sweeper(self.scheduler.run_due, self.config.schedule_interval, "scheduler", report))
         if self.config.retention_days:
             kept = self.config.retention_days * DAY
             report = "deleted %d finished events past MACHINERY_RETENTION_DAYS"

@@ -8,8 +8,10 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -199,3 +201,25 @@ def test_the_readmes_remote_commands_run_against_a_server(served: str, monkeypat
     assert all(result.exit_code == 0 for result in results.values()), {k: r.output for k, r in results.items()}
     assert '"space_count": 7' in results["send"].stdout
     assert "would be" in results["apply"].stdout
+
+
+def test_the_readmes_schedule_example_runs_at_half_past_nine_on_weekdays_in_paris(client: FlaskClient) -> None:
+    process_text = json.loads((DEFINITIONS / "workflow-process-text.json").read_text())
+    assert client.post("/workflows", json=process_text).status_code == 201
+    session = next(block for block in blocks("console") if "localhost:8080/schedules" in block).replace("\\\n", "")
+    [(path, body)] = re.findall(r"curl -s localhost:8080(/schedules) .*?-d '(.*?)'", session)
+    created = client.post(path, json=json.loads(body))
+    assert created.status_code == 201, created.json
+
+    [preview] = re.findall(r"curl -s '?localhost:8080(/schedules/\S+/next\?count=\d+)'?", session)
+    shown = json.loads(session.split(preview, 1)[1].split("\n", 2)[1])
+    runs = client.get(preview).json["runs"]
+    assert len(runs) == len(shown["runs"])
+    for run in runs:
+        local = datetime.fromisoformat(run).astimezone(ZoneInfo("Europe/Paris"))
+        assert (local.hour, local.minute, local.weekday() < 5) == (9, 30, True)
+
+    for path in re.findall(r"curl -s (?:-X POST )?localhost:8080(/schedules/\S+)", session):
+        response = client.post(path) if path.endswith("/pause") else client.get(path)
+        assert response.status_code == 200, (path, response.json)
+    assert client.get("/schedules/morning-report").json["paused"] is True

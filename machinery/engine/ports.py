@@ -15,6 +15,7 @@ from machinery.engine.calls import Call, CallFailure
 from machinery.engine.health import Health
 from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.state import Event, EventStatus, Item
+from machinery.engine.timetable import Schedule
 
 T = TypeVar("T")
 
@@ -251,7 +252,34 @@ class EventStore(ItemStore, Protocol):
         """
 
 
-class Store(RegistryStore, EventStore, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules (see :mod:`machinery.engine.timetable`), and the events they made."""
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule with a fresh id and version 1; Conflict if the name is taken."""
+
+    def get_schedule(self, key: str) -> Schedule:
+        """By id or by name; NotFound if neither matches."""
+
+    def list_schedules(self, *, offset: int, limit: int) -> Page[Schedule]:
+        """Ordered by name."""
+
+    def save_schedule(self, schedule: Schedule) -> bool:
+        """Write ``schedule`` if the stored version is still ``schedule.version``, as :meth:`EventStore.save_event`:
+        of the schedulers deciding the same tick from the same record, one only succeeds."""
+
+    def delete_schedule(self, key: str) -> None:
+        """By id or by name; NotFound if neither matches. The events it made stay."""
+
+    def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        """Schedules whose ``due_at`` has come, earliest first, found without looking at the others."""
+
+    def schedule_events(self, schedule: Schedule, *, offset: int, limit: int) -> Page[Event]:
+        """The events the schedule made (those of its workflow whose idempotency key begins with
+        :func:`~machinery.engine.timetable.key_prefix`), the latest run first."""
+
+
+class Store(RegistryStore, EventStore, ScheduleStore, Protocol):
     """One database holding both definitions and event state."""
 
     def ping(self) -> None:

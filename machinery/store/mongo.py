@@ -20,6 +20,7 @@ Documents are the plain shapes of :mod:`machinery.codec` and
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -38,6 +39,7 @@ from machinery.engine.health import Health
 from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
+from machinery.engine.timetable import Schedule, key_prefix
 from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
@@ -61,9 +63,11 @@ class MongoStore:
         self._service_health: Collection[Doc] = database.service_health
         self._items: Collection[Doc] = database.items
         self._counts: Collection[Doc] = database.event_counts
+        self._schedules: Collection[Doc] = database.schedules
         self._database = database
         self._create_indexes()
         self._create_item_indexes()
+        self._create_schedule_indexes()
         if self._counts.find_one() is None and self._events.find_one({}, {"_id": True}) is not None:
             self.recount_events()
 
@@ -515,6 +519,62 @@ class MongoStore:
         # Only the items with something left to do: most of a large map's items are done and have no due_at.
         self._items.create_index("due_at", partialFilterExpression={"due_at": {"$type": "number"}})
 
+    # Schedules: documents of the shape of Schedule.to_doc, with ``id`` as ``_id`` and ``due_at`` beside it.
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule with a fresh id and version 1; Conflict if the name is taken."""
+        stored = replace(schedule, id=uuid4().hex, version=1)
+        try:
+            self._schedules.insert_one(_schedule_doc(stored))
+        except DuplicateKeyError:
+            raise _taken("schedule", stored.name) from None
+        return stored
+
+    def get_schedule(self, key: str) -> Schedule:
+        """By id or by name; NotFound if neither matches."""
+        return _load_schedule(self._find_schedule(key))
+
+    def list_schedules(self, *, offset: int, limit: int) -> Page[Schedule]:
+        """Ordered by name."""
+        return _page(self._schedules, {}, [("name", ASCENDING)], offset, limit, _load_schedule)
+
+    def save_schedule(self, schedule: Schedule) -> bool:
+        """Write ``schedule`` if the stored version is still ``schedule.version``, and then bump both."""
+        doc = _schedule_doc(schedule)
+        doc["version"] = schedule.version + 1
+        if not self._schedules.replace_one({"_id": schedule.id, "version": schedule.version}, doc).matched_count:
+            return False
+        schedule.version += 1
+        return True
+
+    def delete_schedule(self, key: str) -> None:
+        """By id or by name; NotFound if neither matches."""
+        self._schedules.delete_one({"_id": self._find_schedule(key)["_id"]})
+
+    def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        # The $type is the filter of the partial index, which holds only the schedules that will be due.
+        docs = self._schedules.find({"due_at": {"$type": "number", "$lte": now}})
+        return [_load_schedule(doc) for doc in docs.sort("due_at", ASCENDING).limit(limit)]
+
+    def schedule_events(self, schedule: Schedule, *, offset: int, limit: int) -> Page[Event]:
+        """The latest run first: the keys of a schedule's runs sort as their times."""
+        # An anchored prefix, which MongoDB reads as a range of the index on (workflow_id, idempotency_key).
+        query = {
+            "workflow_id": schedule.workflow_id,
+            "idempotency_key": {"$regex": f"^{re.escape(key_prefix(schedule.id))}"},
+        }
+        return _page(self._events, query, [("idempotency_key", DESCENDING)], offset, limit, Event.from_doc)
+
+    def _find_schedule(self, key: str) -> Doc:
+        doc = self._schedules.find_one({"_id": key}) or self._schedules.find_one({"name": key})
+        if doc is None:
+            raise NotFound(f"no schedule {key!r}")
+        return doc
+
+    def _create_schedule_indexes(self) -> None:
+        self._schedules.create_index("name", unique=True)
+        self._schedules.create_index("due_at", partialFilterExpression={"due_at": {"$type": "number"}})
+
     # Helpers
 
     def _create_indexes(self) -> None:
@@ -648,6 +708,14 @@ def _same_json(path: tuple[str, ...], value: Any) -> Doc:
 
 def _load_event(doc: Doc) -> Event:
     return Event.from_doc(_from_mongo(doc))
+
+
+def _schedule_doc(schedule: Schedule) -> Doc:
+    return _to_mongo(schedule.to_doc()) | {"due_at": schedule.due_at}
+
+
+def _load_schedule(doc: Doc) -> Schedule:
+    return Schedule.from_doc(_from_mongo(doc))
 
 
 def _service_doc(service: Service, used_by: list[str]) -> Doc:

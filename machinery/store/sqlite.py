@@ -29,6 +29,7 @@ from machinery.engine.health import Health
 from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
+from machinery.engine.timetable import Schedule, key_prefix
 from machinery.store import data_conditions, load_service, load_workflow
 
 T = TypeVar("T")
@@ -174,6 +175,7 @@ class SqliteStore:
         self._inherited: list[sqlite3.Connection] = []
         self._db().executescript(_SCHEMA)
         self._count_events()
+        self._db().executescript(_SCHEDULES_SCHEMA)
 
     def ping(self) -> None:
         self._db().execute("SELECT 1 FROM events LIMIT 1").fetchall()
@@ -668,6 +670,56 @@ class SqliteStore:
         rows = self._db().execute("SELECT doc FROM items WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
         return [Item.from_doc(_doc(row)) for row in rows]
 
+    # Schedules
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule with a fresh id and version 1; Conflict if the name is taken."""
+        stored = replace(schedule, id=uuid4().hex, version=1)
+        try:
+            self._db().execute(
+                "INSERT INTO schedules (id, name, due_at, version, doc) VALUES (?, ?, ?, ?, ?)",
+                (stored.id, stored.name, stored.due_at, stored.version, _dumps(stored.to_doc())),
+            )
+        except sqlite3.IntegrityError:
+            raise _taken("schedule", stored.name) from None
+        return stored
+
+    def get_schedule(self, key: str) -> Schedule:
+        """By id or by name; NotFound if neither matches."""
+        return Schedule.from_doc(_doc(_schedule_row(self._db(), key)))
+
+    def list_schedules(self, *, offset: int, limit: int) -> Page[Schedule]:
+        """Ordered by name."""
+        return self._page("FROM schedules", (), "name", offset, limit, Schedule.from_doc)
+
+    def save_schedule(self, schedule: Schedule) -> bool:
+        """Write ``schedule`` if the stored version is still ``schedule.version``, and then bump both."""
+        doc = schedule.to_doc()
+        doc["version"] = schedule.version + 1
+        saved = (
+            self._db().execute(_SAVE_SCHEDULE, (_dumps(doc), schedule.due_at, schedule.id, schedule.version)).rowcount
+        )
+        if saved:
+            schedule.version += 1
+        return bool(saved)
+
+    def delete_schedule(self, key: str) -> None:
+        """By id or by name; NotFound if neither matches."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM schedules WHERE id = ?", (_schedule_row(db, key)["id"],))
+
+    def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        rows = self._db().execute("SELECT doc FROM schedules WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
+        return [Schedule.from_doc(_doc(row)) for row in rows]
+
+    def schedule_events(self, schedule: Schedule, *, offset: int, limit: int) -> Page[Event]:
+        """The latest run first: the keys of a schedule's runs sort as their times."""
+        prefix = key_prefix(schedule.id)
+        # A range of the keys, which the index on (workflow_id, idempotency_key) reads in order.
+        query = "FROM events WHERE workflow_id = ? AND idempotency_key >= ? AND idempotency_key < ?"
+        params = (schedule.workflow_id, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        return self._page(query, params, "idempotency_key DESC", offset, limit, Event.from_doc)
+
     # Connections
 
     def _db(self) -> sqlite3.Connection:
@@ -856,12 +908,17 @@ def _users(db: sqlite3.Connection, service: str) -> list[str]:
 
 
 def _workflow_row(db: sqlite3.Connection, key: str) -> sqlite3.Row:
-    # A key that is one workflow's id and another's name means the id.
+    return _row_by_key(db, "workflow", key)
+
+
+def _row_by_key(db: sqlite3.Connection, kind: str, key: str) -> sqlite3.Row:
+    """The id and document of the ``kind`` (workflow or schedule) whose id or name is ``key``."""
+    # A key that is one's id and another's name means the id.
     row: sqlite3.Row | None = db.execute(
-        "SELECT id, doc FROM workflows WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", (key,)
+        f"SELECT id, doc FROM {kind}s WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", (key,)
     ).fetchone()
     if row is None:
-        raise NotFound(f"no workflow {key!r}")
+        raise NotFound(f"no {kind} {key!r}")
     return row
 
 
@@ -893,3 +950,22 @@ def _record_version(db: sqlite3.Connection, workflow: Workflow, doc: str, servic
 
 def _taken(kind: str, name: str) -> Conflict:
     return Conflict(f"a {kind} named {name!r} already exists")
+
+
+# Schedules
+
+_SCHEDULES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    due_at REAL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (due_at) WHERE due_at IS NOT NULL;
+"""
+_SAVE_SCHEDULE = "UPDATE schedules SET doc = ?, version = version + 1, due_at = ? WHERE id = ? AND version = ?"
+
+
+def _schedule_row(db: sqlite3.Connection, key: str) -> sqlite3.Row:
+    return _row_by_key(db, "schedule", key)

@@ -89,6 +89,12 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/events/{event_id}/graph",
         "/events/{event_id}/graph.{suffix}",
         "/whoami",
+        "/schedules",
+        "/schedules/{key}",
+        "/schedules/{key}/pause",
+        "/schedules/{key}/resume",
+        "/schedules/{key}/next",
+        "/schedules/{key}/events",
     }
     schemathesis.openapi.from_dict(document).validate()
 

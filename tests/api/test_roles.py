@@ -23,6 +23,9 @@ REQUESTS = [
     ("GET", "/health/services", Role.READER),
     ("GET", "/metrics", Role.READER),
     ("GET", "/whoami", Role.READER),
+    ("GET", "/schedules", Role.READER),
+    ("GET", "/schedules/no-such-schedule/next", Role.READER),
+    ("GET", "/schedules/no-such-schedule/events", Role.READER),
     ("POST", "/e/process-text", Role.PRODUCER),
     ("POST", "/events/retry", Role.PRODUCER),
     ("POST", "/events/no-such-event/cancel", Role.PRODUCER),
@@ -30,6 +33,10 @@ REQUESTS = [
     ("POST", "/services", Role.ADMIN),
     ("PUT", "/workflows/process-text", Role.ADMIN),
     ("DELETE", "/services/upper", Role.ADMIN),
+    ("POST", "/schedules", Role.ADMIN),
+    ("POST", "/schedules/no-such-schedule/pause", Role.ADMIN),
+    ("POST", "/schedules/no-such-schedule/resume", Role.ADMIN),
+    ("DELETE", "/schedules/no-such-schedule", Role.ADMIN),
 ]
 """Representative requests and the role each needs; their bodies are empty, so those let through may be 4xx."""
 

@@ -5,6 +5,7 @@
 import { eventPage } from "./event.js";
 import { eventsPage } from "./events.js";
 import { executablesPage } from "./executables.js";
+import { schedulesPage } from "./schedules.js";
 import { servicesPage } from "./services.js";
 import { register, start } from "./shared.js";
 import { workflowPage } from "./workflow.js";
@@ -16,4 +17,5 @@ register(/^\/workflows$/, workflowsPage);
 register(/^\/workflows\/([^/]+)$/, workflowPage);
 register(/^\/events$/, eventsPage);
 register(/^\/events\/([^/]+)$/, eventPage);
+register(/^\/schedules$/, schedulesPage);
 start();
