@@ -50,7 +50,7 @@ KIND_FIELDS = {
     DELAY: {"seconds", "until"},
     WAIT: {"signal", "timeout", "on_timeout", "outputs", "output"},
     TRANSFORM: {"compute", "outputs", "output"},
-    MAP: {"service", "input", "output", "items", "item", "concurrency", "results"},
+    MAP: {"service", "workflow", "version", "input", "output", "items", "item", "concurrency", "results"},
     WORKFLOW: {"workflow", "version", "input", "output"},
     FAIL: {"message"},
     SUCCEED: {"message"},

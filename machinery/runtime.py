@@ -313,12 +313,16 @@ class Events:
         return children
 
     def _reach_children(self, event: Event, status: StepStatus, change: Callable[[str], Event]) -> None:
-        """Apply ``change`` to the child event of each step of ``event`` in ``status``; a child that cannot
-        take it (over already, say) is left as it is."""
-        for state in event.steps.values():
-            if state.child is not None and state.status is status:
-                with contextlib.suppress(InvalidState, NotFound):
-                    change(state.child)
+        """Apply ``change`` to the child event of each step of ``event`` in ``status``, and of each item of its map
+        steps waiting for one; a child that cannot take it (over already, say) is left as it is."""
+        children = [state.child for state in event.steps.values() if state.child is not None and state.status is status]
+        for step_id, state in event.steps.items():
+            if state.fanout is not None:
+                waiting = _every_item(self.store, event.id, step_id, (WAITING,))
+                children += [item.state.child for item in waiting if item.state.child is not None]
+        for child in children:
+            with contextlib.suppress(InvalidState, NotFound):
+                change(child)
 
     def rerun(self, event_id: str) -> Event:
         """A new event with the data of ``event_id``, on its workflow's current version (after a fix, say)."""
@@ -631,9 +635,49 @@ class Runner:
                 )
         return event, next_call
 
-    def _create_child(self, event: Event, call: Call) -> tuple[str | None, bool, CallFailure | None]:
-        """The id of the child event of ``call`` and whether it was created now (not by a claim before it), or why
-        it cannot be."""
+    def _start_item_child(self, item: Item, call: Call) -> None:
+        """Start the child event of a claimed item of a map over a workflow: the item waits for it."""
+        child_id, created, error = self._create_child(self.store.get_event(item.event_id), call, item.index)
+        if child_id is None:
+            finished = self._finish_item(item, call, None, error)
+            following = self._after_item(finished) if finished is not None else None
+            if following is not None:
+                _send_item(self.dispatcher, following, self.clock())
+            return
+        started = change_item(self.store, item, lambda i: decider.item_child_started(i, call, child_id, self.settings))
+        if started is None or created:
+            return
+        # Started by a claim that was lost, or before a retry of the parent: a failed child is retried, and the
+        # outcome of one that has ended is handed back now.
+        child = self.store.get_event(child_id)
+        if child.status is EVENT_FAILED:
+            with contextlib.suppress(InvalidState):
+                self.events.retry(child_id)
+                return
+        if child.status in TERMINAL_EVENT:
+            self._hand_back_item(child)
+
+    def _hand_back_item(self, child: Event) -> None:
+        """Hand the outcome of the ended ``child`` to the item of a map over a workflow that waits for it, and go
+        on with its lane."""
+        assert child.parent is not None
+        try:
+            item = self.store.get_item(child.parent["event"], child.parent["step"], child.parent["item"])
+        except NotFound:
+            return
+        workflow = self.plans.for_event(child).workflow
+        adopted = change_item(
+            self.store, item, lambda i: decider.adopt_item(i, child, workflow, self.clock(), self.settings)
+        )
+        following = self._after_item(adopted) if adopted is not None else None
+        if following is not None:
+            _send_item(self.dispatcher, following, self.clock())
+
+    def _create_child(
+        self, event: Event, call: Call, item: int | None = None
+    ) -> tuple[str | None, bool, CallFailure | None]:
+        """The id of the child event of ``call`` (of ``item``, for a map) and whether it was created now (not by a
+        claim before it), or why it cannot be."""
         depth = (event.parent or {}).get("depth", 0) + 1
         if depth > self.settings.max_workflow_depth:
             message = (
@@ -646,7 +690,9 @@ class Runner:
             plan = self.plans.for_version(workflow_id, version)
         except NotFound:
             return None, False, CallFailure(f"{call.service.name} is no longer registered", False, ErrorKind.CONFIG)
-        parent = {"event": event.id, "step": call.step_id, "depth": depth}
+        parent: dict[str, Any] = {"event": event.id, "step": call.step_id, "depth": depth}
+        if item is not None:
+            parent["item"] = item
         try:
             child = decider.accept(
                 plan,
@@ -666,12 +712,16 @@ class Runner:
         return stored.id, created, None
 
     def _hand_back(self, child_id: str) -> None:
-        """Handle ``@parent``: hand an ended child's outcome to its parent's step, then note it handed back."""
+        """Handle ``@parent``: hand an ended child's outcome to its parent's step (or item), then note it handed
+        back."""
         child = self.store.get_event(child_id)
         state = child.to_parent
         if child.parent is None or child.status not in TERMINAL_EVENT or state is None or state.status.terminal:
             return
-        hand_back(self.store, self.dispatcher, self.plans, child, self.clock, self.settings, observe=self.observe)
+        if "item" in child.parent:
+            self._hand_back_item(child)
+        else:
+            hand_back(self.store, self.dispatcher, self.plans, child, self.clock, self.settings, observe=self.observe)
         update(self.store, self.dispatcher, child_id, lambda c: decider.handed_back(c, self.clock(), self.settings))
 
     def _finish(self, event_id: str, call: Call, outputs: Any, error: CallFailure | None) -> tuple[Event, Call | None]:
@@ -710,6 +760,9 @@ class Runner:
                 return
             finished: Item | None = claimed[0]
             call = claimed[1]
+            if call is not None and call.service.kind == CHILD:
+                self._start_item_child(claimed[0], call)
+                return
             if call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
                     try:

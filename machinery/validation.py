@@ -282,7 +282,7 @@ _REQUIRED = {
     SWITCH: ("expression",),
     WAIT: ("signal",),
     TRANSFORM: ("compute",),
-    MAP: ("service", "items", "item"),
+    MAP: ("items", "item"),
     WORKFLOW: ("workflow",),
 }
 
@@ -356,6 +356,10 @@ class StepSchema(StrictSchema):
             errors["seconds"] = ["a delay needs either 'seconds' or 'until'"]
         if kind == WAIT and data.get("on_timeout") and "timeout" not in data:
             errors["timeout"] = ["'on_timeout' needs a 'timeout'"]
+        if kind == MAP and ("service" in data) == ("workflow" in data):
+            errors["service"] = ["a map step calls either a 'service' or a 'workflow' for each item"]
+        if kind == MAP and "version" in data and "workflow" not in data:
+            errors["version"] = ["'version' pins the 'workflow' a map step runs"]
         errors = errors or _reference_errors(data)
         if errors:
             raise ValidationError(errors)

@@ -90,8 +90,8 @@ def check_workflow(workflow: Workflow, services: Mapping[str, Service], expressi
                 Problem(
                     f"step '{step.id}' calls {kind.callee_label(step)}, which is not registered",
                     step=step.id,
-                    field=kind.callee_field,
-                    found=getattr(step, kind.callee_field),
+                    field=kind.callee_field(step),
+                    found=getattr(step, kind.callee_field(step)),
                 )
             )
     graph, structure = build(workflow)

@@ -29,7 +29,7 @@ from typing import Any
 from machinery.engine.attempts import callback_missed, record, start, take_over, unregistered
 from machinery.engine.callbacks import callback, heartbeat
 from machinery.engine.calls import Call, CallFailure, ErrorKind
-from machinery.engine.children import adopt, handed_back, wait_for_child, waiting_for
+from machinery.engine.children import adopt, child_failure, handed_back, wait_for_child, waiting_for
 from machinery.engine.dataflow import contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
 from machinery.engine.fanout import (
@@ -45,7 +45,7 @@ from machinery.engine.fanout import (
     settle,
 )
 from machinery.engine.kinds.workflow import CHILD
-from machinery.engine.model import Service
+from machinery.engine.model import Service, Workflow
 from machinery.engine.notification import claim_notification, finish_notification
 from machinery.engine.operations import cancel, expire, nudged, pause, resume, retry, signal
 from machinery.engine.plan import Plan, Settings
@@ -54,23 +54,27 @@ from machinery.engine.schedule import deadline, overdue_units, past_deadline, re
 from machinery.engine.state import (
     CLAIMABLE,
     COMPLETED,
+    EVENT_COMPLETED,
     EVENT_RUNNING,
     IDLE,
     READY,
     RETRYING,
     RUNNING,
+    TERMINAL_EVENT,
     WAITING,
     Event,
+    Item,
     StepState,
 )
 from machinery.engine.types import type_of
-from machinery.engine.units import NOTIFY_UNIT, PARENT_UNIT, fail_step, unit_state
+from machinery.engine.units import NOTIFY_UNIT, PARENT_UNIT, complete, fail_state, fail_step, unit_state
 
 __all__ = [
     "NOTIFY_UNIT",
     "PARENT_UNIT",
     "accept",
     "adopt",
+    "adopt_item",
     "await_worker",
     "callback",
     "cancel",
@@ -80,6 +84,7 @@ __all__ = [
     "handed_on",
     "heartbeat",
     "item_failed",
+    "item_child_started",
     "items_completed",
     "nudged_item",
     "parked",
@@ -259,3 +264,33 @@ def finish(
     elif state.status is COMPLETED:
         advance(plan, event, now, ended=call.step_id)
     return close(plan, event, now, settings)
+
+
+def item_child_started(item: Item, call: Call, child_id: str, settings: Settings) -> Item | None:
+    """An item of a map over a workflow once its worker has started its child event: it waits for it, as a
+    ``workflow`` step does; None when the claim is no longer this call's."""
+    if item.state.status is not RUNNING or item.state.token != call.token:
+        return None
+    item = item.copy()
+    wait_for_child(item.state, child_id)
+    return settle(item, settings)
+
+
+def adopt_item(item: Item, child: Event, child_workflow: Workflow, now: float, settings: Settings) -> Item | None:
+    """An item of a map over a workflow once it has taken the outcome of its ended ``child``: completed with the
+    child's outputs, checked against its workflow's, or failed naming it; None if it waits for it no more."""
+    if child.status not in TERMINAL_EVENT or item.state.status is not WAITING or item.state.child != child.id:
+        return None
+    item = item.copy()
+    if child.status is EVENT_COMPLETED:
+        outputs, problems = fill(
+            child_workflow.outputs, child.outputs or {}, f"workflow '{child.workflow_name}' output"
+        )
+        if not problems:
+            complete(item.state, outputs, now)
+            return settle(item, settings)
+        error = contract_failure(f"child event '{child.id}' ended outside its workflow's contract: ", problems)
+    else:
+        error = child_failure(child)
+    fail_state(item.state, error, now)
+    return settle(item, settings)

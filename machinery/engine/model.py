@@ -258,7 +258,8 @@ class Step:
     - ``transform``: ``compute`` maps each of its ``outputs`` to an expression.
     - ``map``: calls ``service`` once per element of ``items``, passing it as input ``item``,
       at most ``concurrency`` at once; its output ``results`` lists the answers in order,
-      unless ``results`` is ``discard`` (then it has no outputs).
+      unless ``results`` is ``discard`` (then it has no outputs). With ``workflow`` in place of
+      ``service``, each item runs that workflow as a child event, and its answer is the child's outputs.
     - ``workflow``: runs the registered workflow ``workflow`` (its ``version`` if pinned, else its current one) as a
       child event, its inputs and outputs mapped as a service step's are; its outputs are the child's.
     - ``fail`` and ``succeed``: end the event, saying ``message``.

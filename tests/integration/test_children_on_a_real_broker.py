@@ -118,3 +118,31 @@ def test_cancelling_a_parent_cancels_its_running_child(
 
     assert machinery.events.get(event_id).status is EventStatus.CANCELLED
     assert machinery.events.get(child.id).status is EventStatus.CANCELLED
+
+
+def test_a_map_over_a_child_workflow_runs_each_items_chain(
+    machinery: Machinery, example_services: dict[str, Service], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    machinery.registry.add_workflow(
+        WorkflowSchema().load(
+            {
+                "name": "each-text",
+                "inputs": [{"name": "lines", "type": "array", "items": "string"}],
+                "outputs": [{"name": "results", "type": "array", "items": "object"}],
+                "steps": [
+                    {"id": "each", "kind": "map", "workflow": "process-text", "items": "$.input.lines",
+                     "item": "message", "concurrency": 3}
+                ],
+            }
+        )
+    )  # fmt: skip
+    start_worker(concurrency=2)
+    lines = [f"line {i} of text" for i in range(8)]
+
+    done = finished(machinery.events, machinery.events.submit("each-text", {"lines": lines})[0].id, timeout=60)
+
+    assert done.status is EventStatus.COMPLETED, done.error
+    assert done.outputs == {"results": [{"message": line.upper()[::-1], "space_count": 3} for line in lines]}
+    kids = children(machinery, done.id)
+    assert sorted(kid.parent["item"] for kid in kids if kid.parent) == list(range(8))
+    assert {kid.status for kid in kids} == {EventStatus.COMPLETED}

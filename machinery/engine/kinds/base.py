@@ -29,8 +29,6 @@ class StepKind:
     """Whether its units are claimed by workers, to call its ``service``; the engine runs the other kinds itself."""
     writes_context: ClassVar[bool] = False
     """Whether its outputs go into the context (a switch's ``value`` does not)."""
-    callee_field: ClassVar[str] = "service"
-    """The step's field naming what it calls, for a kind that ``calls_service``."""
     evaluates: ClassVar[bool] = False
     """Whether running it evaluates expressions: then only a worker runs it, never the API's thread."""
     fans_out: ClassVar[bool] = False
@@ -43,6 +41,10 @@ class StepKind:
     def callee_label(self, step: Step) -> str:
         """What the step calls, for messages: ``service 'upper'``."""
         return f"service '{self.callee(step)}'"
+
+    def callee_field(self, step: Step) -> str:
+        """The step's field naming what it calls."""
+        return "service"
 
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
         """The fields ``step`` adds to the context (before ``output`` renames them), given the registered services."""

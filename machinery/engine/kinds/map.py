@@ -1,4 +1,4 @@
-"""``map``: call a service once per element of an array, at most ``concurrency`` at once.
+"""``map``: call a service (or run a workflow) once per element of an array, at most ``concurrency`` at once.
 
 A worker claiming the step fans it out into items, one per element: records of their own
 (:mod:`machinery.engine.fanout`), each passing its element to the service as its input ``item``.
@@ -14,6 +14,7 @@ from machinery.engine.calls import CallFailure, ErrorKind
 from machinery.engine.dataflow import call_inputs, contract_failure, fill, lookup, step_context
 from machinery.engine.errors import Problem
 from machinery.engine.kinds.service import ServiceKind
+from machinery.engine.kinds.workflow import WorkflowKind, contract_key
 from machinery.engine.model import CALLBACK, DISCARD, Field, Service, Step
 from machinery.engine.scope import Definitions, Scope, check_flow
 from machinery.engine.state import RUNNING, Event, Item, StepState
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from machinery.engine.plan import Plan, Settings
 
+WORKFLOW_KIND = WorkflowKind()
 RESULTS = Field("results", FieldType("array", FieldType("object")), "The answers, in the order of the items")
 
 
@@ -32,12 +34,21 @@ class MapKind(ServiceKind):
     name = "map"
     fans_out = True
 
+    def callee(self, step: Step) -> str | None:
+        return contract_key(step.workflow, step.version) if step.workflow is not None else step.service
+
+    def callee_label(self, step: Step) -> str:
+        return WORKFLOW_KIND.callee_label(step) if step.workflow is not None else super().callee_label(step)
+
+    def callee_field(self, step: Step) -> str:
+        return "workflow" if step.workflow is not None else "service"
+
     def writes(self, step: Step, services: Mapping[str, Service]) -> tuple[Field, ...]:
         return () if step.results == DISCARD else (RESULTS,)
 
     def check(self, step: Step, scope: Scope, definitions: Definitions) -> list[Problem]:
         problems = super().check(step, scope, definitions)
-        service = definitions.services.get(step.service or "")
+        service = definitions.services.get(self.callee(step) or "")
         if service is not None and service.mode == CALLBACK:
             problems.append(
                 Problem(
@@ -51,7 +62,7 @@ class MapKind(ServiceKind):
             problems.append(
                 Problem(
                     f"map step '{step.id}' passes each item as '{step.item}', "
-                    f"which service '{service.name}' does not take",
+                    f"which {self.callee_label(step)} does not take",
                     step=step.id,
                     field="item",
                 )

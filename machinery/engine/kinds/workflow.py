@@ -50,7 +50,9 @@ def contract(workflow: Workflow, key: str) -> Service:
 
 class WorkflowKind(ServiceKind):
     name = "workflow"
-    callee_field = "workflow"
+
+    def callee_field(self, step: Step) -> str:
+        return "workflow"
 
     def callee(self, step: Step) -> str | None:
         return contract_key(step.workflow or "", step.version)
