@@ -24,7 +24,7 @@ from machinery.bootstrap import DAY, Config, Machinery
 from machinery.client import Client, EventView, ItemCounts, StepView
 from machinery.codec import executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import ConversionError, InvalidConfig, MachineryError, NotFound, Unauthorized
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import Page, every
 from machinery.engine.state import EventStatus
 from machinery.importers import convert
@@ -68,7 +68,7 @@ class _Main(click.Group):
 
 
 class Definitions(Protocol):
-    """What ``apply`` and ``export`` need of the services and workflows: the local store's
+    """What ``apply`` and ``export`` need of the executables, services and workflows: the local store's
     :class:`~machinery.registry.Registry`, or a running server's through :class:`~machinery.client.Client`."""
 
     def get_service(self, name: str) -> Service: ...
@@ -79,6 +79,10 @@ class Definitions(Protocol):
     def add_workflow(self, workflow: Workflow) -> Workflow: ...
     def replace_workflow(self, key: str, workflow: Workflow) -> Workflow: ...
     def list_workflows(self, *, offset: int = 0, limit: int = 100) -> Page[Workflow]: ...
+    def get_executable(self, name: str) -> Executable: ...
+    def add_executable(self, executable: Executable) -> Executable: ...
+    def replace_executable(self, name: str, executable: Executable) -> Executable: ...
+    def list_executables(self, *, offset: int = 0, limit: int = 100) -> Page[Executable]: ...
 
 
 def _machinery() -> Machinery:
@@ -227,7 +231,7 @@ def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
     first, then services, so that a definition can use one defined beside it, and
     a workflow goes after those beside it that its steps run as children. With
     --dry-run nothing is written, and so nothing is type-checked: the store checks
-    what it is given. Executables are registered in the local store only.
+    what it is given.
     """
     registry = _definitions(client)
     executables, services, workflows = [], [], []
@@ -246,8 +250,6 @@ def apply(paths: Sequence[Path], dry_run: bool, client: Client | None) -> None:
                 " 'steps') nor an executable (no 'path' and 'parameters')",
                 EXIT_INVALID,
             )
-    if executables and client is not None:
-        _fail(f"{executables[0][0]}: executables are registered in the local store only, not with --url", EXIT_INVALID)
     for path, doc in executables:
         _apply_one(path, doc, registry, "executable", dry_run)
     for path, doc in services:
@@ -313,9 +315,8 @@ def export(out: Path, client: Client | None) -> None:
     """
     registry = _definitions(client)
     out.mkdir(parents=True, exist_ok=True)
-    if client is None:
-        for executable in every(_machinery().registry.list_executables):
-            _write(out / f"executable-{executable.name}.json", executable_to_dict(executable))
+    for executable in every(registry.list_executables):
+        _write(out / f"executable-{executable.name}.json", executable_to_dict(executable))
     for service in every(registry.list_services):
         _write(out / f"service-{service.name}.json", service_to_dict(service))
     for workflow in every(registry.list_workflows):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,7 +28,14 @@ from urllib.parse import quote
 
 import requests
 
-from machinery.codec import service_from_dict, service_to_dict, workflow_from_dict, workflow_to_dict
+from machinery.codec import (
+    executable_from_dict,
+    executable_to_dict,
+    service_from_dict,
+    service_to_dict,
+    workflow_from_dict,
+    workflow_to_dict,
+)
 from machinery.engine.errors import (
     Conflict,
     Forbidden,
@@ -42,7 +49,7 @@ from machinery.engine.errors import (
     Unauthorized,
     Unreachable,
 )
-from machinery.engine.model import Service, Workflow
+from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import Page
 from machinery.engine.state import EventStatus, StepStatus
 
@@ -226,6 +233,33 @@ class Client:
 
     def delete_service(self, name: str) -> None:
         self._request("DELETE", f"/services/{_segment(name)}")
+
+    # Executables
+
+    def list_executables(self, *, offset: int = 0, limit: int = 100) -> Page[Executable]:
+        return self._page("/executables", executable_from_dict, offset=offset, limit=limit)
+
+    def get_executable(self, name: str) -> Executable:
+        return executable_from_dict(self._json("GET", f"/executables/{_segment(name)}"))
+
+    def add_executable(self, executable: Executable) -> Executable:
+        body = _executable_body(executable)
+        return executable_from_dict(self._json("POST", "/executables", body, errors=DEFINITION_ERRORS))
+
+    def replace_executable(self, name: str, executable: Executable) -> Executable:
+        body = _executable_body(executable)
+        path = f"/executables/{_segment(name)}"
+        return executable_from_dict(self._json("PUT", path, body, errors=DEFINITION_ERRORS))
+
+    def delete_executable(self, name: str) -> None:
+        self._request("DELETE", f"/executables/{_segment(name)}")
+
+    def check_flags(self, name: str, flags: Sequence[str]) -> tuple[str, ...]:
+        """The argv order of ``flags`` for the executable ``name``; InvalidDefinition saying why they cannot go
+        together."""
+        body = {"flags": list(flags)}
+        answer = self._json("POST", f"/executables/{_segment(name)}/check", body, errors=DEFINITION_ERRORS)
+        return tuple(answer["argv"])
 
     # Workflows
 
@@ -464,6 +498,11 @@ def _error(response: requests.Response, errors: Mapping[int, type[MachineryError
 def _service_body(service: Service) -> dict[str, Any]:
     # In clear: what is sent is what the user wrote; the server redacts what it answers.
     return _definition(service_to_dict(service, in_clear=True))
+
+
+def _executable_body(executable: Executable) -> dict[str, Any]:
+    # Its version is the program's own, a string the server keeps; only the revision is the server's.
+    return {k: v for k, v in executable_to_dict(executable).items() if k not in ("id", "revision")}
 
 
 def _workflow_body(workflow: Workflow) -> dict[str, Any]:

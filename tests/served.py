@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,10 +28,13 @@ TOKENS = f"admin:{ADMIN},reader:{READER}"
 
 
 @contextmanager
-def machinery_serve(data_dir: Path, tokens: str | None = None) -> Iterator[str]:
-    """The base URL of ``machinery serve`` on a free port, storing in ``data_dir``, up until the block ends."""
+def machinery_serve(
+    data_dir: Path, tokens: str | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """The base URL of ``machinery serve`` on a free port, storing in ``data_dir``, with ``settings`` in its
+    environment, up until the block ends."""
     port = free_port()
-    env = {**os.environ, "MACHINERY_DATA_DIR": str(data_dir), "MACHINERY_HEALTH_INTERVAL": "0"}
+    env = {**os.environ, "MACHINERY_DATA_DIR": str(data_dir), "MACHINERY_HEALTH_INTERVAL": "0", **(settings or {})}
     for name in ("MACHINERY_BROKER_URL", "MACHINERY_MONGO_URI", "MACHINERY_API_TOKENS", "MACHINERY_URL"):
         env.pop(name, None)
     if tokens:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from examples.services import DEFINITIONS
 from machinery.api.errors import HTTP_STATUS
 from machinery.client import DEFINITION_ERRORS, ERRORS, EVENT_ERRORS, Client
 from machinery.engine.errors import (
@@ -27,7 +28,7 @@ from machinery.engine.errors import (
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus, StepStatus
-from machinery.validation import ServiceSchema, WorkflowSchema
+from machinery.validation import ExecutableSchema, ServiceSchema, WorkflowSchema
 from tests.served import ADMIN, READER, TOKENS, example_services, machinery_serve
 from tests.support import free_port
 
@@ -53,7 +54,11 @@ def workflow(doc: dict[str, Any]) -> Workflow:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The server's URL, and the example definitions, registered, their services running."""
     tmp = tmp_path_factory.mktemp("client")
-    with machinery_serve(tmp / "data", TOKENS) as url, example_services(tmp / "definitions") as definitions:
+    settings = {"MACHINERY_COMMANDS_ALLOWED": "/usr/bin"}
+    with (
+        machinery_serve(tmp / "data", TOKENS, settings) as url,
+        example_services(tmp / "definitions") as definitions,
+    ):
         with Client(url, ADMIN) as admin:
             for file in sorted(definitions.glob("service-*.json")):
                 admin.add_service(service(json.loads(file.read_text())))
@@ -217,3 +222,24 @@ def test_every_status_the_server_gives_an_error_is_read_back_as_that_error() -> 
         readings = {ERRORS.get(status, MachineryError), DEFINITION_ERRORS.get(status), EVENT_ERRORS.get(status)}
         # An expression is written in a workflow: a write refused for one is an InvalidDefinition.
         assert error in readings or (error is InvalidExpression and InvalidDefinition in readings), error
+
+
+def test_executables_are_registered_checked_and_read_back_through_the_client(admin: Client) -> None:
+    sort = ExecutableSchema().load(json.loads((DEFINITIONS / "commands" / "executable-sort.json").read_text()))
+
+    added = admin.add_executable(sort)
+
+    assert (added.name, added.version, added.revision) == (sort.name, sort.version, 1)
+    assert admin.get_executable("sort").parameters == sort.parameters
+    assert [e.name for e in every(admin.list_executables)] == ["sort"]
+    assert admin.check_flags("sort", ["--stable", "--key", "--field-separator"]) == (
+        "--field-separator",
+        "--key",
+        "--stable",
+    )
+    with pytest.raises(InvalidDefinition) as refused:
+        admin.check_flags("sort", ["--stable"])
+    assert refused.value.problems
+    admin.delete_executable("sort")
+    with pytest.raises(NotFound):
+        admin.get_executable("sort")
