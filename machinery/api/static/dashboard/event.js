@@ -229,6 +229,89 @@ function stepItem(step, failed) {
   );
 }
 
+// A map step's items: a bar of those done, failed, under way and not started, its sentence, and their counts.
+function itemsProgress({ total, counts }) {
+  const count = (...statuses) => statuses.reduce((sum, status) => sum + (counts?.[status] ?? 0), 0);
+  const done = count("completed");
+  const failed = count("failed");
+  const underWay = count("running", "ready", "retrying");
+  const parts = [
+    ["completed", done, "done"],
+    ["failed", failed, "failed"],
+    ["running", underWay, "under way"],
+    ["pending", total - done - failed - underWay, "not started"],
+  ];
+  const bar = h(
+    "div",
+    { class: "items-bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": total, "aria-valuenow": done },
+    parts
+      .filter(([, n]) => n > 0)
+      .map(([status, n, label]) => {
+        const part = h("span", { class: `status-${status}`, title: `${number(n)} ${label}` });
+        part.style.width = `${(100 * n) / total}%`; // set through the CSSOM, not as a style attribute
+        return part;
+      }),
+  );
+  const rank = (status) => (ITEM_STATUSES.includes(status) ? ITEM_STATUSES.indexOf(status) : ITEM_STATUSES.length);
+  const byStatus = Object.entries(counts ?? {}).sort(([a], [b]) => rank(a) - rank(b));
+  return h(
+    "div",
+    { class: "items" },
+    bar,
+    h(
+      "div",
+      { class: "small items-done" },
+      `${number(done)} of ${number(total)} items done`,
+      failed > 0 && `, ${number(failed)} failed`,
+    ),
+    byStatus.length > 0 &&
+      h(
+        "div",
+        { class: "items-counts" },
+        byStatus.map(([status, n]) => h("span", { class: `badge status status-${status}` }, `${number(n)} ${status}`)),
+      ),
+  );
+}
+
+// The failed items of a map step, read a page at a time from its items endpoint at path.
+function failedItems(path, retryable) {
+  const list = h("ul", { class: "history" });
+  const problem = h("div", {});
+  const more = h("button", { hidden: true, onclick: () => load() }, "More");
+  let after = -1;
+  const load = async () => {
+    more.disabled = true;
+    const { ok, data } = await api("GET", `${path}?status=failed&after=${after}&limit=${FAILED_ITEMS_PAGE}`);
+    more.disabled = false;
+    problem.replaceChildren(...(ok ? [] : [alertBox(data)]));
+    if (!ok) return;
+    list.append(
+      ...data.map((item) =>
+        h(
+          "li",
+          {},
+          h("strong", {}, `#${item.index}`),
+          " ",
+          item.error?.message ?? "failed",
+          h("span", { class: "muted" }, ` · ${plural(item.attempts, "attempt")}`),
+        ),
+      ),
+    );
+    after = data.at(-1)?.index ?? after;
+    more.hidden = data.length < FAILED_ITEMS_PAGE;
+  };
+  load();
+  return h(
+    "div",
+    { class: "failed-items" },
+    h("div", { class: "small strong" }, "Failed items"),
+    list,
+    problem,
+    more,
+    retryable && h("p", { class: "muted small" }, "Retry runs only the failed items again."),
+  );
+}
+
 function number(n) {
   return n.toLocaleString();
 }
