@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from examples.services import Handler, JsonService
@@ -94,3 +96,34 @@ def finished(events: Events, event_id: str, timeout: float = 30.0) -> Event:
         timeout=timeout,
         what=f"event {event_id} to finish",
     )
+
+
+class CallbackService:
+    """A callback service on loopback: it answers 202 and hands the callback URL to ``then`` on another thread."""
+
+    def __init__(self, then: Callable[[str, dict[str, Any]], None]) -> None:
+        self.callbacks: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                url = self.headers["X-Machinery-Callback"]
+                service.callbacks.append(url)
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                threading.Thread(target=then, args=(url, payload), daemon=True).start()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/event"
+
+    def stop(self) -> None:
+        self.server.shutdown()

@@ -25,7 +25,7 @@ from machinery.cli import main
 from machinery.client import Client
 from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.served import example_services, machinery_serve
-from tests.support import free_port
+from tests.support import CallbackService, free_port
 
 ROOT = Path(__file__).parents[1]
 SEED = ROOT / "tests" / "fixtures" / "seed"
@@ -223,3 +223,33 @@ def test_the_readmes_schedule_example_runs_at_half_past_nine_on_weekdays_in_pari
         response = client.post(path) if path.endswith("/pause") else client.get(path)
         assert response.status_code == 200, (path, response.json)
     assert client.get("/schedules/morning-report").json["paused"] is True
+
+
+def test_the_readmes_callback_service_takes_the_result_its_curl_posts(tmp_path: Path) -> None:
+    service = CallbackService(lambda url, payload: None)
+    doc = next(d for d in definitions() if d.get("mode") == "callback")
+    machinery = Machinery(Config(data_dir=tmp_path, public_url="http://machinery.test"))
+    client = create_app(machinery).test_client()
+    assert client.post("/services", json=doc | {"address": service.url}).status_code == 201
+    chain = {"name": "later", "inputs": doc["inputs"], "outputs": doc["outputs"], "services": [doc["name"]]}
+    assert client.post("/workflows", json=chain).status_code == 201
+    event_id = client.post("/e/later", json={"data": {"video": "1.mp4"}}).json["event_id"]
+    machinery.runner.run(event_id, doc["name"])  # as a worker would: the service answers 202
+    [callback] = service.callbacks
+    session = next(block for block in blocks("console") if "$CALLBACK" in block)
+    posts = re.findall(r'curl -s -X POST "\$CALLBACK(\S*)"(?: .*?-d \'(.*?)\')?$', session, re.M)
+    path = callback.removeprefix("http://machinery.test")
+    answers = {
+        suffix or ("outputs" if "outputs" in body else "error"): client.post(
+            path + suffix, json=json.loads(body) if body else None
+        )
+        for suffix, body in sorted(posts, key=lambda p: p[0] != "/heartbeat")  # the heartbeat first
+    }
+
+    assert answers["/heartbeat"].status_code == 204
+    assert answers["outputs"].status_code == 200
+    assert answers["error"].status_code == 409, "a second result for the same call changes nothing"
+    event = client.get(f"/events/{event_id}").json
+    assert (event["status"], event["outputs"]) == ("completed", {"url": "s3://out/1.mp4"})
+    service.stop()
+    machinery.stop()

@@ -3,10 +3,8 @@ then posts its result to the callback URL it was given, from a thread of its own
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from machinery.bootstrap import Machinery
 from machinery.engine.state import EventStatus, StepStatus
 from machinery.validation import ServiceSchema, WorkflowSchema
 from tests.integration.conftest import WorkerProcess
-from tests.support import finished, free_port, wait_for
+from tests.support import CallbackService, finished, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_url", ["redis"], indirect=True)]
 
@@ -43,37 +41,6 @@ def api(machinery: Machinery, api_port: int) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{api_port}"
     server.shutdown()
-
-
-class CallbackService:
-    """A callback service on loopback: it answers 202 and hands the callback URL to ``then`` on another thread."""
-
-    def __init__(self, then: Callable[[str, dict[str, Any]], None]) -> None:
-        self.callbacks: list[str] = []
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                url = self.headers["X-Machinery-Callback"]
-                service.callbacks.append(url)
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                threading.Thread(target=then, args=(url, payload), daemon=True).start()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/event"
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def register(machinery: Machinery, url: str, **options: Any) -> None:
