@@ -42,8 +42,8 @@ class Registry:
         self.commands_allowed = tuple(commands_allowed)
 
     def add_service(self, service: Service) -> Service:
-        self._check_service(service)
-        return self.store.add_service(service)
+        executable_revision = self._check_service(service)
+        return self.store.add_service(service, executable_revision=executable_revision)
 
     def get_service(self, name: str) -> Service:
         return self.store.get_service(name)
@@ -59,7 +59,7 @@ class Registry:
     def replace_service(self, name: str, service: Service) -> Service:
         """Replace a service unless that would break a workflow using it (Conflict naming each)."""
         _same_name("service", service.name, name)
-        self._check_service(service)
+        executable_revision = self._check_service(service)
         current = self.store.get_service(name)
         users = self.store.service_users(name)
         workflows = [self.store.get_workflow(user) for user in users]
@@ -67,7 +67,9 @@ class Registry:
             f"service '{name}'",
             [(w, self._services_of(w, override=service)[0] | self._contracts(w, None)) for w in workflows],
         )
-        return self.store.replace_service(service, revision=current.revision, users=users)
+        return self.store.replace_service(
+            service, revision=current.revision, users=users, executable_revision=executable_revision
+        )
 
     def delete_service(self, name: str) -> None:
         self.store.delete_service(name)
@@ -112,19 +114,15 @@ class Registry:
         _same_name("executable", executable.name, name)
         self._check_executable(executable)
         current = self.store.get_executable(name)
-        checks = {service.name: check_command(service, executable) for service in self.executable_users(name)}
+        runners = self.executable_users(name)
+        checks = {service.name: check_command(service, executable) for service in runners}
         _refuse_breaking(f"executable '{name}'", "service", checks)
-        return self.store.replace_executable(executable, revision=current.revision)
+        return self.store.replace_executable(
+            executable, revision=current.revision, users=sorted(s.name for s in runners)
+        )
 
     def delete_executable(self, name: str) -> None:
         """Remove an executable no command service runs (Conflict naming those that do)."""
-        self.store.get_executable(name)
-        users = self.executable_users(name)
-        if users:
-            raise Conflict(
-                f"executable {name!r} is in use",
-                [Problem(f"service {s.name!r} runs executable {name!r}") for s in users],
-            )
         self.store.delete_executable(name)
 
     def executable_users(self, name: str) -> list[Service]:
@@ -151,18 +149,24 @@ class Registry:
         if problems:
             raise InvalidDefinition(f"executable '{executable.name}' is not valid", problems)
 
-    def _check_service(self, service: Service) -> None:
+    def _check_service(self, service: Service) -> int | None:
+        """Check ``service``; for a command service, the revision of the executable it was checked against."""
         problems = check_service(service)
+        revision = None
         if isinstance(service.endpoint, HttpEndpoint):
             problems += self._refused(address=service.endpoint.address, healthcheck=service.healthcheck)
         else:
             try:
-                problems += check_command(service, self.store.get_executable(service.endpoint.executable))
+                executable = self.store.get_executable(service.endpoint.executable)
             except NotFound:
                 what = f"no executable '{service.endpoint.executable}' is registered"
                 problems.append(Problem(what, field="executable"))
+            else:
+                problems += check_command(service, executable)
+                revision = executable.revision
         if problems:
             raise InvalidDefinition(f"service '{service.name}' is not valid", problems)
+        return revision
 
     def _check_workflow(self, workflow: Workflow) -> dict[str, int]:
         """Check ``workflow``, how it nests among the workflows it runs and those running it, and that those

@@ -73,8 +73,9 @@ class RegistryStore(Protocol):
     be separated by another writer.
     """
 
-    def add_service(self, service: Service) -> Service:
-        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+    def add_service(self, service: Service, *, executable_revision: int | None = None) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken, or the executable a
+        command service runs is no longer at ``executable_revision``, the revision it was checked against."""
 
     def get_service(self, name: str) -> Service:
         """NotFound if there is no such service."""
@@ -85,10 +86,13 @@ class RegistryStore(Protocol):
     def service_users(self, name: str) -> list[str]:
         """Names of the workflows that use the service, sorted; NotFound if there is no such service."""
 
-    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+    def replace_service(
+        self, service: Service, *, revision: int, users: list[str], executable_revision: int | None = None
+    ) -> Service:
         """Replace the service named ``service.name``, keeping its id, at revision + 1.
 
-        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        Conflict if its revision is no longer ``revision``, the workflows using it are no longer ``users``, or
+        the executable a command service runs is no longer at ``executable_revision``.
         """
 
     def delete_service(self, name: str) -> None:
@@ -103,12 +107,14 @@ class RegistryStore(Protocol):
     def list_executables(self, *, offset: int, limit: int) -> Page[Executable]:
         """Ordered by name."""
 
-    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+    def replace_executable(self, executable: Executable, *, revision: int, users: list[str]) -> Executable:
         """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
-        ``revision``, NotFound if it is gone."""
+        ``revision`` or the command services running it are no longer ``users`` (those checked against the new
+        one), NotFound if it is gone. So a check and the write it justifies cannot be separated by another writer,
+        as for services and the workflows using them."""
 
     def delete_executable(self, name: str) -> None:
-        """NotFound if absent."""
+        """NotFound if absent; Conflict naming the command services (in ``problems``) if any runs it."""
 
     def add_workflow(self, workflow: Workflow, *, services: Mapping[str, int]) -> Workflow:
         """Store a new workflow at version 1 with a fresh id.

@@ -36,7 +36,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, 
 from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
-from machinery.engine.model import Executable, Service, Workflow
+from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.engine.timetable import Schedule, key_prefix
@@ -76,13 +76,15 @@ class MongoStore:
 
     # Services
 
-    def add_service(self, service: Service) -> Service:
-        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+    def add_service(self, service: Service, *, executable_revision: int | None = None) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken, or the executable a
+        command service runs is no longer at ``executable_revision``."""
         stored = replace(service, id=uuid4().hex, revision=1)
-        try:
-            self._services.insert_one(_service_doc(stored, used_by=[]))
-        except DuplicateKeyError:
-            raise _taken("service", stored.name) from None
+        with self._executable_marked(service, executable_revision):
+            try:
+                self._services.insert_one(_service_doc(stored, used_by=[]))
+            except DuplicateKeyError:
+                raise _taken("service", stored.name) from None
         return stored
 
     def get_service(self, name: str) -> Service:
@@ -97,33 +99,43 @@ class MongoStore:
         """Names of the workflows that use the service, sorted; NotFound if there is no such service."""
         return self._names(self._find_service(name, {"used_by": True})["used_by"])
 
-    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+    def replace_service(
+        self, service: Service, *, revision: int, users: list[str], executable_revision: int | None = None
+    ) -> Service:
         """Replace the service named ``service.name``, keeping its id, at revision + 1.
 
-        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        Conflict if its revision is no longer ``revision``, the workflows using it are no longer ``users``, or
+        the executable a command service runs is no longer at ``executable_revision``.
         """
-        current = self._find_service(service.name, {"revision": True, "used_by": True})
+        current = self._find_service(service.name, {"revision": True, "used_by": True, "executable": True})
         used_by = current["used_by"]
         names = self._names(used_by)
         # A mark whose workflow is not written yet has no name: the users then differ, as they should.
         if current["revision"] == revision and len(names) == len(used_by) and names == sorted(users):
             stored = replace(service, id=current["_id"], revision=revision + 1)
-            # Conditional on what was just checked, which may have changed since.
-            result = self._services.replace_one(
-                {"_id": stored.id, "revision": revision, "used_by": used_by}, _service_doc(stored, used_by)
-            )
-            if result.matched_count:
-                return stored
+            with self._executable_marked(service, executable_revision):
+                # Conditional on what was just checked, which may have changed since.
+                result = self._services.replace_one(
+                    {"_id": stored.id, "revision": revision, "used_by": used_by}, _service_doc(stored, used_by)
+                )
+                if not result.matched_count:
+                    raise Conflict(f"service {service.name!r} changed since it was checked")
+            if current.get("executable") not in (None, _executable_of(service)):
+                self._executables.update_one({"name": current["executable"]}, {"$pull": {"used_by": service.name}})
+            return stored
         raise Conflict(f"service {service.name!r} changed since it was checked")
 
     def delete_service(self, name: str) -> None:
         """NotFound if absent; Conflict naming the workflows (in ``problems``) if any uses it."""
-        if not self._services.delete_one({"name": name, "used_by": {"$size": 0}}).deleted_count:
+        deleted = self._services.find_one_and_delete({"name": name, "used_by": {"$size": 0}}, {"executable": True})
+        if deleted is None:
             users = self.service_users(name)
             raise Conflict(
                 f"service {name!r} is in use",
                 [Problem(f"workflow {user!r} uses service {name!r}") for user in users],
             )
+        if deleted.get("executable") is not None:
+            self._executables.update_one({"name": deleted["executable"]}, {"$pull": {"used_by": name}})
 
     # Executables
 
@@ -131,7 +143,7 @@ class MongoStore:
         """Store a new executable with a fresh id and revision 1; Conflict if the name is taken."""
         stored = replace(executable, id=uuid4().hex, revision=1)
         try:
-            self._executables.insert_one(_to_mongo(executable_to_dict(stored)))
+            self._executables.insert_one(_to_mongo(executable_to_dict(stored)) | {"used_by": []})
         except DuplicateKeyError:
             raise _taken("executable", stored.name) from None
         return stored
@@ -147,24 +159,58 @@ class MongoStore:
         """Ordered by name."""
         return _page(self._executables, {}, [("name", ASCENDING)], offset, limit, executable_from_dict)
 
-    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+    def replace_executable(self, executable: Executable, *, revision: int, users: list[str]) -> Executable:
         """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
-        ``revision``, NotFound if it is gone."""
-        current = self._executables.find_one({"name": executable.name}, {"_id": True})
+        ``revision`` or the command services running it are no longer ``users``, NotFound if it is gone."""
+        current = self._executables.find_one({"name": executable.name}, {"_id": True, "used_by": True})
         if current is None:
             raise NotFound(f"no executable {executable.name!r}")
-        stored = replace(executable, id=current["_id"], revision=revision + 1)
-        result = self._executables.replace_one(
-            {"name": executable.name, "revision": revision}, _to_mongo(executable_to_dict(stored))
-        )
-        if not result.matched_count:
-            raise Conflict(f"executable {executable.name!r} changed since it was checked")
-        return stored
+        used_by = current.get("used_by", [])
+        if sorted(used_by) == sorted(users):
+            stored = replace(executable, id=current["_id"], revision=revision + 1)
+            # Conditional on the services just checked: one marked since makes it fail.
+            result = self._executables.replace_one(
+                {"name": executable.name, "revision": revision, "used_by": used_by},
+                _to_mongo(executable_to_dict(stored)) | {"used_by": used_by},
+            )
+            if result.matched_count:
+                return stored
+        raise Conflict(f"executable {executable.name!r} changed since it was checked")
 
     def delete_executable(self, name: str) -> None:
-        """NotFound if absent."""
-        if not self._executables.delete_one({"name": name}).deleted_count:
+        """NotFound if absent; Conflict naming the command services (in ``problems``) if any runs it."""
+        if self._executables.delete_one({"name": name, "used_by": {"$size": 0}}).deleted_count:
+            return
+        current = self._executables.find_one({"name": name}, {"used_by": True})
+        if current is None:
             raise NotFound(f"no executable {name!r}")
+        raise Conflict(
+            f"executable {name!r} is in use",
+            [Problem(f"service {user!r} runs executable {name!r}") for user in sorted(current.get("used_by", []))],
+        )
+
+    @contextmanager
+    def _executable_marked(self, service: Service, revision: int | None) -> Iterator[None]:
+        """Mark the executable a command service runs, at the revision it was checked against, as run by it;
+        unmark it if the body fails and it was not marked before."""
+        executable = _executable_of(service)
+        if executable is None:
+            yield
+            return
+        result = self._executables.update_one(
+            {"name": executable, "revision": revision}, {"$addToSet": {"used_by": service.name}}
+        )
+        if not result.matched_count:
+            raise Conflict(
+                f"executable {executable!r} changed since service {service.name!r} was checked",
+                [Problem(f"executable {executable!r} changed or went away", field="executable")],
+            )
+        try:
+            yield
+        except BaseException:
+            if result.modified_count:
+                self._executables.update_one({"name": executable}, {"$pull": {"used_by": service.name}})
+            raise
 
     # Workflows
 
@@ -716,6 +762,11 @@ def _schedule_doc(schedule: Schedule) -> Doc:
 
 def _load_schedule(doc: Doc) -> Schedule:
     return Schedule.from_doc(_from_mongo(doc))
+
+
+def _executable_of(service: Service) -> str | None:
+    """The executable a command service runs; None for another service."""
+    return service.endpoint.executable if isinstance(service.endpoint, CommandTarget) else None
 
 
 def _service_doc(service: Service, used_by: list[str]) -> Doc:

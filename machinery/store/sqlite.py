@@ -26,7 +26,7 @@ import orjson
 from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
 from machinery.engine.errors import Conflict, NotFound, Problem
 from machinery.engine.health import Health
-from machinery.engine.model import Executable, Service, Workflow
+from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
 from machinery.engine.state import Event, EventStatus, Item
 from machinery.engine.timetable import Schedule, key_prefix
@@ -199,16 +199,19 @@ class SqliteStore:
 
     # Services
 
-    def add_service(self, service: Service) -> Service:
-        """Store a new service with a fresh id and revision 1; Conflict if the name is taken."""
+    def add_service(self, service: Service, *, executable_revision: int | None = None) -> Service:
+        """Store a new service with a fresh id and revision 1; Conflict if the name is taken, or the executable a
+        command service runs is no longer at ``executable_revision``."""
         stored = replace(service, id=uuid4().hex, revision=1)
-        try:
-            self._db().execute(
-                "INSERT INTO services (name, id, revision, doc) VALUES (?, ?, ?, ?)",
-                (stored.name, stored.id, stored.revision, _dumps(service_to_dict(stored, in_clear=True))),
-            )
-        except sqlite3.IntegrityError:
-            raise _taken("service", stored.name) from None
+        with self._transaction() as db:
+            _check_executable_revision(db, service, executable_revision)
+            try:
+                db.execute(
+                    "INSERT INTO services (name, id, revision, doc) VALUES (?, ?, ?, ?)",
+                    (stored.name, stored.id, stored.revision, _dumps(service_to_dict(stored, in_clear=True))),
+                )
+            except sqlite3.IntegrityError:
+                raise _taken("service", stored.name) from None
         return stored
 
     def get_service(self, name: str) -> Service:
@@ -225,15 +228,19 @@ class SqliteStore:
         _service_row(db, name)
         return _users(db, name)
 
-    def replace_service(self, service: Service, *, revision: int, users: list[str]) -> Service:
+    def replace_service(
+        self, service: Service, *, revision: int, users: list[str], executable_revision: int | None = None
+    ) -> Service:
         """Replace the service named ``service.name``, keeping its id, at revision + 1.
 
-        Conflict if its revision is no longer ``revision`` or the workflows using it are no longer ``users``.
+        Conflict if its revision is no longer ``revision``, the workflows using it are no longer ``users``, or
+        the executable a command service runs is no longer at ``executable_revision``.
         """
         with self._transaction() as db:
             row = _service_row(db, service.name)
             if row["revision"] != revision or _users(db, service.name) != sorted(users):
                 raise Conflict(f"service {service.name!r} changed since it was checked")
+            _check_executable_revision(db, service, executable_revision)
             stored = replace(service, id=row["id"], revision=revision + 1)
             db.execute(
                 "UPDATE services SET revision = ?, doc = ? WHERE name = ?",
@@ -278,14 +285,14 @@ class SqliteStore:
         """Ordered by name."""
         return self._page("FROM executables", (), "name", offset, limit, executable_from_dict)
 
-    def replace_executable(self, executable: Executable, *, revision: int) -> Executable:
+    def replace_executable(self, executable: Executable, *, revision: int, users: list[str]) -> Executable:
         """Replace the executable of that name, keeping its id, at revision + 1; Conflict if it is no longer at
-        ``revision``, NotFound if it is gone."""
+        ``revision`` or the command services running it are no longer ``users``, NotFound if it is gone."""
         with self._transaction() as db:
             row = db.execute("SELECT id, revision FROM executables WHERE name = ?", (executable.name,)).fetchone()
             if row is None:
                 raise NotFound(f"no executable {executable.name!r}")
-            if row["revision"] != revision:
+            if row["revision"] != revision or _runners(db, executable.name) != sorted(users):
                 raise Conflict(f"executable {executable.name!r} changed since it was checked")
             stored = replace(executable, id=row["id"], revision=revision + 1)
             db.execute(
@@ -295,9 +302,16 @@ class SqliteStore:
         return stored
 
     def delete_executable(self, name: str) -> None:
-        """NotFound if absent."""
-        if not self._db().execute("DELETE FROM executables WHERE name = ?", (name,)).rowcount:
-            raise NotFound(f"no executable {name!r}")
+        """NotFound if absent; Conflict naming the command services (in ``problems``) if any runs it."""
+        with self._transaction() as db:
+            runners = _runners(db, name)
+            if runners:
+                raise Conflict(
+                    f"executable {name!r} is in use",
+                    [Problem(f"service {runner!r} runs executable {name!r}") for runner in runners],
+                )
+            if not db.execute("DELETE FROM executables WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no executable {name!r}")
 
     # Workflows
 
@@ -896,6 +910,29 @@ def _service_row(db: sqlite3.Connection, name: str) -> sqlite3.Row:
     if row is None:
         raise NotFound(f"no service {name!r}")
     return row
+
+
+def _runners(db: sqlite3.Connection, executable: str) -> list[str]:
+    """The command services that run ``executable``, sorted."""
+    rows = db.execute(
+        "SELECT name FROM services WHERE json_extract(doc, '$.kind') = 'command'"
+        " AND json_extract(doc, '$.executable') = ? ORDER BY name",
+        (executable,),
+    )
+    return [row["name"] for row in rows]
+
+
+def _check_executable_revision(db: sqlite3.Connection, service: Service, revision: int | None) -> None:
+    """Conflict if the executable a command service runs is no longer at the ``revision`` it was checked against."""
+    if not isinstance(service.endpoint, CommandTarget):
+        return
+    name = service.endpoint.executable
+    row = db.execute("SELECT revision FROM executables WHERE name = ?", (name,)).fetchone()
+    if row is None or row["revision"] != revision:
+        raise Conflict(
+            f"executable {name!r} changed since service {service.name!r} was checked",
+            [Problem(f"executable {name!r} changed or went away", field="executable")],
+        )
 
 
 def _users(db: sqlite3.Connection, service: str) -> list[str]:

@@ -17,6 +17,7 @@ from pymongo.errors import ExecutionTimeout
 from machinery.engine.errors import Conflict, NotFound
 from machinery.engine.health import DOWN, UNREACHABLE, UP, Health
 from machinery.engine.model import (
+    CommandTarget,
     Executable,
     Field,
     HttpEndpoint,
@@ -951,7 +952,7 @@ def test_an_executable_is_stored_read_listed_and_replaced_at_the_next_revision(s
     assert store.get_executable("sort") == stored
     assert store.list_executables(offset=0, limit=10).items == [stored]
 
-    changed = store.replace_executable(replace(SORT, version="9.5"), revision=1)
+    changed = store.replace_executable(replace(SORT, version="9.5"), revision=1, users=[])
 
     assert (changed.revision, changed.id) == (2, stored.id)
     assert store.get_executable("sort").version == "9.5"
@@ -961,9 +962,9 @@ def test_a_name_is_taken_once_and_a_stale_revision_is_refused(store: Store) -> N
     store.add_executable(SORT)
     with pytest.raises(Conflict):
         store.add_executable(SORT)
-    store.replace_executable(SORT, revision=1)
+    store.replace_executable(SORT, revision=1, users=[])
     with pytest.raises(Conflict):
-        store.replace_executable(SORT, revision=1)
+        store.replace_executable(SORT, revision=1, users=[])
 
 
 def test_a_deleted_executable_is_gone(store: Store) -> None:
@@ -973,3 +974,39 @@ def test_a_deleted_executable_is_gone(store: Store) -> None:
         store.get_executable("sort")
     with pytest.raises(NotFound):
         store.delete_executable("sort")
+
+
+def sorter(name: str = "sorter", executable: str = "sort") -> Service:
+    """A command service running ``executable``."""
+    return Service(name, CommandTarget(executable))
+
+
+def test_a_command_service_is_refused_if_its_executable_changed_since_it_was_checked(store: Store) -> None:
+    store.add_executable(SORT)
+    store.replace_executable(SORT, revision=1, users=[])
+    with pytest.raises(Conflict, match="executable 'sort' changed"):
+        store.add_service(sorter(), executable_revision=1)
+    with pytest.raises(NotFound):
+        store.get_service("sorter")
+    store.add_service(sorter(), executable_revision=2)
+
+
+def test_an_executable_replaced_is_refused_if_a_command_service_came_to_run_it_since_the_check(store: Store) -> None:
+    store.add_executable(SORT)
+    store.add_service(sorter(), executable_revision=1)
+    with pytest.raises(Conflict):
+        store.replace_executable(SORT, revision=1, users=[])
+    assert store.replace_executable(SORT, revision=1, users=["sorter"]).revision == 2
+
+
+def test_an_executable_is_deleted_only_once_no_command_service_runs_it(store: Store) -> None:
+    store.add_executable(SORT)
+    store.add_executable(replace(SORT, name="tac"))
+    store.add_service(sorter(), executable_revision=1)
+    with pytest.raises(Conflict) as refused:
+        store.delete_executable("sort")
+    assert [p.message for p in refused.value.problems] == ["service 'sorter' runs executable 'sort'"]
+    store.replace_service(sorter(executable="tac"), revision=1, users=[], executable_revision=1)
+    store.delete_executable("sort")
+    store.delete_service("sorter")
+    store.delete_executable("tac")
