@@ -19,6 +19,7 @@ from machinery.engine.schedule import ending_due
 from machinery.engine.state import (
     COMPLETED,
     EVENT_COMPLETED,
+    READY,
     TERMINAL_EVENT,
     WAITING,
     Event,
@@ -93,6 +94,17 @@ def child_failure(child: Event) -> CallFailure:
     kind = _KINDS.get(error.get("kind", ""), ErrorKind.ERROR)
     message = f"child event '{child.id}' ({child.workflow_name}) {child.status.value}{reason}"
     return CallFailure(message, False, kind, {"child": child.id})
+
+
+def hand_back_again(child: Event, now: float, settings: Settings) -> Event | None:
+    """An ended child whose outcome its parent could not take when it was handed back (the parent had failed,
+    and has been retried since): its ``@parent`` unit is ready again. None if it has not ended."""
+    if child.parent is None or child.status not in TERMINAL_EVENT:
+        return None
+    child = child.copy()
+    child.to_parent = StepState(status=READY, run_at=now)
+    child.due_at = ending_due(child, settings)
+    return child
 
 
 def handed_back(child: Event, now: float, settings: Settings) -> Event | None:

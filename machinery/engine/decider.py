@@ -29,7 +29,14 @@ from typing import Any
 from machinery.engine.attempts import callback_missed, record, start, take_over, unregistered
 from machinery.engine.callbacks import callback, heartbeat
 from machinery.engine.calls import Call, CallFailure, ErrorKind
-from machinery.engine.children import adopt, child_failure, handed_back, wait_for_child, waiting_for
+from machinery.engine.children import (
+    adopt,
+    child_failure,
+    hand_back_again,
+    handed_back,
+    wait_for_child,
+    waiting_for,
+)
 from machinery.engine.dataflow import contract_failure, fill
 from machinery.engine.errors import InvalidData, Problem
 from machinery.engine.fanout import (
@@ -92,6 +99,7 @@ __all__ = [
     "release",
     "expire",
     "finish",
+    "hand_back_again",
     "handed_back",
     "nudged",
     "overdue_units",

@@ -155,7 +155,14 @@ class Events:
                     observe=self.observe,
                 )
                 event = handed or event
+        self._reach_children(event, WAITING, self._hand_back_again)
         return event
+
+    def _hand_back_again(self, child_id: str) -> Event:
+        """Send the outcome of a child that ended while its parent had failed to the parent, retried since."""
+        return update(
+            self.store, self.dispatcher, child_id, lambda c: decider.hand_back_again(c, self.clock(), self.settings)
+        )
 
     def items(
         self, event_id: str, step_id: str, *, statuses: Collection[str] | None = None, after: int = -1, limit: int

@@ -250,3 +250,38 @@ def test_a_child_retried_on_its_own_is_taken_by_its_parent_once_the_parent_is_re
 
     assert event.status is EventStatus.COMPLETED
     assert event.outputs == {"message": "CBA", "loud": "ABC"}
+
+
+def test_a_child_that_ended_while_its_parent_had_failed_is_taken_when_the_parent_is_retried(runtime: Runtime):
+    """The parent fails on another branch while its child still runs; the child's outcome, which a failed parent
+    cannot take, is handed back once the parent is retried."""
+    runtime.register(SERVICES.values(), SHOUT)
+    runtime.registry.add_service(service("count", ["text:string"], ["n:int"]))
+    runtime.registry.add_workflow(
+        graph(
+            [child("kid", "shout", input={"message": from_input("text")}), step("count")],
+            inputs=["text:string"],
+            outputs=["message:string", "n:int"],
+            name="branches",
+        )
+    )
+    broken = [True]
+    runtime.answers["count"] = lambda inputs: (
+        CallFailure("HTTP 400", False, ErrorKind.HTTP) if broken[0] else {"n": len(inputs["text"])}
+    )
+    event_id = runtime.send("branches", {"text": "abc"})
+    runtime.dispatcher.drop()
+    runtime.runner.run(event_id, "kid")  # the child starts, its first step is sent
+    runtime.runner.run(event_id, "count")  # the other branch fails, and the parent with it
+    assert runtime.event(event_id).status is EventStatus.FAILED
+    runtime.run(event_id)  # the child runs to its end; the failed parent does not take its outcome
+    [child_id] = children_of(runtime)
+    assert runtime.event(child_id).status is EventStatus.COMPLETED
+    assert runtime.event(event_id).steps["kid"].status is StepStatus.WAITING
+    broken[0] = False
+
+    runtime.events.retry(event_id)
+    event = runtime.run(event_id)
+
+    assert event.status is EventStatus.COMPLETED, event.error
+    assert event.outputs == {"message": "ABC", "n": 3}
