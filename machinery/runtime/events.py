@@ -35,6 +35,7 @@ from machinery.engine.state import (
     READY,
     RETRYING,
     RUNNING,
+    SKIPPED,
     WAITING,
     Event,
     Item,
@@ -63,7 +64,7 @@ class Events:
         self.settings = settings
         self.plans = plans
         self.clock = clock
-        self.observe = Observer(telemetry, plans) if telemetry is not None else None
+        self.observe = Observer(telemetry, plans, self.close_children)
 
     def submit(
         self, workflow_key: str, data: Mapping[str, Any], idempotency_key: str | None = None
@@ -157,6 +158,11 @@ class Events:
                 event = handed or event
         self._reach_children(event, WAITING, self._hand_back_again)
         return event
+
+    def close_children(self, event: Event) -> None:
+        """Cancel the children an event that completed early (by a ``succeed`` step) leaves running: those of its
+        skipped steps, and those its map steps' items wait for."""
+        self._reach_children(event, SKIPPED, self.cancel)
 
     def _hand_back_again(self, child_id: str) -> Event:
         """Send the outcome of a child that ended while its parent had failed to the parent, retried since."""

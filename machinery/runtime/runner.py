@@ -91,9 +91,9 @@ class Runner:
         self.clock = clock
         self.rng = rng
         self.telemetry = telemetry
-        self.observe = Observer(telemetry, plans) if telemetry is not None else None
         self.events = Events(plans.store, store, dispatcher, settings, plans, clock, telemetry)
         """To reach the child events this runner starts."""
+        self.observe = Observer(telemetry, plans, self.events.close_children)
 
     def run(self, event_id: str, unit: str) -> None:
         """Handle the message "look at ``unit`` of ``event_id``"."""

@@ -20,6 +20,7 @@ from machinery.engine.ports import (
 )
 from machinery.engine.state import (
     COMPLETED,
+    EVENT_COMPLETED,
     FAILED,
     READY,
     RETRYING,
@@ -54,14 +55,23 @@ def save(
 
 
 class Observer:
-    """Reports to ``telemetry`` what a write ended: the steps that completed or failed, and the event if it ended,
-    each with how long it took."""
+    """What follows a write that ended something: ``telemetry`` hears of the steps that completed or failed and of
+    the event if it ended, each with how long it took; ``completed`` is given the event if it completed."""
 
-    def __init__(self, telemetry: Telemetry, plans: Plans) -> None:
+    def __init__(
+        self, telemetry: Telemetry | None, plans: Plans, completed: Callable[[Event], None] | None = None
+    ) -> None:
         self.telemetry = telemetry
         self.plans = plans
+        self.completed = completed
 
     def __call__(self, before: Event, after: Event) -> None:
+        if self.completed is not None and after.status is EVENT_COMPLETED and before.status is not EVENT_COMPLETED:
+            self.completed(after)
+        if self.telemetry is not None:
+            self._report(self.telemetry, before, after)
+
+    def _report(self, telemetry: Telemetry, before: Event, after: Event) -> None:
         ended = [
             (step_id, state)
             for step_id, state in after.steps.items()
@@ -72,9 +82,9 @@ class Observer:
             for step_id, state in ended:
                 step = steps[step_id]
                 seconds = (state.ended_at or after.updated_at) - (state.started_at or after.updated_at)
-                self.telemetry.step_ended(after.workflow_name, step.kind, step.service, state.status.value, seconds)
+                telemetry.step_ended(after.workflow_name, step.kind, step.service, state.status.value, seconds)
         if after.status.terminal and not before.status.terminal:
-            self.telemetry.event_ended(after.workflow_name, after.status.value, after.updated_at - after.created_at)
+            telemetry.event_ended(after.workflow_name, after.status.value, after.updated_at - after.created_at)
 
 
 def change_item(store: EventStore, item: Item, change: Callable[[Item], Item | None]) -> Item | None:

@@ -18,6 +18,7 @@ from tests.engine.builders import (
     registry,
     service,
     step,
+    succeed,
     wait,
 )
 from tests.runtime.harness import Runtime
@@ -285,3 +286,30 @@ def test_a_child_that_ended_while_its_parent_had_failed_is_taken_when_the_parent
 
     assert event.status is EventStatus.COMPLETED, event.error
     assert event.outputs == {"message": "ABC", "n": 3}
+
+
+def test_a_parent_that_succeeds_early_cancels_the_child_it_leaves_running(runtime: Runtime):
+    runtime.register(SERVICES.values(), SHOUT)
+    runtime.registry.add_service(service("count", ["text:string"], ["n:int"]))
+    runtime.registry.add_workflow(
+        graph(
+            [
+                child("kid", "shout", input={"message": from_input("text")}),
+                step("count"),
+                succeed("done", after=["count"]),
+            ],
+            inputs=["text:string"],
+            name="early",
+        )
+    )
+    runtime.answers["count"] = lambda inputs: {"n": len(inputs["text"])}
+    event_id = runtime.send("early", {"text": "abc"})
+    runtime.dispatcher.drop()
+    runtime.runner.run(event_id, "kid")  # the child starts
+    runtime.runner.run(event_id, "count")  # then the other branch ends the parent early
+
+    event = runtime.event(event_id)
+    [child_id] = children_of(runtime)
+    assert event.status is EventStatus.COMPLETED
+    assert event.steps["kid"].status is StepStatus.SKIPPED
+    assert runtime.event(child_id).status is EventStatus.CANCELLED
