@@ -327,8 +327,8 @@ class FleetStore(Protocol):
         """Write its state, failed pings, next ping, message and since, if the stored version is still
         ``workload.version`` (and bump it); False if it changed or the workload is gone. Its host and lease stay."""
 
-    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[str]:
-        """Names of workloads held by no host, or by one whose lease lapsed before ``now``."""
+    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[Workload]:
+        """The workloads held by no host, or by one whose lease lapsed before ``now``, by name."""
 
     def claim_workloads(
         self, fleet: str, names: Collection[str], host: str, *, now: float, until: float, source: str | None = None

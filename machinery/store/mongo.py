@@ -689,10 +689,9 @@ class MongoStore:
         query = {"_id": f"{workload.fleet}/{workload.name}", "version": workload.version}
         return bool(self._workloads.update_one(query, {"$set": fields, "$inc": {"version": 1}}).matched_count)
 
-    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[str]:
+    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[Workload]:
         query = {"fleet": fleet, "$or": [{"host": None}, {"lease_until": {"$lt": now}}]}
-        docs = self._workloads.find(query, {"name": True}).sort("name", ASCENDING).limit(limit)
-        return [doc["name"] for doc in docs]
+        return [_load_workload(doc) for doc in self._workloads.find(query).sort("name", ASCENDING).limit(limit)]
 
     def claim_workloads(
         self, fleet: str, names: Iterable[str], host: str, *, now: float, until: float, source: str | None = None

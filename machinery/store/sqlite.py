@@ -827,9 +827,9 @@ class SqliteStore:
         saved = self._db().execute(_SAVE_WORKLOAD, (row[2], row[6], workload.fleet, workload.name, workload.version))
         return bool(saved.rowcount)
 
-    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[str]:
-        query = "SELECT name FROM workloads WHERE fleet = ? AND (host IS NULL OR lease_until < ?) ORDER BY name LIMIT ?"
-        return [row[0] for row in self._db().execute(query, (fleet, now, limit))]
+    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[Workload]:
+        query = f"SELECT {_WORKLOAD_COLUMNS} FROM workloads WHERE fleet = ? AND (host IS NULL OR lease_until < ?)"
+        return [_workload(row) for row in self._db().execute(f"{query} ORDER BY name LIMIT ?", (fleet, now, limit))]
 
     def claim_workloads(
         self, fleet: str, names: Collection[str], host: str, *, now: float, until: float, source: str | None = None

@@ -26,6 +26,10 @@ def workloads(count: int, fleet: str = "routers", **labels: str) -> list[Workloa
     return [Workload(fleet, f"w{i:05d}", labels=labels, config={"latency": 0}) for i in range(count)]
 
 
+def names(workloads: list[Workload]) -> list[str]:
+    return [w.name for w in workloads]
+
+
 def test_a_fleet_is_added_read_listed_replaced_and_deleted(store: Store) -> None:
     added = store.add_fleet(fleet())
     assert added.version == 1 and store.get_fleet("routers") == added
@@ -99,13 +103,14 @@ def test_a_workload_is_saved_only_at_the_version_read(store: Store) -> None:
 
 def test_unassigned_workloads_and_those_of_a_lapsed_lease_are_claimed_once(store: Store) -> None:
     store.add_workloads(workloads(4))
-    assert store.unassigned_workloads("routers", now=100.0, limit=10) == ["w00000", "w00001", "w00002", "w00003"]
+    assert names(store.unassigned_workloads("routers", now=100.0, limit=10)) == ["w00000", "w00001", "w00002", "w00003"]
     assert store.claim_workloads("routers", ["w00000", "w00001"], "h1", now=100.0, until=110.0) == ["w00000", "w00001"]
     assert store.claim_workloads("routers", ["w00001", "w00002"], "h2", now=100.0, until=110.0) == ["w00002"]
-    assert store.unassigned_workloads("routers", now=105.0, limit=10) == ["w00003"]
+    assert names(store.unassigned_workloads("routers", now=105.0, limit=10)) == ["w00003"]
     assert store.renew_workloads("h1", 120.0) == 2
     # h2 stopped renewing: past its lease, its workload is unassigned again, and h1 may take it.
-    assert store.unassigned_workloads("routers", now=115.0, limit=10) == ["w00002", "w00003"]
+    lapsed = store.unassigned_workloads("routers", now=115.0, limit=10)
+    assert [(w.name, w.host) for w in lapsed] == [("w00002", "h2"), ("w00003", None)]
     assert store.claim_workloads("routers", ["w00002"], "h1", now=115.0, until=125.0) == ["w00002"]
     assert store.get_workload("routers", "w00002").host == "h1"
 

@@ -1,0 +1,160 @@
+"""Hosts of fleets in one process, on one SQLite store: assignment, health, spread and take-over."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machinery.engine.fleets import Fleet, FleetSettings, Lifecycle, Workload, WorkloadState
+from machinery.fleets.drivers import DriverContext, DriverError, SimulatedDriver
+from machinery.fleets.host import FleetHost
+from machinery.store.sqlite import SqliteStore
+from tests.support import wait_for
+
+SETTINGS = FleetSettings(ping_interval=0.2, ping_jitter=0.1, dead_after=3, dead_cooldown=0.3, max_spread=2)
+FAILING: set[str] = set()
+"""The workloads whose pings and inits fail, for the driver of these tests."""
+
+
+class Flaky(SimulatedDriver):
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        self.stopped: list[str] = []
+
+    def init(self, workload: Workload) -> None:
+        if workload.name in FAILING:
+            raise DriverError("no route to host")
+
+    def ping(self, workload: Workload) -> None:
+        if workload.name in FAILING:
+            raise DriverError("timed out")
+
+    def stop(self, workload: Workload) -> None:
+        self.stopped.append(workload.name)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "machinery.db")
+    store.add_fleet(Fleet("routers", "flaky", SETTINGS))
+    FAILING.clear()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def hosts(store: SqliteStore) -> Iterator[list[FleetHost]]:
+    started: list[FleetHost] = []
+    yield started
+    for host in started:
+        host.stop()
+
+
+def start(store: SqliteStore, hosts: list[FleetHost], name: str) -> FleetHost:
+    host = FleetHost(store, name, interval=0.05, lease=0.4, drivers=lambda _: Flaky)
+    host.start()
+    hosts.append(host)
+    return host
+
+
+def add(store: SqliteStore, count: int) -> None:
+    store.add_workloads([Workload("routers", f"r{i:03d}") for i in range(count)])
+
+
+def by_host(store: SqliteStore, state: str = "up") -> Mapping[str | None, int]:
+    counts: dict[str | None, int] = {}
+    for (_, host, in_state), count in store.count_workloads("routers").items():
+        if in_state == state:
+            counts[host] = counts.get(host, 0) + count
+    return counts
+
+
+def all_up(store: SqliteStore, count: int, hosts: set[str]) -> Any:
+    loads = by_host(store)
+    return loads if sum(loads.values()) == count and set(loads) == hosts else None
+
+
+def test_workloads_are_spread_over_the_hosts_and_initialized_once_each(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    start(store, hosts, "a"), start(store, hosts, "b")
+    add(store, 40)
+    loads = wait_for(lambda: all_up(store, 40, {"a", "b"}), timeout=10, what="every workload up")
+    assert abs(loads["a"] - loads["b"]) <= SETTINGS.max_spread
+    events = store.list_lifecycle_events("routers", limit=1000)
+    assert sorted(e.workload for e in events if e.kind is Lifecycle.INITIALIZED) == [f"r{i:03d}" for i in range(40)]
+    assert {e.kind for e in events} <= {Lifecycle.INITIALIZED, Lifecycle.MOVED}
+
+
+def test_a_host_that_joins_takes_workloads_until_the_spread_is_within_the_bound(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    start(store, hosts, "a")
+    add(store, 30)
+    wait_for(lambda: all_up(store, 30, {"a"}), timeout=10)
+    start(store, hosts, "b")
+    loads = wait_for(
+        lambda: (loads := all_up(store, 30, {"a", "b"})) and abs(loads["a"] - loads["b"]) <= 2 and loads,
+        timeout=10,
+        what="the spread within the bound",
+    )
+    assert loads["b"] >= 14
+    moved = [e for e in store.list_lifecycle_events("routers", limit=1000) if e.kind is Lifecycle.MOVED]
+    assert len(moved) == loads["b"] and all(e.message == "from a to b" for e in moved)
+
+
+def test_the_workloads_of_a_host_that_stops_renewing_are_taken_over(store: SqliteStore, hosts: list[FleetHost]) -> None:
+    a, _ = start(store, hosts, "a"), start(store, hosts, "b")
+    add(store, 20)
+    wait_for(lambda: all_up(store, 20, {"a", "b"}), timeout=10)
+    hosts.remove(a)
+    a.stop()
+    wait_for(lambda: all_up(store, 20, {"b"}), timeout=10, what="b holding every workload")
+    assert all(w.host == "b" for w in store.list_workloads("routers", limit=100))
+
+
+def test_a_workload_whose_pings_fail_is_unreachable_then_dead_then_up_again(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    start(store, hosts, "a")
+    add(store, 2)
+    wait_for(lambda: all_up(store, 2, {"a"}), timeout=10)
+    FAILING.add("r001")
+
+    def state() -> WorkloadState:
+        return store.get_workload("routers", "r001").state
+
+    wait_for(lambda: state() is WorkloadState.DEAD, timeout=10, what="r001 dead")
+    assert store.get_workload("routers", "r001").message == "timed out"
+    FAILING.clear()
+    wait_for(lambda: state() is WorkloadState.UP, timeout=10, what="r001 up again")
+    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r001"))]
+    assert kinds == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE, Lifecycle.DEAD, Lifecycle.UP]
+    assert store.get_workload("routers", "r000").state is WorkloadState.UP
+
+
+def test_a_workload_whose_init_fails_says_so_once_and_is_up_once_it_answers(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    FAILING.add("r000")
+    start(store, hosts, "a")
+    add(store, 1)
+    wait_for(lambda: store.list_lifecycle_events("routers", "r000"), timeout=10)
+    FAILING.clear()
+    wait_for(lambda: store.get_workload("routers", "r000").state is WorkloadState.UP, timeout=10)
+    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r000"))]
+    assert kinds[0] is Lifecycle.INIT_FAILED and kinds[-1] in (Lifecycle.INITIALIZED, Lifecycle.UP)
+    assert kinds.count(Lifecycle.INIT_FAILED) == 1
+
+
+def test_removed_workloads_are_stopped_by_their_host(store: SqliteStore, hosts: list[FleetHost]) -> None:
+    host = start(store, hosts, "a")
+    add(store, 3)
+    wait_for(lambda: all_up(store, 3, {"a"}), timeout=10)
+    store.remove_workloads("routers", ["r001"])
+    driver = host._fleets["routers"].driver
+    assert isinstance(driver, Flaky)
+    wait_for(lambda: "r001" in driver.stopped, timeout=10, what="r001 stopped")
