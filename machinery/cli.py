@@ -172,8 +172,21 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     help="Run command services too (their own queue), for programs under MACHINERY_COMMANDS_ALLOWED.",
 )
 @click.option("--allow-root", is_flag=True, help="With --commands: run parameters that require root.")
+@click.option(
+    "--fleets",
+    is_flag=True,
+    help="Host workloads of the fleets too: initialise, ping and stop those the assigner gives this worker.",
+)
+@click.option("--host-name", help="With --fleets: this host's name (default: the machine's name and the process id).")
 def worker(
-    concurrency: int | None, pool: str, loglevel: str, metrics_port: int | None, commands: bool, allow_root: bool
+    concurrency: int | None,
+    pool: str,
+    loglevel: str,
+    metrics_port: int | None,
+    commands: bool,
+    allow_root: bool,
+    fleets: bool,
+    host_name: str | None,
 ) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     if allow_root and not commands:
@@ -198,6 +211,9 @@ def worker(
             "without a broker `machinery serve` runs them in its own process"
         )
     machinery.start_sweeper()
+    if fleets:
+        # In the main process, not the pool: one host per worker, whatever its concurrency.
+        machinery.start_fleet_host(host_name)
     if metrics_port is not None:
         registry = CollectorRegistry()
         machinery.telemetry.register(registry)

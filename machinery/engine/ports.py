@@ -334,7 +334,8 @@ class FleetStore(Protocol):
         self, fleet: str, names: Collection[str], host: str, *, now: float, until: float, source: str | None = None
     ) -> list[str]:
         """Give ``host``, until ``until``, those of ``names`` that are unassigned or whose lease lapsed before
-        ``now`` (with ``source``: those ``source`` holds instead, a move); the names given."""
+        ``now`` (with ``source``: those ``source`` holds instead, a move); the names given. Each is
+        ``initializing`` again, since ``host`` has to initialise it."""
 
     def renew_workloads(self, host: str, until: float) -> int:
         """Extend the lease of every workload ``host`` holds to ``until``; how many."""

@@ -187,10 +187,11 @@ class FleetHost:
                     self._held[key] = _Held(workload)
                     self._fleets[workload.fleet].waiting.append(workload.name)
                 elif entry.workload.version != workload.version and not entry.busy:
-                    # Claimed again (moved away and back): what the store says wins, the local counts stay.
-                    entry.workload = replace(
-                        workload, failed_pings=entry.workload.failed_pings, next_ping_at=entry.workload.next_ping_at
-                    )
+                    # Claimed again (moved away and back between two rounds): initialised again, as a claim asks.
+                    entry.workload = workload
+                    if workload.state is WorkloadState.INITIALIZING:
+                        entry.initialized = False
+                        self._fleets[workload.fleet].waiting.append(workload.name)
             for runtime in self._fleets.values():
                 self._start_inits(runtime, now)
 

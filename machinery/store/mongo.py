@@ -703,7 +703,8 @@ class MongoStore:
         # One conditional write per workload: a bulk update could not say which it changed.
         claimed = []
         for workload_id in ids:
-            update = {"$set": {"host": host, "lease_until": until}, "$inc": {"version": 1}}
+            fields = {"host": host, "lease_until": until, "state": WorkloadState.INITIALIZING.value, "failed_pings": 0}
+            update = {"$set": fields | {"since": now}, "$inc": {"version": 1}}
             if self._workloads.update_one({"_id": workload_id, **condition}, update).matched_count:
                 claimed.append(workload_id.split("/", 1)[1])
         return sorted(claimed)

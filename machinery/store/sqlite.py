@@ -841,10 +841,12 @@ class SqliteStore:
         with self._transaction() as db:
             for chunk in _chunks(list(names)):
                 query = (
-                    "UPDATE workloads SET host = ?, lease_until = ?, version = version + 1"
+                    "UPDATE workloads SET host = ?, lease_until = ?, version = version + 1, state = ?,"
+                    " doc = json_set(doc, '$.failed_pings', 0, '$.since', ?)"
                     f" WHERE fleet = ? AND name IN ({', '.join('?' * len(chunk))}) AND {condition} RETURNING name"
                 )
-                claimed += [row[0] for row in db.execute(query, (host, until, fleet, *chunk, *condition_params))]
+                params = (host, until, WorkloadState.INITIALIZING.value, now, fleet, *chunk, *condition_params)
+                claimed += [row[0] for row in db.execute(query, params)]
         return sorted(claimed)
 
     def renew_workloads(self, host: str, until: float) -> int:

@@ -125,6 +125,16 @@ def test_a_move_claims_only_what_the_source_still_holds(store: Store) -> None:
     assert counts == {("routers", "h1", "initializing"): 1, ("routers", "h2", "initializing"): 1}
 
 
+def test_a_workload_claimed_is_initializing_again_for_its_new_host(store: Store) -> None:
+    store.add_workloads(workloads(1))
+    store.claim_workloads("routers", ["w00000"], "h1", now=100.0, until=110.0)
+    read = store.get_workload("routers", "w00000")
+    store.save_workload(Workload(**{**read.__dict__, "state": S.UNREACHABLE, "failed_pings": 2}))
+    store.claim_workloads("routers", ["w00000"], "h2", now=105.0, until=115.0, source="h1")
+    moved = store.get_workload("routers", "w00000")
+    assert (moved.state, moved.failed_pings, moved.since, moved.host) == (S.INITIALIZING, 0, 105.0, "h2")
+
+
 def test_a_claim_bumps_the_version_so_a_stale_save_fails(store: Store) -> None:
     store.add_workloads(workloads(1))
     read = store.get_workload("routers", "w00000")
