@@ -24,6 +24,7 @@ from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
 from machinery.engine.ports import ServiceCaller, Store
 from machinery.fleets.host import FleetHost
+from machinery.fleets.registry import Fleets
 from machinery.programs import parse_allowed
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
@@ -248,6 +249,7 @@ class Machinery:
         )
         self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
         self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
+        self.fleets = Fleets(self.store, self.guard)
         self._background: list[InProcessWorker | Sweeper | FleetHost] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:
