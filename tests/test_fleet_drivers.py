@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +13,7 @@ from machinery.addresses import AddressGuard, parse_networks
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.fleets import FleetSettings, Workload
 from machinery.fleets.drivers import (
+    Driver,
     DriverContext,
     DriverError,
     HttpDriver,
@@ -98,3 +102,17 @@ def test_the_simulated_driver_checks_its_config() -> None:
         "config.latency should be a number of seconds, 0 or more",
         "config.failure_rate should be a number from 0 to 1",
     ]
+
+
+def test_the_readmes_example_driver_keeps_the_protocol_and_pings_a_port(device: Device) -> None:
+    (example,) = re.findall(r"```py\n(.*?)```", (Path(__file__).parents[1] / "README.md").read_text(), re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    driver: Driver = namespace["TcpDriver"](CONTEXT)
+    host, port = device.url.removeprefix("http://").split(":")
+    target = workload(host=host, port=int(port))
+    assert driver.check_config(target.config) == [] and driver.check_config({"host": 1})
+    driver.init(target)
+    driver.ping(target)
+    with pytest.raises(DriverError, match="cannot connect"):
+        driver.ping(workload(host="127.0.0.1", port=9))

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from machinery.bootstrap import Config, Machinery
+from machinery.engine.errors import InvalidConfig
 from machinery.engine.fleets import Fleet, FleetSettings, Lifecycle, Workload, WorkloadState
 from machinery.fleets.drivers import DriverContext, DriverError, SimulatedDriver
 from machinery.fleets.host import FleetHost
@@ -158,3 +160,22 @@ def test_removed_workloads_are_stopped_by_their_host(store: SqliteStore, hosts: 
     driver = host._fleets["routers"].driver
     assert isinstance(driver, Flaky)
     wait_for(lambda: "r001" in driver.stopped, timeout=10, what="r001 stopped")
+
+
+def test_the_fleet_settings_are_read_from_the_environment_and_a_lease_outlasts_a_round() -> None:
+    config = Config.from_env(
+        {"MACHINERY_FLEET_INTERVAL": "0.5", "MACHINERY_FLEET_LEASE": "3", "MACHINERY_FLEET_THREADS": "4"}
+    )
+    assert (config.fleet_interval, config.fleet_lease, config.fleet_threads) == (0.5, 3.0, 4)
+    with pytest.raises(InvalidConfig, match="MACHINERY_FLEET_LEASE should be longer"):
+        Config.from_env({"MACHINERY_FLEET_INTERVAL": "5", "MACHINERY_FLEET_LEASE": "5"})
+
+
+def test_a_machinery_hosts_fleets_under_the_name_it_is_given(tmp_path: Path) -> None:
+    machinery = Machinery(Config(data_dir=tmp_path, fleet_interval=0.05, fleet_lease=1.0))
+    try:
+        machinery.start_fleet_host("h1")
+        wait_for(lambda: machinery.fleets.hosts(), timeout=5)
+        assert [(h.name, h.alive) for h in machinery.fleets.hosts()] == [("h1", True)]
+    finally:
+        machinery.stop()
