@@ -111,3 +111,13 @@ def test_hosts_are_listed_with_what_they_hold(client: FlaskClient, fleet: dict[s
         {"name": "h1", "alive": True, "lease_until": 1e12, "started_at": 1.0, "workloads": {"routers": 2}},
         {"name": "h2", "alive": False, "lease_until": 1.0, "started_at": 0.5, "workloads": {}},
     ]
+
+
+def test_the_metrics_count_workloads_by_fleet_and_state_and_by_host(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3)})
+    machinery.store.claim_workloads("routers", ["r0000", "r0001"], "h1", now=0.0, until=1e12)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'machinery_workloads{fleet="routers",state="initializing"} 3.0' in text
+    assert 'machinery_host_workloads{host="h1"} 2.0' in text
