@@ -214,6 +214,32 @@ class FleetWorkloads(MethodView):
         return {"names": current_fleets().remove_workloads(name, body["names"])}
 
 
+class CountsSchema(StrictSchema):
+    states = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Workloads by state"})
+    hosts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Workloads by host"})
+    unassigned = fields.Integer(metadata={"description": "Workloads no host holds yet"})
+
+
+@blp.route("/fleets/<name>/counts", methods=["GET"])
+@requires(Role.READER)
+@blp.response(200, CountsSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def fleet_counts(name: str) -> dict[str, Any]:
+    """How many of a fleet's workloads are in each state, and on each host"""
+    store = current_machinery().store
+    store.get_fleet(name)
+    states = {state.value: 0 for state in WorkloadState if state is not WorkloadState.REMOVED}
+    hosts: dict[str, int] = {}
+    unassigned = 0
+    for (_, host, state), count in store.count_workloads(name).items():
+        states[state] = states.get(state, 0) + count
+        if host is None:
+            unassigned += count
+        else:
+            hosts[host] = hosts.get(host, 0) + count
+    return {"states": states, "hosts": hosts, "unassigned": unassigned}
+
+
 @blp.route("/fleets/<name>/workloads/<workload>", methods=["GET"])
 @requires(Role.READER)
 @blp.response(200, WorkloadSchema)

@@ -48,6 +48,7 @@ ASSIGNER = "fleet-assigner"
 ASSIGN_BATCH = 5000
 """Unassigned workloads the assigner gives out per fleet and round."""
 PAGE = 1000
+LAGS_KEPT = 100_000
 
 
 @dataclass
@@ -94,6 +95,8 @@ class FleetHost:
         self.clock = clock
         self.started_at = clock()
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="machinery-fleet")
+        self.lags: deque[float] = deque(maxlen=LAGS_KEPT)
+        """Seconds each of the latest pings was sent after it was due: how far behind the host is."""
         self._held: dict[tuple[str, str], _Held] = {}
         self._fleets: dict[str, _FleetRuntime] = {}
         self._due: list[tuple[float, str, str]] = []
@@ -233,6 +236,7 @@ class FleetHost:
 
     def _ping(self, runtime: _FleetRuntime, entry: _Held) -> None:
         settings = runtime.fleet.settings
+        self.lags.append(self.clock() - entry.workload.next_ping_at)
         try:
             runtime.driver.ping(entry.workload)
             outcome = succeeded(entry.workload, settings, self.clock(), random.random())

@@ -100,6 +100,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/fleets/{name}/workloads",
         "/fleets/{name}/workloads/{workload}",
         "/fleets/{name}/events",
+        "/fleets/{name}/counts",
         "/fleets/{name}/workloads/{workload}/events",
         "/hosts",
     }

@@ -121,3 +121,15 @@ def test_the_metrics_count_workloads_by_fleet_and_state_and_by_host(
     text = client.get("/metrics").get_data(as_text=True)
     assert 'machinery_workloads{fleet="routers",state="initializing"} 3.0' in text
     assert 'machinery_host_workloads{host="h1"} 2.0' in text
+
+
+def test_a_fleet_s_counts_are_by_state_and_by_host(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3)})
+    machinery.store.claim_workloads("routers", ["r0000", "r0001"], "h1", now=0.0, until=1e12)
+    assert client.get("/fleets/routers/counts").json == {
+        "states": {"initializing": 3, "up": 0, "unreachable": 0, "dead": 0},
+        "hosts": {"h1": 2},
+        "unassigned": 1,
+    }
