@@ -59,6 +59,8 @@ class _Held:
     initialized: bool = False
     busy: bool = False
     """A call to its driver is under way: nothing else is sent to it until it ends."""
+    call: int = 0
+    """The number of its latest call: a call that ends after the host gave up on it is not the latest any more."""
     gone: bool = False
 
 
@@ -100,6 +102,9 @@ class FleetHost:
         self._held: dict[tuple[str, str], _Held] = {}
         self._fleets: dict[str, _FleetRuntime] = {}
         self._due: list[tuple[float, str, str]] = []
+        self._deadlines: list[tuple[float, str, str, int, bool]] = []
+        """When the host gives up on a call (fleet, workload, call, whether an init) that its driver has not ended."""
+        self._overdue = ThreadPoolExecutor(1, thread_name_prefix="machinery-fleet-overdue")
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -126,6 +131,7 @@ class FleetHost:
         for entry in held:
             self._stop_workload(entry.workload)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self._overdue.shutdown(wait=False, cancel_futures=True)
 
     # The rounds
 
@@ -215,13 +221,23 @@ class FleetHost:
             entry = self._held.get((runtime.fleet.name, runtime.waiting.popleft()))
             if entry is None or entry.busy:
                 continue
-            entry.busy = True
             runtime.initializing += 1
-            self.pool.submit(self._init, runtime, entry)
+            self._call(runtime, entry, now, init=True)
+
+    def _call(self, runtime: _FleetRuntime, entry: _Held, now: float, *, init: bool) -> None:
+        """Under the lock: send an init or a ping to the pool, and note when to give up on it."""
+        entry.busy = True
+        entry.call += 1
+        settings = runtime.fleet.settings
+        timeout = settings.init_timeout if init else settings.ping_timeout
+        # The driver is to keep the timeout; past it and a grace, the host counts the call as failed itself.
+        deadline = (now + timeout + max(1.0, timeout / 2), runtime.fleet.name, entry.workload.name, entry.call, init)
+        heapq.heappush(self._deadlines, deadline)
+        self.pool.submit(self._init if init else self._ping, runtime, entry, entry.call)
 
     # Calls to drivers, in the pool
 
-    def _init(self, runtime: _FleetRuntime, entry: _Held) -> None:
+    def _init(self, runtime: _FleetRuntime, entry: _Held, call: int) -> None:
         settings = runtime.fleet.settings
         try:
             runtime.driver.init(entry.workload)
@@ -230,11 +246,13 @@ class FleetHost:
         except Exception as e:  # whatever the driver raises: the workload's message
             outcome = failed(entry.workload, settings, self.clock(), random.random(), _message(e), init=True)
         with self._lock:
+            if entry.call != call:
+                return  # given up on already: its slot was freed, and its failure recorded
             runtime.initializing -= 1
             self._start_inits(runtime, self.clock())
-        self._settle(runtime, entry, outcome)
+        self._settle(runtime, entry, outcome, call)
 
-    def _ping(self, runtime: _FleetRuntime, entry: _Held) -> None:
+    def _ping(self, runtime: _FleetRuntime, entry: _Held, call: int) -> None:
         settings = runtime.fleet.settings
         self.lags.append(self.clock() - entry.workload.next_ping_at)
         try:
@@ -242,10 +260,14 @@ class FleetHost:
             outcome = succeeded(entry.workload, settings, self.clock(), random.random())
         except Exception as e:
             outcome = failed(entry.workload, settings, self.clock(), random.random(), _message(e))
-        self._settle(runtime, entry, outcome)
+        self._settle(runtime, entry, outcome, call)
 
-    def _settle(self, runtime: _FleetRuntime, entry: _Held, outcome: Transition) -> None:
-        """Keep what a call did; write it, with its event, only if the state changed."""
+    def _settle(self, runtime: _FleetRuntime, entry: _Held, outcome: Transition, call: int) -> None:
+        """Keep what call number ``call`` did, unless the host gave up on it; write it, with its event, only if
+        the state changed."""
+        with self._lock:
+            if entry.call != call:
+                return
         after, event = outcome
         if after.state is not entry.workload.state or event is not None:
             after = self._save(entry, after)
@@ -314,16 +336,33 @@ class FleetHost:
                     runtime = self._fleets.get(fleet)
                     if entry is None or runtime is None or entry.busy or entry.gone:
                         continue
-                    entry.busy = True
                     if entry.initialized:
-                        self.pool.submit(self._ping, runtime, entry)
+                        self._call(runtime, entry, now, init=False)
                     else:
                         # Not initialised (its init failed, or it was dead): initialised again, within the bound.
-                        entry.busy = False
                         runtime.waiting.append(name)
                         self._start_inits(runtime, now)
-                timeout = (self._due[0][0] - now) if self._due else self.interval
-                self._wake.wait(min(max(timeout, 0.005), self.interval))
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    self._give_up(*heapq.heappop(self._deadlines)[1:], now=now)
+                soonest = min((heap[0][0] for heap in (self._due, self._deadlines) if heap), default=now)
+                self._wake.wait(min(max(soonest - now, 0.005), self.interval))
+
+    def _give_up(self, fleet: str, name: str, call: int, init: bool, *, now: float) -> None:
+        """Under the lock: count a call its driver has not ended in time as failed, and free what it held. Its
+        thread stays blocked until the driver returns; what it returns then is dropped."""
+        entry = self._held.get((fleet, name))
+        runtime = self._fleets.get(fleet)
+        if entry is None or runtime is None or not entry.busy or entry.call != call:
+            return
+        entry.call += 1
+        settings = runtime.fleet.settings
+        timeout = settings.init_timeout if init else settings.ping_timeout
+        message = f"{'init' if init else 'ping'} did not end within {timeout:g} s"
+        outcome = failed(entry.workload, settings, now, random.random(), message, init=init)
+        if init:
+            runtime.initializing -= 1
+            self._start_inits(runtime, now)
+        self._overdue.submit(self._settle, runtime, entry, outcome, entry.call)
 
 
 def _moved(fleet: str, workload: str, source: str | None, target: str, now: float) -> LifecycleEvent:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ from tests.support import wait_for
 SETTINGS = FleetSettings(ping_interval=0.2, ping_jitter=0.1, dead_after=3, dead_cooldown=0.3, max_spread=2)
 FAILING: set[str] = set()
 """The workloads whose pings and inits fail, for the driver of these tests."""
+HANGING: set[str] = set()
+"""The workloads whose pings never end while ``RELEASE`` is not set, whatever the timeout."""
+RELEASE = threading.Event()
 
 
 class Flaky(SimulatedDriver):
@@ -31,6 +36,8 @@ class Flaky(SimulatedDriver):
             raise DriverError("no route to host")
 
     def ping(self, workload: Workload) -> None:
+        if workload.name in HANGING:
+            RELEASE.wait(30)
         if workload.name in FAILING:
             raise DriverError("timed out")
 
@@ -43,7 +50,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     store = SqliteStore(tmp_path / "machinery.db")
     store.add_fleet(Fleet("routers", "flaky", SETTINGS))
     FAILING.clear()
+    HANGING.clear()
+    RELEASE.clear()
     yield store
+    RELEASE.set()
     store.close()
 
 
@@ -135,6 +145,24 @@ def test_a_workload_whose_pings_fail_is_unreachable_then_dead_then_up_again(
     wait_for(lambda: state() is WorkloadState.UP, timeout=10, what="r001 up again")
     kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r001"))]
     assert kinds == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE, Lifecycle.DEAD, Lifecycle.UP]
+    assert store.get_workload("routers", "r000").state is WorkloadState.UP
+
+
+def test_a_ping_the_driver_never_ends_counts_as_failed_and_its_late_answer_is_dropped(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    store.replace_fleet(Fleet("routers", "flaky", replace(SETTINGS, ping_timeout=0.1)), version=1)
+    start(store, hosts, "a")
+    add(store, 2)
+    wait_for(lambda: all_up(store, 2, {"a"}), timeout=10)
+    HANGING.add("r001")
+    wait_for(lambda: store.get_workload("routers", "r001").state is WorkloadState.UNREACHABLE, timeout=10)
+    assert store.get_workload("routers", "r001").message == "ping did not end within 0.1 s"
+    HANGING.clear()
+    RELEASE.set()  # the hung ping returns now, succeeding: too late to count; the next ping brings it up
+    wait_for(lambda: store.get_workload("routers", "r001").state is WorkloadState.UP, timeout=10)
+    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r001"))]
+    assert kinds[:2] == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE] and kinds[-1] is Lifecycle.UP
     assert store.get_workload("routers", "r000").state is WorkloadState.UP
 
 
