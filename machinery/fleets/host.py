@@ -121,7 +121,9 @@ class FleetHost:
         self._threads = [
             threading.Thread(target=self._loop, name="machinery-fleet-host", daemon=True),
             threading.Thread(target=self._ping_loop, name="machinery-fleet-pings", daemon=True),
+            threading.Thread(target=self._task_loop, name="machinery-fleet-tasks", daemon=True),
         ]
+        self._item_ended = threading.Condition(self._lock)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -132,6 +134,7 @@ class FleetHost:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
+            self._item_ended.notify_all()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(10)
@@ -156,7 +159,6 @@ class FleetHost:
         if self.store.acquire_lease(ASSIGNER, self.name, now=now, until=now + self.lease):
             self.assign(fleets, now)
         self.sync(fleets)
-        self.run_tasks(now)
 
     def assign(self, fleets: list[Fleet], now: float) -> int:
         """Give out unassigned workloads and those of lapsed hosts, then rebalance; how many were given or moved."""
@@ -217,12 +219,12 @@ class FleetHost:
                 self._start_inits(runtime, now)
 
     def run_tasks(self, now: float) -> int:
-        """Claim the pending items of task runs on the workloads this host holds, as many as it has threads
-        free, and run them; how many were claimed."""
+        """Claim the pending items of task runs on the workloads this host holds, enough to keep its task threads
+        busy (and as many again queued), and run them; how many were claimed."""
         claimed = 0
         for fleet, runtime in list(self._fleets.items()):
             with self._lock:
-                free = self._task_threads - self._running_items
+                free = 2 * self._task_threads - self._running_items
                 names = [name for (held_in, name), entry in self._held.items() if held_in == fleet and not entry.gone]
             if free <= 0:
                 break
@@ -265,6 +267,7 @@ class FleetHost:
         finally:
             with self._lock:
                 self._running_items -= 1
+                self._item_ended.notify()
 
     def _run(self, run_id: str) -> tuple[TaskRun, threading.Semaphore]:
         with self._lock:
@@ -396,6 +399,22 @@ class FleetHost:
             except Exception:
                 log.exception("the fleet host's round failed; trying again in %s s", self.interval)
             self._stop.wait(self.interval)
+
+    def _task_loop(self) -> None:
+        """Claim task items as threads free up; look again every round when there are none."""
+        while not self._stop.is_set():
+            try:
+                claimed = self.run_tasks(self.clock())
+            except Exception:
+                log.exception("claiming task items failed; trying again in %s s", self.interval)
+                claimed = 0
+            with self._item_ended:
+                if claimed:
+                    self._item_ended.wait_for(
+                        lambda: self._stop.is_set() or self._running_items < self._task_threads, self.interval
+                    )
+                else:
+                    self._item_ended.wait(self.interval)
 
     def _ping_loop(self) -> None:
         with self._wake:
