@@ -346,6 +346,9 @@ class FleetStore(Protocol):
     def list_hosts(self) -> list[Host]:
         """Every host recorded, by name, whether its lease is current or not."""
 
+    def forget_hosts(self, *, lapsed_before: float) -> int:
+        """Delete the hosts whose lease lapsed before ``lapsed_before``; how many."""
+
     def acquire_lease(self, key: str, holder: str, *, now: float, until: float) -> bool:
         """Hold ``key`` until ``until`` if nobody else holds it past ``now``: one holder at a time."""
 

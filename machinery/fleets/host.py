@@ -51,6 +51,8 @@ ASSIGNER = "fleet-assigner"
 """The key of the lease the host that assigns holds."""
 ITEM_LEASES = 10
 """A host holds a task item it claimed for this many times its fleet's init timeout and its own lease."""
+HOSTS_KEPT = 24 * 3600.0
+"""Seconds a host whose lease lapsed stays listed (``GET /hosts``) before the assigner forgets it."""
 ASSIGN_BATCH = 5000
 """Unassigned workloads the assigner gives out per fleet and round."""
 PAGE = 1000
@@ -158,6 +160,7 @@ class FleetHost:
         fleets = self.store.list_fleets()
         if self.store.acquire_lease(ASSIGNER, self.name, now=now, until=now + self.lease):
             self.assign(fleets, now)
+            self.store.forget_hosts(lapsed_before=now - HOSTS_KEPT)
         self.sync(fleets)
 
     def assign(self, fleets: list[Fleet], now: float) -> int:

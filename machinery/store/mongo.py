@@ -728,6 +728,9 @@ class MongoStore:
     def list_hosts(self) -> list[Host]:
         return [Host(d["_id"], d["lease_until"], d["started_at"]) for d in self._hosts.find().sort("_id", ASCENDING)]
 
+    def forget_hosts(self, *, lapsed_before: float) -> int:
+        return self._hosts.delete_many({"lease_until": {"$lt": lapsed_before}}).deleted_count
+
     def acquire_lease(self, key: str, holder: str, *, now: float, until: float) -> bool:
         try:
             self._leases.update_one(

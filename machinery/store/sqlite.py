@@ -862,6 +862,9 @@ class SqliteStore:
         rows = self._db().execute("SELECT name, lease_until, started_at FROM fleet_hosts ORDER BY name")
         return [Host(row[0], row[1], row[2]) for row in rows]
 
+    def forget_hosts(self, *, lapsed_before: float) -> int:
+        return self._db().execute("DELETE FROM fleet_hosts WHERE lease_until < ?", (lapsed_before,)).rowcount
+
     def acquire_lease(self, key: str, holder: str, *, now: float, until: float) -> bool:
         taken = self._db().execute(_ACQUIRE_LEASE, (key, holder, until, holder, now)).fetchone()
         return taken is not None

@@ -162,6 +162,13 @@ def test_hosts_record_their_lease(store: Store) -> None:
     assert store.list_hosts() == [Host("h1", 120.0, 100.0), Host("h2", 110.0, 100.0)]
 
 
+def test_hosts_whose_lease_lapsed_long_ago_are_forgotten(store: Store) -> None:
+    store.heartbeat(Host("h1", 100.0, 50.0))
+    store.heartbeat(Host("h2", 200.0, 50.0))
+    assert store.forget_hosts(lapsed_before=150.0) == 1
+    assert [h.name for h in store.list_hosts()] == ["h2"]
+
+
 def test_a_lease_has_one_holder_until_it_lapses(store: Store) -> None:
     assert store.acquire_lease("assigner", "h1", now=100.0, until=110.0)
     assert not store.acquire_lease("assigner", "h2", now=105.0, until=115.0)
