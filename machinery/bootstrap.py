@@ -287,6 +287,7 @@ class Machinery:
             lease=self.config.fleet_lease,
             threads=self.config.fleet_threads,
             guard=self.guard,
+            on_ping=self.telemetry.ping_done,
         )
         self._start(host)
         return host

@@ -95,8 +95,11 @@ class FleetHost:
         guard: AddressGuard = DEFAULT_GUARD,
         drivers: Callable[[str], DriverFactory] = load_driver,
         clock: Callable[[], float] = time.time,
+        on_ping: Callable[[str, str, float, bool], None] | None = None,
     ) -> None:
+        """``on_ping(fleet, host, seconds, ok)`` is told of every ping that ended, for the metrics."""
         self.store = store
+        self.on_ping = on_ping
         self.name = name
         self.interval = interval
         self.lease = lease
@@ -331,12 +334,15 @@ class FleetHost:
 
     def _ping(self, runtime: _FleetRuntime, entry: _Held, call: int) -> None:
         settings = runtime.fleet.settings
-        self.lags.append(self.clock() - entry.workload.next_ping_at)
+        started = self.clock()
+        self.lags.append(started - entry.workload.next_ping_at)
         try:
             runtime.driver.ping(entry.workload)
             outcome = succeeded(entry.workload, settings, self.clock(), random.random())
         except Exception as e:
             outcome = failed(entry.workload, settings, self.clock(), random.random(), _message(e))
+        if self.on_ping is not None:
+            self.on_ping(runtime.fleet.name, self.name, self.clock() - started, outcome[0].state is WorkloadState.UP)
         self._settle(runtime, entry, outcome, call)
 
     def _settle(self, runtime: _FleetRuntime, entry: _Held, outcome: Transition, call: int) -> None:

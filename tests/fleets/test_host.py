@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import InvalidConfig
@@ -19,6 +20,7 @@ from machinery.fleets.drivers import DriverContext, DriverError, SimulatedDriver
 from machinery.fleets.host import FleetHost
 from machinery.fleets.registry import Fleets
 from machinery.store.sqlite import SqliteStore
+from machinery.telemetry import PrometheusTelemetry
 from tests.support import wait_for
 
 SETTINGS = FleetSettings(ping_interval=0.2, ping_jitter=0.1, dead_after=3, dead_cooldown=0.3, max_spread=2)
@@ -241,3 +243,22 @@ def test_a_task_runs_once_on_every_up_workload_the_selector_chooses_and_skips_th
     assert [i.error for i in items if i.status is ItemStatus.SKIPPED] == ["not up: dead"]
     ran = [name for host in hosts for name in host._fleets["routers"].driver.ran]  # type: ignore[attr-defined]
     assert sorted(ran) == [f"r{i:03d}" for i in range(9)]
+
+
+def test_every_ping_is_timed_for_the_metrics_with_its_outcome(store: SqliteStore, hosts: list[FleetHost]) -> None:
+    telemetry = PrometheusTelemetry()
+    host = FleetHost(store, "a", interval=0.05, lease=0.4, drivers=lambda _: Flaky, on_ping=telemetry.ping_done)
+    host.start()
+    hosts.append(host)
+    add(store, 2)
+    registry = CollectorRegistry()
+    telemetry.register(registry)
+
+    def count(outcome: str) -> float:
+        labels = {"fleet": "routers", "host": "a", "outcome": outcome}
+        return registry.get_sample_value("machinery_fleet_ping_duration_seconds_count", labels) or 0
+
+    wait_for(lambda: count("up") >= 2, timeout=10, what="two pings answered")
+    assert count("failed") == 0
+    FAILING.add("r001")
+    wait_for(lambda: count("failed") >= 1, timeout=10, what="a ping failed")
