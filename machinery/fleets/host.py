@@ -198,14 +198,21 @@ class FleetHost:
         """Start what this host was given, stop what it no longer holds."""
         now = self.clock()
         held: dict[tuple[str, str], Workload] = {}
+        synced = set()
         for fleet in fleets:
-            self._runtime(fleet)
+            try:
+                self._runtime(fleet)
+            except Exception:
+                # One fleet's driver that cannot be made (an entry point gone) must not stop the others.
+                log.exception("no driver for fleet %s: its workloads are left as they are", fleet.name)
+                continue
+            synced.add(fleet.name)
             after = ""
             while page := self.store.list_workloads(fleet.name, host=self.name, after=after, limit=PAGE):
                 held.update(((w.fleet, w.name), w) for w in page)
                 after = page[-1].name
         with self._lock:
-            for key in [key for key in self._held if key not in held]:
+            for key in [key for key in self._held if key not in held and key[0] in synced]:
                 lost = self._held.pop(key)
                 lost.gone = True
                 if lost.initialized:
@@ -322,12 +329,12 @@ class FleetHost:
         try:
             runtime.driver.init(entry.workload)
             outcome = succeeded(entry.workload, settings, self.clock(), random.random(), init=True)
-            entry.initialized = True
         except Exception as e:  # whatever the driver raises: the workload's message
             outcome = failed(entry.workload, settings, self.clock(), random.random(), _message(e), init=True)
         with self._lock:
             if entry.call != call:
-                return  # given up on already: its slot was freed, and its failure recorded
+                return  # given up on already: its slot was freed, its failure recorded, and it is initialised again
+            entry.initialized = outcome[0].state is WorkloadState.UP
             runtime.initializing -= 1
             self._start_inits(runtime, self.clock())
         self._settle(runtime, entry, outcome, call)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from machinery.bootstrap import Config, Machinery
-from machinery.engine.errors import InvalidConfig
+from machinery.engine.errors import InvalidConfig, InvalidDefinition
 from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, ItemStatus, Lifecycle, Workload, WorkloadState
 from machinery.engine.model import Field
 from machinery.engine.types import FieldType
@@ -94,6 +94,11 @@ def by_host(store: SqliteStore, state: str = "up") -> Mapping[str | None, int]:
     return counts
 
 
+def history(store: SqliteStore, workload: str) -> list[Lifecycle]:
+    """The kinds of a workload's lifecycle events, oldest first."""
+    return [e.kind for e in reversed(store.list_lifecycle_events("routers", workload))]
+
+
 def all_up(store: SqliteStore, count: int, hosts: set[str]) -> Any:
     loads = by_host(store)
     return loads if sum(loads.values()) == count and set(loads) == hosts else None
@@ -106,7 +111,15 @@ def test_workloads_are_spread_over_the_hosts_and_initialized_once_each(
     add(store, 40)
     loads = wait_for(lambda: all_up(store, 40, {"a", "b"}), timeout=10, what="every workload up")
     assert abs(loads["a"] - loads["b"]) <= SETTINGS.max_spread
-    events = store.list_lifecycle_events("routers", limit=1000)
+    # A state is written just before its event: the last events may trail the states by a moment.
+    events = wait_for(
+        lambda: (
+            (found := store.list_lifecycle_events("routers", limit=1000))
+            and len({e.workload for e in found if e.kind is Lifecycle.INITIALIZED}) == 40
+            and found
+        ),
+        timeout=5,
+    )
     assert sorted(e.workload for e in events if e.kind is Lifecycle.INITIALIZED) == [f"r{i:03d}" for i in range(40)]
     assert {e.kind for e in events} <= {Lifecycle.INITIALIZED, Lifecycle.MOVED}
 
@@ -153,7 +166,7 @@ def test_a_workload_whose_pings_fail_is_unreachable_then_dead_then_up_again(
     assert store.get_workload("routers", "r001").message == "timed out"
     FAILING.clear()
     wait_for(lambda: state() is WorkloadState.UP, timeout=10, what="r001 up again")
-    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r001"))]
+    kinds = wait_for(lambda: (found := history(store, "r001")) and found[-1] is Lifecycle.UP and found, timeout=5)
     assert kinds == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE, Lifecycle.DEAD, Lifecycle.UP]
     assert store.get_workload("routers", "r000").state is WorkloadState.UP
 
@@ -171,8 +184,8 @@ def test_a_ping_the_driver_never_ends_counts_as_failed_and_its_late_answer_is_dr
     HANGING.clear()
     RELEASE.set()  # the hung ping returns now, succeeding: too late to count; the next ping brings it up
     wait_for(lambda: store.get_workload("routers", "r001").state is WorkloadState.UP, timeout=10)
-    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r001"))]
-    assert kinds[:2] == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE] and kinds[-1] is Lifecycle.UP
+    kinds = wait_for(lambda: (found := history(store, "r001")) and found[-1] is Lifecycle.UP and found, timeout=5)
+    assert kinds[:2] == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE]
     assert store.get_workload("routers", "r000").state is WorkloadState.UP
 
 
@@ -185,8 +198,9 @@ def test_a_workload_whose_init_fails_says_so_once_and_is_up_once_it_answers(
     wait_for(lambda: store.list_lifecycle_events("routers", "r000"), timeout=10)
     FAILING.clear()
     wait_for(lambda: store.get_workload("routers", "r000").state is WorkloadState.UP, timeout=10)
-    kinds = [e.kind for e in reversed(store.list_lifecycle_events("routers", "r000"))]
-    assert kinds[0] is Lifecycle.INIT_FAILED and kinds[-1] in (Lifecycle.INITIALIZED, Lifecycle.UP)
+    up = (Lifecycle.INITIALIZED, Lifecycle.UP)
+    kinds = wait_for(lambda: (found := history(store, "r000")) and found[-1] in up and found, timeout=5)
+    assert kinds[0] is Lifecycle.INIT_FAILED
     assert kinds.count(Lifecycle.INIT_FAILED) == 1
 
 
@@ -262,3 +276,22 @@ def test_every_ping_is_timed_for_the_metrics_with_its_outcome(store: SqliteStore
     assert count("failed") == 0
     FAILING.add("r001")
     wait_for(lambda: count("failed") >= 1, timeout=10, what="a ping failed")
+
+
+def test_a_fleet_whose_driver_cannot_be_made_does_not_stop_the_others(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    store.add_fleet(Fleet("switches", "gone", SETTINGS))
+    store.add_workloads([Workload("switches", "s1")])
+
+    def drivers(name: str) -> type[Flaky]:
+        if name == "gone":
+            raise InvalidDefinition("no driver 'gone'")
+        return Flaky
+
+    host = FleetHost(store, "a", interval=0.05, lease=0.4, drivers=drivers)
+    host.start()
+    hosts.append(host)
+    add(store, 3)
+    wait_for(lambda: all_up(store, 3, {"a"}), timeout=10, what="the routers up")
+    assert store.get_workload("switches", "s1").state is WorkloadState.INITIALIZING
