@@ -191,6 +191,8 @@ def worker(
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     if allow_root and not commands:
         raise click.UsageError("--allow-root is for workers that run commands: add --commands")
+    if host_name and not fleets:
+        raise click.UsageError("--host-name names a worker that hosts fleets: add --fleets")
     config = dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root)
     if commands and not config.commands_allowed:
         raise click.UsageError("--commands runs only programs under MACHINERY_COMMANDS_ALLOWED: set it")
