@@ -9,6 +9,7 @@ API's process on an in-memory transport.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,8 @@ from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
 from machinery.engine.plan import Settings
 from machinery.engine.ports import ServiceCaller, Store
+from machinery.fleets.host import FleetHost
+from machinery.fleets.registry import Fleets
 from machinery.programs import parse_allowed
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
@@ -131,6 +134,12 @@ class Config:
     """Seconds between two passes of the scheduler over the schedules that are due; 0 runs no scheduler here."""
     schedule_grace: float = 60.0
     """Seconds late a schedule's run may start; a run later than that was missed (see a schedule's catch-up)."""
+    fleet_interval: float = 1.0
+    """Seconds between two rounds of a fleet host: leases renewed, workloads assigned and started or stopped."""
+    fleet_lease: float = 15.0
+    """Seconds a fleet host's lease lasts unrenewed: after it, its workloads are given to other hosts."""
+    fleet_threads: int = 32
+    """Threads of a fleet host that call the drivers (inits, pings, stops)."""
     engine: Settings = Settings()
     api_tokens: Mapping[str, Role] = field(default_factory=dict, repr=False)
     """The bearer tokens the API accepts, each with its role; with none, the API is open. Secrets: out of ``repr``."""
@@ -149,6 +158,8 @@ class Config:
                 raise InvalidConfig(f"MACHINERY_{name} should be a number, not {raw!r}") from e
 
         defaults = Settings()
+        if number("FLEET_LEASE", cls.fleet_lease) <= number("FLEET_INTERVAL", cls.fleet_interval):
+            raise InvalidConfig("MACHINERY_FLEET_LEASE should be longer than MACHINERY_FLEET_INTERVAL")
         if number("SCHEDULE_GRACE", cls.schedule_grace) <= 0:
             raise InvalidConfig("MACHINERY_SCHEDULE_GRACE should be more than 0 seconds")
         log_format = env.get("MACHINERY_LOG_FORMAT") or "text"
@@ -175,6 +186,9 @@ class Config:
             commands_max_output=int(number("COMMANDS_MAX_OUTPUT", DEFAULT_MAX_OUTPUT)),
             schedule_interval=number("SCHEDULE_INTERVAL", cls.schedule_interval),
             schedule_grace=number("SCHEDULE_GRACE", cls.schedule_grace),
+            fleet_interval=number("FLEET_INTERVAL", cls.fleet_interval),
+            fleet_lease=number("FLEET_LEASE", cls.fleet_lease),
+            fleet_threads=int(number("FLEET_THREADS", cls.fleet_threads)),
             engine=Settings(
                 lease_grace=number("LEASE_GRACE", defaults.lease_grace),
                 stale_after=number("STALE_AFTER", defaults.stale_after),
@@ -235,7 +249,8 @@ class Machinery:
         )
         self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
         self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
-        self._background: list[InProcessWorker | Sweeper] = []
+        self.fleets = Fleets(self.store, self.guard)
+        self._background: list[InProcessWorker | Sweeper | FleetHost] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:
         self.runner.run(event_id, step_id)
@@ -262,6 +277,21 @@ class Machinery:
             )
             self._start(Sweeper(prober.probe, self.config.health_interval, "prober", "%d services changed health"))
 
+    def start_fleet_host(self, name: str | None = None) -> FleetHost:
+        """Host workloads of every fleet in this process (``machinery worker --fleets``), as ``name``: by default
+        this machine's name and the process's id."""
+        host = FleetHost(
+            self.store,
+            name or f"{socket.gethostname()}:{os.getpid()}",
+            interval=self.config.fleet_interval,
+            lease=self.config.fleet_lease,
+            threads=self.config.fleet_threads,
+            guard=self.guard,
+            on_ping=self.telemetry.ping_done,
+        )
+        self._start(host)
+        return host
+
     def start_embedded_worker(self) -> None:
         """Run the workers and the sweeper in this process, on the in-memory transport."""
         self._start(InProcessWorker(self.celery, self.config.concurrency))
@@ -287,7 +317,7 @@ class Machinery:
         while self._background:
             self._background.pop().stop()
 
-    def _start(self, part: InProcessWorker | Sweeper) -> None:
+    def _start(self, part: InProcessWorker | Sweeper | FleetHost) -> None:
         part.start()
         self._background.append(part)
 

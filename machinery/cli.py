@@ -176,12 +176,27 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     help="Run command services too (their own queue), for programs under MACHINERY_COMMANDS_ALLOWED.",
 )
 @click.option("--allow-root", is_flag=True, help="With --commands: run parameters that require root.")
+@click.option(
+    "--fleets",
+    is_flag=True,
+    help="Host workloads of the fleets too: initialise, ping and stop those the assigner gives this worker.",
+)
+@click.option("--host-name", help="With --fleets: this host's name (default: the machine's name and the process id).")
 def worker(
-    concurrency: int | None, pool: str, loglevel: str, metrics_port: int | None, commands: bool, allow_root: bool
+    concurrency: int | None,
+    pool: str,
+    loglevel: str,
+    metrics_port: int | None,
+    commands: bool,
+    allow_root: bool,
+    fleets: bool,
+    host_name: str | None,
 ) -> None:
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     if allow_root and not commands:
         raise click.UsageError("--allow-root is for workers that run commands: add --commands")
+    if host_name and not fleets:
+        raise click.UsageError("--host-name names a worker that hosts fleets: add --fleets")
     config = dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root)
     if commands and not config.commands_allowed:
         raise click.UsageError("--commands runs only programs under MACHINERY_COMMANDS_ALLOWED: set it")
@@ -202,6 +217,9 @@ def worker(
             "without a broker `machinery serve` runs them in its own process"
         )
     machinery.start_sweeper()
+    if fleets:
+        # In the main process, not the pool: one host per worker, whatever its concurrency.
+        machinery.start_fleet_host(host_name)
     if metrics_port is not None:
         registry = CollectorRegistry()
         machinery.telemetry.register(registry)

@@ -11,9 +11,22 @@ comparison of ``machinery apply`` do.
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import Any
 
 from machinery.engine.errors import InvalidDefinition
+from machinery.engine.fleets import (
+    Fleet,
+    FleetSettings,
+    FleetTask,
+    ItemStatus,
+    Lifecycle,
+    LifecycleEvent,
+    TaskItem,
+    TaskRun,
+    Workload,
+    WorkloadState,
+)
 from machinery.engine.model import (
     CALLBACK,
     DELAY,
@@ -341,4 +354,145 @@ def workflow_from_dict(doc: dict[str, Any]) -> Workflow:
         outputs=tuple(field_from_dict(f) for f in doc.get("outputs", ())),
         linear=linear,
         **{k: doc[k] for k in ("description", "timeout", "notify", "id", "version") if k in doc},
+    )
+
+
+# Fleets
+
+
+def fleet_to_dict(f: Fleet) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "driver": f.driver,
+        "description": f.description,
+        "settings": asdict(f.settings),
+        "tasks": [
+            {
+                "name": t.name,
+                "description": t.description,
+                "inputs": [field_to_dict(i) for i in t.inputs],
+                "outputs": [field_to_dict(o) for o in t.outputs],
+            }
+            for t in f.tasks
+        ],
+        "version": f.version,
+    }
+
+
+def fleet_from_dict(doc: dict[str, Any]) -> Fleet:
+    tasks = tuple(
+        FleetTask(
+            name=t["name"],
+            description=t.get("description", ""),
+            inputs=tuple(field_from_dict(i) for i in t.get("inputs", ())),
+            outputs=tuple(field_from_dict(o) for o in t.get("outputs", ())),
+        )
+        for t in doc.get("tasks", ())
+    )
+    return Fleet(
+        name=doc["name"],
+        driver=doc["driver"],
+        settings=FleetSettings(**doc.get("settings", {})),
+        tasks=tasks,
+        description=doc.get("description", ""),
+        version=doc.get("version", 0),
+    )
+
+
+def workload_to_dict(w: Workload) -> dict[str, Any]:
+    return {
+        "fleet": w.fleet,
+        "name": w.name,
+        "labels": dict(w.labels),
+        "config": dict(w.config),
+        "state": w.state.value,
+        "host": w.host,
+        "lease_until": w.lease_until,
+        "failed_pings": w.failed_pings,
+        "next_ping_at": w.next_ping_at,
+        "message": w.message,
+        "since": w.since,
+        "version": w.version,
+    }
+
+
+def workload_from_dict(doc: dict[str, Any]) -> Workload:
+    return Workload(
+        fleet=doc["fleet"],
+        name=doc["name"],
+        labels=doc.get("labels", {}),
+        config=doc.get("config", {}),
+        state=WorkloadState(doc.get("state", WorkloadState.INITIALIZING)),
+        host=doc.get("host"),
+        lease_until=doc.get("lease_until", 0.0),
+        failed_pings=doc.get("failed_pings", 0),
+        next_ping_at=doc.get("next_ping_at", 0.0),
+        message=doc.get("message", ""),
+        since=doc.get("since", 0.0),
+        version=doc.get("version", 0),
+    )
+
+
+def lifecycle_to_dict(e: LifecycleEvent) -> dict[str, Any]:
+    return {
+        "fleet": e.fleet,
+        "workload": e.workload,
+        "kind": e.kind.value,
+        "at": e.at,
+        "host": e.host,
+        "message": e.message,
+    }
+
+
+def lifecycle_from_dict(doc: dict[str, Any]) -> LifecycleEvent:
+    return LifecycleEvent(
+        doc["fleet"], doc["workload"], Lifecycle(doc["kind"]), doc["at"], doc.get("host"), doc.get("message", "")
+    )
+
+
+def task_run_to_dict(r: TaskRun) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "fleet": r.fleet,
+        "task": r.task,
+        "args": dict(r.args),
+        "selector": dict(r.selector),
+        "concurrency": r.concurrency,
+        "created_at": r.created_at,
+    }
+
+
+def task_run_from_dict(doc: dict[str, Any]) -> TaskRun:
+    return TaskRun(
+        doc["id"], doc["fleet"], doc["task"], doc["args"], doc["selector"], doc["concurrency"], doc["created_at"]
+    )
+
+
+def task_item_to_dict(i: TaskItem) -> dict[str, Any]:
+    return {
+        "run_id": i.run_id,
+        "fleet": i.fleet,
+        "workload": i.workload,
+        "status": i.status.value,
+        "host": i.host,
+        "lease_until": i.lease_until,
+        "result": None if i.result is None else dict(i.result),
+        "error": i.error,
+        "ended_at": i.ended_at,
+        "version": i.version,
+    }
+
+
+def task_item_from_dict(doc: dict[str, Any]) -> TaskItem:
+    return TaskItem(
+        run_id=doc["run_id"],
+        fleet=doc["fleet"],
+        workload=doc["workload"],
+        status=ItemStatus(doc["status"]),
+        host=doc.get("host"),
+        lease_until=doc.get("lease_until", 0.0),
+        result=doc.get("result"),
+        error=doc.get("error", ""),
+        ended_at=doc.get("ended_at", 0.0),
+        version=doc.get("version", 0),
     )

@@ -57,6 +57,17 @@ class PrometheusTelemetry:
             registry=None,
         )
 
+        self.pings = Histogram(
+            "machinery_fleet_ping_duration_seconds",
+            "Pings of workloads by the fleet hosts, by outcome (up or failed)",
+            ["fleet", "host", "outcome"],
+            buckets=_BUCKETS,
+            registry=None,
+        )
+
+    def ping_done(self, fleet: str, host: str, seconds: float, ok: bool) -> None:
+        self.pings.labels(fleet, host, "up" if ok else "failed").observe(max(seconds, 0.0))
+
     def call_done(self, workflow: str, service: str, seconds: float, error: str | None) -> None:
         self.calls.labels(workflow, service).observe(seconds)
         self.attempts.labels(workflow, service).inc()
@@ -74,7 +85,7 @@ class PrometheusTelemetry:
         if os.environ.get(MULTIPROCESS_DIR):
             MultiProcessCollector(registry)
             return
-        for metric in (self.calls, self.attempts, self.failures, self.steps, self.events):
+        for metric in (self.calls, self.attempts, self.failures, self.steps, self.events, self.pings):
             registry.register(metric)
 
 

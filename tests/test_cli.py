@@ -307,3 +307,9 @@ def test_a_worker_for_commands_needs_the_programs_it_may_run(run: Invoke) -> Non
     assert result.exit_code == 2
     assert "MACHINERY_COMMANDS_ALLOWED" in result.output
     assert "add --commands" in run("worker", "--allow-root").output
+
+
+def test_a_host_name_is_for_a_worker_that_hosts_fleets(run: Invoke) -> None:
+    result = run("worker", "--host-name", "a")
+    assert result.exit_code == 2
+    assert "add --fleets" in result.output

@@ -20,6 +20,7 @@ from machinery.api import (
     dashboard,
     events,
     executables,
+    fleets,
     graphs,
     metrics,
     probes,
@@ -59,7 +60,7 @@ def create_app(machinery: Machinery | None = None, config: Mapping[str, Any] | N
     api = Api(app, spec_kwargs=auth.spec_options(tokens))
     auth.protect(app, api, tokens)
     app.register_error_handler(MachineryError, handle_machinery_error)
-    for module in (probes, services, executables, workflows, events, callbacks, graphs, schedules, auth):
+    for module in (probes, services, executables, workflows, events, callbacks, graphs, schedules, fleets, auth):
         api.register_blueprint(module.blp)
     app.register_blueprint(dashboard.bp)
     metrics.init_app(app)

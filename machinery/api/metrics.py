@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from machinery.api.auth import requires
 from machinery.api.blueprint import EXTENSION, current_machinery
 from machinery.bootstrap import Role
+from machinery.engine.fleets import WorkloadState
 from machinery.engine.health import UP
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus
@@ -69,6 +70,25 @@ class StoreCollector(Collector):
         for service, health in sorted(machinery.store.health().items()):
             up.add_metric([service], 1 if health.status == UP else 0)
         yield up
+        yield from _fleet_metrics(machinery.store.count_workloads())
+
+
+def _fleet_metrics(counts: dict[tuple[str, str | None, str], int]) -> Iterator[Metric]:
+    """Workloads by fleet and state, and by host (every state but dead), from one count by the store."""
+    by_state: dict[tuple[str, str], int] = {}
+    by_host: dict[str, int] = {}
+    for (fleet, host, state), count in counts.items():
+        by_state[fleet, state] = by_state.get((fleet, state), 0) + count
+        if host is not None and state != WorkloadState.DEAD:
+            by_host[host] = by_host.get(host, 0) + count
+    workloads = GaugeMetricFamily("machinery_workloads", "Workloads by fleet and state", labels=["fleet", "state"])
+    for (fleet, state), count in sorted(by_state.items()):
+        workloads.add_metric([fleet, state], count)
+    yield workloads
+    hosted = GaugeMetricFamily("machinery_host_workloads", "Workloads a fleet host holds", labels=["host"])
+    for host, count in sorted(by_host.items()):
+        hosted.add_metric([host], count)
+    yield hosted
 
 
 @bp.get("/metrics")

@@ -33,8 +33,24 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
-from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
+from machinery.codec import (
+    executable_from_dict,
+    executable_to_dict,
+    fleet_from_dict,
+    fleet_to_dict,
+    lifecycle_from_dict,
+    lifecycle_to_dict,
+    service_to_dict,
+    task_item_from_dict,
+    task_item_to_dict,
+    task_run_from_dict,
+    task_run_to_dict,
+    workflow_to_dict,
+    workload_from_dict,
+    workload_to_dict,
+)
 from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.fleets import Fleet, Host, ItemStatus, LifecycleEvent, TaskItem, TaskRun, Workload, WorkloadState
 from machinery.engine.health import Health
 from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
@@ -64,10 +80,18 @@ class MongoStore:
         self._items: Collection[Doc] = database.items
         self._counts: Collection[Doc] = database.event_counts
         self._schedules: Collection[Doc] = database.schedules
+        self._fleets: Collection[Doc] = database.fleets
+        self._workloads: Collection[Doc] = database.workloads
+        self._hosts: Collection[Doc] = database.fleet_hosts
+        self._leases: Collection[Doc] = database.fleet_leases
+        self._lifecycle: Collection[Doc] = database.lifecycle_events
+        self._task_runs: Collection[Doc] = database.fleet_task_runs
+        self._task_items: Collection[Doc] = database.fleet_task_items
         self._database = database
         self._create_indexes()
         self._create_item_indexes()
         self._create_schedule_indexes()
+        self._create_fleet_indexes()
         if self._counts.find_one() is None and self._events.find_one({}, {"_id": True}) is not None:
             self.recount_events()
 
@@ -621,6 +645,216 @@ class MongoStore:
         self._schedules.create_index("name", unique=True)
         self._schedules.create_index("due_at", partialFilterExpression={"due_at": {"$type": "number"}})
 
+    # Fleets: a workload's ``_id`` is ``<fleet>/<name>`` (names hold no ``/``); its host, lease, state and version
+    # are fields of their own, for the assigner's conditional writes.
+
+    def add_fleet(self, fleet: Fleet) -> Fleet:
+        """Store a new fleet at version 1; Conflict if the name is taken."""
+        stored = replace(fleet, version=1)
+        try:
+            self._fleets.insert_one({"_id": fleet.name, **fleet_to_dict(stored)})
+        except DuplicateKeyError:
+            raise _taken("fleet", fleet.name) from None
+        return stored
+
+    def get_fleet(self, name: str) -> Fleet:
+        doc = self._fleets.find_one({"_id": name})
+        if doc is None:
+            raise NotFound(f"no fleet {name!r}")
+        return _load_fleet(doc)
+
+    def list_fleets(self) -> list[Fleet]:
+        return [_load_fleet(doc) for doc in self._fleets.find().sort("_id", ASCENDING)]
+
+    def replace_fleet(self, fleet: Fleet, *, version: int) -> Fleet:
+        self.get_fleet(fleet.name)
+        stored = replace(fleet, version=version + 1)
+        if not self._fleets.replace_one({"_id": fleet.name, "version": version}, fleet_to_dict(stored)).matched_count:
+            raise Conflict(f"fleet {fleet.name!r} changed since version {version}")
+        return stored
+
+    def delete_fleet(self, name: str) -> None:
+        self.get_fleet(name)
+        if self._workloads.find_one({"fleet": name}, {"_id": True}) is not None:
+            raise Conflict(f"fleet {name!r} still has workloads: remove them first")
+        self._fleets.delete_one({"_id": name})
+
+    def add_workloads(self, workloads: Sequence[Workload]) -> list[str]:
+        if not workloads:
+            return []
+        docs = [_workload_doc(replace(w, host=None, lease_until=0.0, version=1)) for w in workloads]
+        try:
+            self._workloads.insert_many(docs, ordered=False)
+            return [w.name for w in workloads]
+        except BulkWriteError as e:
+            taken = {docs[error["index"]]["name"] for error in e.details["writeErrors"] if error["code"] == 11000}
+            if len(taken) < len(e.details["writeErrors"]):
+                raise
+            return [w.name for w in workloads if w.name not in taken]
+
+    def remove_workloads(self, fleet: str, names: Iterable[str]) -> list[Workload]:
+        query = {"_id": {"$in": [f"{fleet}/{name}" for name in names]}}
+        found = [_load_workload(doc) for doc in self._workloads.find(query)]
+        removed = [w for w in found if self._workloads.delete_one({"_id": f"{fleet}/{w.name}"}).deleted_count]
+        return sorted(removed, key=lambda w: w.name)
+
+    def get_workload(self, fleet: str, name: str) -> Workload:
+        doc = self._workloads.find_one({"_id": f"{fleet}/{name}"})
+        if doc is None:
+            raise NotFound(f"no workload {name!r} in fleet {fleet!r}")
+        return _load_workload(doc)
+
+    def list_workloads(
+        self,
+        fleet: str,
+        *,
+        state: WorkloadState | None = None,
+        labels: Mapping[str, str] | None = None,
+        host: str | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Workload]:
+        query: Doc = {"fleet": fleet, "name": {"$gt": after}}
+        if state is not None:
+            query["state"] = state.value
+        if host is not None:
+            query["host"] = host
+        for key, value in (labels or {}).items():
+            query[f"labels.{key}"] = value
+        docs = self._workloads.find(query).sort("name", ASCENDING).limit(limit)
+        return [_load_workload(doc) for doc in docs]
+
+    def count_workloads(self, fleet: str | None = None) -> dict[tuple[str, str | None, str], int]:
+        match = [{"$match": {"fleet": fleet}}] if fleet is not None else []
+        group = {"$group": {"_id": {"fleet": "$fleet", "host": "$host", "state": "$state"}, "count": {"$sum": 1}}}
+        return {
+            (doc["_id"]["fleet"], doc["_id"].get("host"), doc["_id"]["state"]): doc["count"]
+            for doc in self._workloads.aggregate([*match, group])
+        }
+
+    def save_workload(self, workload: Workload) -> bool:
+        fields = {
+            key: value
+            for key, value in _workload_doc(workload).items()
+            if key in ("state", "failed_pings", "next_ping_at", "message", "since")
+        }
+        query = {"_id": f"{workload.fleet}/{workload.name}", "version": workload.version}
+        return bool(self._workloads.update_one(query, {"$set": fields, "$inc": {"version": 1}}).matched_count)
+
+    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[Workload]:
+        query = {"fleet": fleet, "$or": [{"host": None}, {"lease_until": {"$lt": now}}]}
+        return [_load_workload(doc) for doc in self._workloads.find(query).sort("name", ASCENDING).limit(limit)]
+
+    def claim_workloads(
+        self, fleet: str, names: Iterable[str], host: str, *, now: float, until: float, source: str | None = None
+    ) -> list[str]:
+        condition: Doc = (
+            {"host": source} if source is not None else {"$or": [{"host": None}, {"lease_until": {"$lt": now}}]}
+        )
+        ids = [f"{fleet}/{name}" for name in names]
+        # One conditional write per workload: a bulk update could not say which it changed.
+        claimed = []
+        for workload_id in ids:
+            fields = {"host": host, "lease_until": until, "state": WorkloadState.INITIALIZING.value, "failed_pings": 0}
+            update = {"$set": fields | {"since": now}, "$inc": {"version": 1}}
+            if self._workloads.update_one({"_id": workload_id, **condition}, update).matched_count:
+                claimed.append(workload_id.split("/", 1)[1])
+        return sorted(claimed)
+
+    def renew_workloads(self, host: str, until: float) -> int:
+        return self._workloads.update_many({"host": host}, {"$set": {"lease_until": until}}).matched_count
+
+    def heartbeat(self, host: Host) -> None:
+        self._hosts.update_one(
+            {"_id": host.name},
+            {"$set": {"lease_until": host.lease_until}, "$setOnInsert": {"started_at": host.started_at}},
+            upsert=True,
+        )
+
+    def list_hosts(self) -> list[Host]:
+        return [Host(d["_id"], d["lease_until"], d["started_at"]) for d in self._hosts.find().sort("_id", ASCENDING)]
+
+    def forget_hosts(self, *, lapsed_before: float) -> int:
+        return self._hosts.delete_many({"lease_until": {"$lt": lapsed_before}}).deleted_count
+
+    def acquire_lease(self, key: str, holder: str, *, now: float, until: float) -> bool:
+        try:
+            self._leases.update_one(
+                {"_id": key, "$or": [{"holder": holder}, {"until": {"$lt": now}}]},
+                {"$set": {"holder": holder, "until": until}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # held by another: the upsert tried to insert a second document with its key
+            return False
+        return True
+
+    def add_lifecycle_events(self, events: Sequence[LifecycleEvent]) -> None:
+        if events:
+            self._lifecycle.insert_many([lifecycle_to_dict(e) for e in events])
+
+    def list_lifecycle_events(
+        self, fleet: str, workload: str | None = None, *, limit: int = 100
+    ) -> list[LifecycleEvent]:
+        query: Doc = {"fleet": fleet} if workload is None else {"fleet": fleet, "workload": workload}
+        docs = self._lifecycle.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        return [lifecycle_from_dict(doc) for doc in docs]
+
+    def add_task_run(self, run: TaskRun, items: Sequence[TaskItem]) -> None:
+        self._task_runs.insert_one({"_id": run.id, **task_run_to_dict(run)})
+        if items:
+            docs = [_task_item_doc(replace(item, version=1)) for item in items]
+            self._task_items.insert_many(docs, ordered=False)
+
+    def get_task_run(self, run_id: str) -> TaskRun:
+        doc = self._task_runs.find_one({"_id": run_id})
+        if doc is None:
+            raise NotFound(f"no task run {run_id!r}")
+        return task_run_from_dict(doc)
+
+    def list_task_items(
+        self, run_id: str, *, status: ItemStatus | None = None, after: str = "", limit: int = 100
+    ) -> list[TaskItem]:
+        query: Doc = {"run_id": run_id, "workload": {"$gt": after}}
+        if status is not None:
+            query["status"] = status.value
+        docs = self._task_items.find(query).sort("workload", ASCENDING).limit(limit)
+        return [task_item_from_dict(doc) for doc in docs]
+
+    def count_task_items(self, run_id: str) -> dict[str, int]:
+        group = {"$group": {"_id": "$status", "count": {"$sum": 1}}}
+        return {doc["_id"]: doc["count"] for doc in self._task_items.aggregate([{"$match": {"run_id": run_id}}, group])}
+
+    def claim_task_items(
+        self, fleet: str, workloads: Iterable[str], host: str, *, now: float, until: float, limit: int
+    ) -> list[TaskItem]:
+        query = {
+            "fleet": fleet,
+            "workload": {"$in": list(workloads)},
+            "$or": [{"status": "pending"}, {"status": "running", "lease_until": {"$lt": now}}],
+        }
+        claimed = []
+        # One conditional write per item, on the version read: two hosts cannot both take one.
+        for doc in self._task_items.find(query).limit(limit):
+            item = task_item_from_dict(doc)
+            taken = replace(item, status=ItemStatus.RUNNING, host=host, lease_until=until)
+            if self.save_task_item(taken):
+                claimed.append(replace(taken, version=item.version + 1))
+        return claimed
+
+    def save_task_item(self, item: TaskItem) -> bool:
+        doc = _task_item_doc(replace(item, version=item.version + 1))
+        return bool(self._task_items.replace_one({"_id": doc["_id"], "version": item.version}, doc).matched_count)
+
+    def _create_fleet_indexes(self) -> None:
+        self._workloads.create_index([("fleet", ASCENDING), ("name", ASCENDING)])
+        self._workloads.create_index([("host", ASCENDING), ("fleet", ASCENDING), ("name", ASCENDING)])
+        self._workloads.create_index([("fleet", ASCENDING), ("state", ASCENDING), ("name", ASCENDING)])
+        self._workloads.create_index([("fleet", ASCENDING), ("lease_until", ASCENDING)])
+        self._lifecycle.create_index([("fleet", ASCENDING), ("at", DESCENDING)])
+        self._lifecycle.create_index([("fleet", ASCENDING), ("workload", ASCENDING), ("at", DESCENDING)])
+        self._task_items.create_index([("run_id", ASCENDING), ("workload", ASCENDING)])
+        self._task_items.create_index([("fleet", ASCENDING), ("workload", ASCENDING), ("status", ASCENDING)])
+
     # Helpers
 
     def _create_indexes(self) -> None:
@@ -793,3 +1027,22 @@ def _taken(kind: str, name: str) -> Conflict:
 
 def _outdated(name: str, version: int) -> Conflict:
     return Conflict(f"workflow {name!r} changed since version {version}")
+
+
+# Fleets
+
+
+def _load_fleet(doc: Doc) -> Fleet:
+    return fleet_from_dict({key: value for key, value in doc.items() if key != "_id"})
+
+
+def _workload_doc(workload: Workload) -> Doc:
+    return {"_id": f"{workload.fleet}/{workload.name}", **workload_to_dict(workload)}
+
+
+def _load_workload(doc: Doc) -> Workload:
+    return workload_from_dict(doc)
+
+
+def _task_item_doc(item: TaskItem) -> Doc:
+    return {"_id": f"{item.run_id}/{item.workload}", **task_item_to_dict(item)}

@@ -23,8 +23,22 @@ from uuid import uuid4
 
 import orjson
 
-from machinery.codec import executable_from_dict, executable_to_dict, service_to_dict, workflow_to_dict
+from machinery.codec import (
+    executable_from_dict,
+    executable_to_dict,
+    fleet_from_dict,
+    fleet_to_dict,
+    lifecycle_from_dict,
+    lifecycle_to_dict,
+    service_to_dict,
+    task_item_from_dict,
+    task_run_from_dict,
+    task_run_to_dict,
+    workflow_to_dict,
+    workload_from_dict,
+)
 from machinery.engine.errors import Conflict, NotFound, Problem
+from machinery.engine.fleets import Fleet, Host, ItemStatus, LifecycleEvent, TaskItem, TaskRun, Workload, WorkloadState
 from machinery.engine.health import Health
 from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
@@ -176,6 +190,7 @@ class SqliteStore:
         self._db().executescript(_SCHEMA)
         self._count_events()
         self._db().executescript(_SCHEDULES_SCHEMA)
+        self._db().executescript(_FLEETS_SCHEMA)
 
     def ping(self) -> None:
         self._db().execute("SELECT 1 FROM events LIMIT 1").fetchall()
@@ -734,6 +749,210 @@ class SqliteStore:
         params = (schedule.workflow_id, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
         return self._page(query, params, "idempotency_key DESC", offset, limit, Event.from_doc)
 
+    # Fleets: the workloads' host, lease, state and version are columns, for the assigner's conditional writes.
+
+    def add_fleet(self, fleet: Fleet) -> Fleet:
+        """Store a new fleet at version 1; Conflict if the name is taken."""
+        stored = replace(fleet, version=1)
+        try:
+            self._db().execute("INSERT INTO fleets VALUES (?, 1, ?)", (fleet.name, _dumps(fleet_to_dict(stored))))
+        except sqlite3.IntegrityError:
+            raise _taken("fleet", fleet.name) from None
+        return stored
+
+    def get_fleet(self, name: str) -> Fleet:
+        row = self._db().execute("SELECT doc FROM fleets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no fleet {name!r}")
+        return fleet_from_dict(_doc(row))
+
+    def list_fleets(self) -> list[Fleet]:
+        return [fleet_from_dict(_doc(row)) for row in self._db().execute("SELECT doc FROM fleets ORDER BY name")]
+
+    def replace_fleet(self, fleet: Fleet, *, version: int) -> Fleet:
+        stored = replace(fleet, version=version + 1)
+        with self._transaction() as db:
+            self.get_fleet(fleet.name)
+            doc = _dumps(fleet_to_dict(stored))
+            if not db.execute(_SAVE_FLEET, (doc, fleet.name, version)).rowcount:
+                raise Conflict(f"fleet {fleet.name!r} changed since version {version}")
+        return stored
+
+    def delete_fleet(self, name: str) -> None:
+        with self._transaction() as db:
+            self.get_fleet(name)
+            if db.execute("SELECT 1 FROM workloads WHERE fleet = ? LIMIT 1", (name,)).fetchone():
+                raise Conflict(f"fleet {name!r} still has workloads: remove them first")
+            db.execute("DELETE FROM fleets WHERE name = ?", (name,))
+
+    def add_workloads(self, workloads: Sequence[Workload]) -> list[str]:
+        added = []
+        with self._transaction() as db:
+            for workload in workloads:
+                stored = replace(workload, host=None, lease_until=0.0, version=1)
+                if db.execute(_INSERT_WORKLOAD, _workload_row(stored)).rowcount:
+                    added.append(workload.name)
+        return added
+
+    def remove_workloads(self, fleet: str, names: Collection[str]) -> list[Workload]:
+        removed = []
+        with self._transaction() as db:
+            for chunk in _chunks(list(names)):
+                marks = ", ".join("?" * len(chunk))
+                query = f"DELETE FROM workloads WHERE fleet = ? AND name IN ({marks}) RETURNING {_WORKLOAD_COLUMNS}"
+                removed += [_workload(row) for row in db.execute(query, (fleet, *chunk))]
+        return sorted(removed, key=lambda w: w.name)
+
+    def get_workload(self, fleet: str, name: str) -> Workload:
+        query = f"SELECT {_WORKLOAD_COLUMNS} FROM workloads WHERE fleet = ? AND name = ?"
+        row = self._db().execute(query, (fleet, name)).fetchone()
+        if row is None:
+            raise NotFound(f"no workload {name!r} in fleet {fleet!r}")
+        return _workload(row)
+
+    def list_workloads(
+        self,
+        fleet: str,
+        *,
+        state: WorkloadState | None = None,
+        labels: Mapping[str, str] | None = None,
+        host: str | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Workload]:
+        where, params = ["fleet = ?", "name > ?"], [fleet, after]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        for key, value in (labels or {}).items():
+            where.append("json_extract(doc, ?) = ?")
+            # Label keys are checked by the API (see machinery.validation): none holds a double quote.
+            params += [f'$.labels."{key}"', value]
+        query = f"SELECT {_WORKLOAD_COLUMNS} FROM workloads WHERE {' AND '.join(where)} ORDER BY name LIMIT ?"
+        return [_workload(row) for row in self._db().execute(query, (*params, limit))]
+
+    def count_workloads(self, fleet: str | None = None) -> dict[tuple[str, str | None, str], int]:
+        where, params = ("WHERE fleet = ?", (fleet,)) if fleet is not None else ("", ())
+        query = f"SELECT fleet, host, state, COUNT(*) FROM workloads {where} GROUP BY fleet, host, state"
+        return {(row[0], row[1], row[2]): row[3] for row in self._db().execute(query, params)}
+
+    def save_workload(self, workload: Workload) -> bool:
+        row = _workload_row(workload)
+        saved = self._db().execute(_SAVE_WORKLOAD, (row[2], row[6], workload.fleet, workload.name, workload.version))
+        return bool(saved.rowcount)
+
+    def unassigned_workloads(self, fleet: str, *, now: float, limit: int) -> list[Workload]:
+        query = f"SELECT {_WORKLOAD_COLUMNS} FROM workloads WHERE fleet = ? AND (host IS NULL OR lease_until < ?)"
+        return [_workload(row) for row in self._db().execute(f"{query} ORDER BY name LIMIT ?", (fleet, now, limit))]
+
+    def claim_workloads(
+        self, fleet: str, names: Collection[str], host: str, *, now: float, until: float, source: str | None = None
+    ) -> list[str]:
+        condition, condition_params = (
+            ("host = ?", (source,)) if source is not None else ("(host IS NULL OR lease_until < ?)", (now,))
+        )
+        claimed = []
+        with self._transaction() as db:
+            for chunk in _chunks(list(names)):
+                query = (
+                    "UPDATE workloads SET host = ?, lease_until = ?, version = version + 1, state = ?,"
+                    " doc = json_set(doc, '$.failed_pings', 0, '$.since', ?)"
+                    f" WHERE fleet = ? AND name IN ({', '.join('?' * len(chunk))}) AND {condition} RETURNING name"
+                )
+                params = (host, until, WorkloadState.INITIALIZING.value, now, fleet, *chunk, *condition_params)
+                claimed += [row[0] for row in db.execute(query, params)]
+        return sorted(claimed)
+
+    def renew_workloads(self, host: str, until: float) -> int:
+        return self._db().execute("UPDATE workloads SET lease_until = ? WHERE host = ?", (until, host)).rowcount
+
+    def heartbeat(self, host: Host) -> None:
+        self._db().execute(_HEARTBEAT, (host.name, host.lease_until, host.started_at))
+
+    def list_hosts(self) -> list[Host]:
+        rows = self._db().execute("SELECT name, lease_until, started_at FROM fleet_hosts ORDER BY name")
+        return [Host(row[0], row[1], row[2]) for row in rows]
+
+    def forget_hosts(self, *, lapsed_before: float) -> int:
+        return self._db().execute("DELETE FROM fleet_hosts WHERE lease_until < ?", (lapsed_before,)).rowcount
+
+    def acquire_lease(self, key: str, holder: str, *, now: float, until: float) -> bool:
+        taken = self._db().execute(_ACQUIRE_LEASE, (key, holder, until, holder, now)).fetchone()
+        return taken is not None
+
+    def add_lifecycle_events(self, events: Sequence[LifecycleEvent]) -> None:
+        rows = [(e.fleet, e.workload, e.at, _dumps(lifecycle_to_dict(e))) for e in events]
+        with self._transaction() as db:
+            db.executemany("INSERT INTO lifecycle_events (fleet, workload, at, doc) VALUES (?, ?, ?, ?)", rows)
+
+    def list_lifecycle_events(
+        self, fleet: str, workload: str | None = None, *, limit: int = 100
+    ) -> list[LifecycleEvent]:
+        query, params = (
+            ("WHERE fleet = ?", [fleet])
+            if workload is None
+            else ("WHERE fleet = ? AND workload = ?", [fleet, workload])
+        )
+        rows = self._db().execute(
+            f"SELECT doc FROM lifecycle_events {query} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [lifecycle_from_dict(_doc(row)) for row in rows]
+
+    def add_task_run(self, run: TaskRun, items: Sequence[TaskItem]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO fleet_task_runs VALUES (?, ?, ?, ?)",
+                (run.id, run.fleet, run.created_at, _dumps(task_run_to_dict(run))),
+            )
+            db.executemany(_INSERT_TASK_ITEM, [_task_item_row(replace(item, version=1)) for item in items])
+
+    def get_task_run(self, run_id: str) -> TaskRun:
+        row = self._db().execute("SELECT doc FROM fleet_task_runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no task run {run_id!r}")
+        return task_run_from_dict(_doc(row))
+
+    def list_task_items(
+        self, run_id: str, *, status: ItemStatus | None = None, after: str = "", limit: int = 100
+    ) -> list[TaskItem]:
+        where, params = "run_id = ? AND workload > ?", [run_id, after]
+        if status is not None:
+            where += " AND status = ?"
+            params.append(status.value)
+        query = f"SELECT {_TASK_ITEM_COLUMNS} FROM fleet_task_items WHERE {where} ORDER BY workload LIMIT ?"
+        return [_task_item(row) for row in self._db().execute(query, (*params, limit))]
+
+    def count_task_items(self, run_id: str) -> dict[str, int]:
+        query = "SELECT status, COUNT(*) FROM fleet_task_items WHERE run_id = ? GROUP BY status"
+        return {row[0]: row[1] for row in self._db().execute(query, (run_id,))}
+
+    def claim_task_items(
+        self, fleet: str, workloads: Collection[str], host: str, *, now: float, until: float, limit: int
+    ) -> list[TaskItem]:
+        claimed: list[TaskItem] = []
+        with self._transaction() as db:
+            for chunk in _chunks(list(workloads)):
+                if len(claimed) >= limit:
+                    break
+                marks = ", ".join("?" * len(chunk))
+                query = (
+                    f"SELECT {_TASK_ITEM_COLUMNS} FROM fleet_task_items WHERE fleet = ? AND workload IN ({marks})"
+                    " AND (status = 'pending' OR (status = 'running' AND lease_until < ?)) LIMIT ?"
+                )
+                for row in db.execute(query, (fleet, *chunk, now, limit - len(claimed))).fetchall():
+                    item = _task_item(row)
+                    taken = replace(item, status=ItemStatus.RUNNING, host=host, lease_until=until)
+                    db.execute(_SAVE_TASK_ITEM, _task_item_save(taken))
+                    claimed.append(replace(taken, version=item.version + 1))
+        return claimed
+
+    def save_task_item(self, item: TaskItem) -> bool:
+        saved = self._db().execute(_SAVE_TASK_ITEM, _task_item_save(item))
+        return bool(saved.rowcount)
+
     # Connections
 
     def _db(self) -> sqlite3.Connection:
@@ -1006,3 +1225,134 @@ _SAVE_SCHEDULE = "UPDATE schedules SET doc = ?, version = version + 1, due_at = 
 
 def _schedule_row(db: sqlite3.Connection, key: str) -> sqlite3.Row:
     return _row_by_key(db, "schedule", key)
+
+
+# Fleets
+
+_FLEETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleets (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workloads (
+    fleet TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    host TEXT,
+    lease_until REAL NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (fleet, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS workloads_of_host ON workloads (host, fleet, name);
+CREATE INDEX IF NOT EXISTS workloads_in_state ON workloads (fleet, state, name);
+CREATE INDEX IF NOT EXISTS workloads_by_lease ON workloads (fleet, lease_until);
+CREATE TABLE IF NOT EXISTS fleet_hosts (
+    name TEXT PRIMARY KEY,
+    lease_until REAL NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_leases (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lifecycle_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    fleet TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lifecycle_of_fleet ON lifecycle_events (fleet, id);
+CREATE INDEX IF NOT EXISTS lifecycle_of_workload ON lifecycle_events (fleet, workload, id);
+CREATE TABLE IF NOT EXISTS fleet_task_runs (
+    id TEXT PRIMARY KEY,
+    fleet TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_task_items (
+    run_id TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    fleet TEXT NOT NULL,
+    status TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (run_id, workload)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fleet_task_items_to_run ON fleet_task_items (fleet, workload, status);
+"""
+_SAVE_FLEET = "UPDATE fleets SET doc = ?, version = version + 1 WHERE name = ? AND version = ?"
+_WORKLOAD_COLUMNS = "fleet, name, state, host, lease_until, version, doc"
+_INSERT_WORKLOAD = f"INSERT INTO workloads ({_WORKLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_SAVE_WORKLOAD = (
+    "UPDATE workloads SET state = ?, doc = ?, version = version + 1 WHERE fleet = ? AND name = ? AND version = ?"
+)
+# Taken when nobody holds it, when its holder renews it, or when it lapsed: RETURNING says whether it was.
+_ACQUIRE_LEASE = """
+INSERT INTO fleet_leases VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, until = excluded.until WHERE holder = ? OR until < ?
+RETURNING holder
+"""
+_HEARTBEAT = (
+    "INSERT INTO fleet_hosts VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET lease_until = excluded.lease_until"
+)
+_CHUNK = 500
+"""Names per statement: under SQLite's limit of variables in one."""
+
+
+def _workload_row(w: Workload) -> tuple[Any, ...]:
+    doc = {
+        "labels": dict(w.labels),
+        "config": dict(w.config),
+        "failed_pings": w.failed_pings,
+        "next_ping_at": w.next_ping_at,
+        "message": w.message,
+        "since": w.since,
+    }
+    return (w.fleet, w.name, w.state.value, w.host, w.lease_until, w.version, _dumps(doc))
+
+
+def _workload(row: sqlite3.Row) -> Workload:
+    doc = _doc(row)
+    return workload_from_dict(
+        {**doc, "fleet": row["fleet"], "name": row["name"], "state": row["state"], "host": row["host"]}
+        | {"lease_until": row["lease_until"], "version": row["version"]}
+    )
+
+
+def _chunks(names: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(names), _CHUNK):
+        yield names[start : start + _CHUNK]
+
+
+_TASK_ITEM_COLUMNS = "run_id, workload, fleet, status, lease_until, version, doc"
+_INSERT_TASK_ITEM = f"INSERT INTO fleet_task_items ({_TASK_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SAVE_TASK_ITEM = (
+    "UPDATE fleet_task_items SET status = ?, lease_until = ?, version = version + 1, doc = ?"
+    " WHERE run_id = ? AND workload = ? AND version = ?"
+)
+
+
+def _task_item_row(item: TaskItem) -> tuple[Any, ...]:
+    """The columns of ``item``, in the order of _TASK_ITEM_COLUMNS."""
+    return (item.run_id, item.workload, item.fleet, item.status.value, item.lease_until, item.version, _item_doc(item))
+
+
+def _task_item_save(item: TaskItem) -> tuple[Any, ...]:
+    """The parameters of _SAVE_TASK_ITEM: what changes, then the key and the version read."""
+    return (item.status.value, item.lease_until, _item_doc(item), item.run_id, item.workload, item.version)
+
+
+def _item_doc(item: TaskItem) -> str:
+    return _dumps({"host": item.host, "result": item.result, "error": item.error, "ended_at": item.ended_at})
+
+
+def _task_item(row: sqlite3.Row) -> TaskItem:
+    return task_item_from_dict(
+        {**_doc(row), "run_id": row["run_id"], "workload": row["workload"], "fleet": row["fleet"]}
+        | {"status": row["status"], "lease_until": row["lease_until"], "version": row["version"]}
+    )

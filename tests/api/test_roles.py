@@ -26,8 +26,16 @@ REQUESTS = [
     ("GET", "/schedules", Role.READER),
     ("GET", "/schedules/no-such-schedule/next", Role.READER),
     ("GET", "/schedules/no-such-schedule/events", Role.READER),
+    ("GET", "/fleets", Role.READER),
+    ("GET", "/fleets/no-such-fleet/workloads", Role.READER),
+    ("GET", "/fleets/no-such-fleet/events", Role.READER),
+    ("GET", "/fleets/no-such-fleet/counts", Role.READER),
+    ("GET", "/fleets/no-such-fleet/tasks/no-such-run", Role.READER),
+    ("GET", "/fleets/no-such-fleet/workloads/w1/events", Role.READER),
+    ("GET", "/hosts", Role.READER),
     ("POST", "/e/process-text", Role.PRODUCER),
     ("POST", "/events/retry", Role.PRODUCER),
+    ("POST", "/fleets/no-such-fleet/tasks", Role.PRODUCER),
     ("POST", "/events/no-such-event/cancel", Role.PRODUCER),
     ("POST", "/events/no-such-event/signals/approve", Role.PRODUCER),
     ("POST", "/services", Role.ADMIN),
@@ -37,6 +45,11 @@ REQUESTS = [
     ("POST", "/schedules/no-such-schedule/pause", Role.ADMIN),
     ("POST", "/schedules/no-such-schedule/resume", Role.ADMIN),
     ("DELETE", "/schedules/no-such-schedule", Role.ADMIN),
+    ("POST", "/fleets", Role.ADMIN),
+    ("PUT", "/fleets/no-such-fleet", Role.ADMIN),
+    ("DELETE", "/fleets/no-such-fleet", Role.ADMIN),
+    ("POST", "/fleets/no-such-fleet/workloads", Role.ADMIN),
+    ("DELETE", "/fleets/no-such-fleet/workloads", Role.ADMIN),
 ]
 """Representative requests and the role each needs; their bodies are empty, so those let through may be 4xx."""
 

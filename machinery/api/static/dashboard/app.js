@@ -5,6 +5,7 @@
 import { eventPage } from "./event.js";
 import { eventsPage } from "./events.js";
 import { executablesPage } from "./executables.js";
+import { fleetPage, fleetsPage, workloadPage } from "./fleets.js";
 import { schedulesPage } from "./schedules.js";
 import { servicesPage } from "./services.js";
 import { register, start } from "./shared.js";
@@ -18,4 +19,7 @@ register(/^\/workflows\/([^/]+)$/, workflowPage);
 register(/^\/events$/, eventsPage);
 register(/^\/events\/([^/]+)$/, eventPage);
 register(/^\/schedules$/, schedulesPage);
+register(/^\/fleets$/, fleetsPage);
+register(/^\/fleets\/([^/]+)$/, fleetPage);
+register(/^\/fleets\/([^/]+)\/workloads\/([^/]+)$/, workloadPage);
 start();

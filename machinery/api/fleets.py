@@ -1,0 +1,377 @@
+"""Fleets: their workloads (added and removed in bulk), the hosts that hold them, and their lifecycle events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from marshmallow import ValidationError, fields, post_load, validate
+
+from machinery.api.auth import requires
+from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.bootstrap import Role
+from machinery.codec import (
+    fleet_from_dict,
+    fleet_to_dict,
+    lifecycle_to_dict,
+    task_item_to_dict,
+    task_run_to_dict,
+    workload_to_dict,
+)
+from machinery.engine.errors import InvalidDefinition, NotFound
+from machinery.engine.fleets import Fleet, ItemStatus, TaskRun, Workload, WorkloadState
+from machinery.fleets.registry import MAX_WORKLOADS, Fleets
+from machinery.validation import NAME, FieldSchema, StrictSchema
+
+blp = Blueprint("fleets", __name__, description="Fleets of workloads, hosted by workers, health-checked and spread")
+
+LABEL_KEY = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$",
+    error="a label's key starts with a letter or a digit and holds only letters, digits, '_', '.', '/' and '-'",
+)
+
+
+def current_fleets() -> Fleets:
+    return current_machinery().fleets
+
+
+class SettingsSchema(StrictSchema):
+    ping_interval = fields.Float(load_default=10.0, metadata={"description": "Seconds between two pings"})
+    ping_jitter = fields.Float(load_default=0.2, metadata={"description": "The interval's fraction pings are spread"})
+    ping_timeout = fields.Float(load_default=5.0)
+    init_timeout = fields.Float(load_default=25.0)
+    dead_after = fields.Integer(load_default=3, metadata={"description": "Failed pings in a row before dead"})
+    dead_cooldown = fields.Float(load_default=60.0, metadata={"description": "Seconds before a dead one is retried"})
+    max_spread = fields.Integer(load_default=5, metadata={"description": "Workloads between hosts before moves"})
+    max_moves = fields.Integer(load_default=100, metadata={"description": "Workloads moved per round at most"})
+    init_concurrency = fields.Integer(load_default=8, metadata={"description": "Inits at once per host"})
+
+
+class TaskSchema(StrictSchema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+
+
+class FleetSchema(StrictSchema):
+    name = fields.String(required=True, validate=NAME)
+    driver = fields.String(required=True, metadata={"description": "A driver: http, simulated, or an entry point's"})
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    settings = fields.Nested(SettingsSchema, load_default=lambda: SettingsSchema().load({}))
+    tasks = fields.List(fields.Nested(TaskSchema), load_default=list)
+    version = fields.Integer(dump_only=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Fleet:
+        try:
+            return fleet_from_dict(data)
+        except InvalidDefinition as e:
+            raise ValidationError(str(e), "settings") from e
+
+
+class WorkloadSchema(StrictSchema):
+    fleet = fields.String(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    labels = fields.Dict(
+        keys=fields.String(validate=LABEL_KEY),
+        values=fields.String(validate=validate.Length(max=200)),
+        load_default=dict,
+    )
+    config = fields.Dict(keys=fields.String(), load_default=dict, metadata={"description": "Checked by the driver"})
+    state = fields.String(dump_only=True)
+    host = fields.String(dump_only=True, allow_none=True)
+    lease_until = fields.Float(dump_only=True)
+    failed_pings = fields.Integer(dump_only=True)
+    next_ping_at = fields.Float(dump_only=True)
+    message = fields.String(dump_only=True)
+    since = fields.Float(dump_only=True)
+    version = fields.Integer(dump_only=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Workload:
+        return Workload(fleet="", name=data["name"], labels=data["labels"], config=data["config"])
+
+
+class WorkloadsSchema(StrictSchema):
+    workloads = fields.List(fields.Nested(WorkloadSchema), required=True, validate=validate.Length(1, MAX_WORKLOADS))
+
+
+class NamesSchema(StrictSchema):
+    names = fields.List(fields.String(validate=NAME), required=True, validate=validate.Length(1, MAX_WORKLOADS))
+
+
+class ChangedSchema(StrictSchema):
+    names = fields.List(fields.String(), metadata={"description": "The workloads added, or removed"})
+
+
+class WorkloadQuerySchema(StrictSchema):
+    state = fields.Enum(WorkloadState, by_value=True, load_default=None)
+    label = fields.List(
+        fields.String(validate=validate.Regexp(r"^[^=]+=.*$", error="key=value")),
+        load_default=list,
+        metadata={"description": "key=value, repeated: every label must match"},
+    )
+    host = fields.String(load_default=None)
+    after = fields.String(load_default="", metadata={"description": "The last name of the page before"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class WorkloadPageSchema(StrictSchema):
+    items = fields.List(fields.Nested(WorkloadSchema))
+    next = fields.String(allow_none=True, metadata={"description": "``after`` for the next page; null at the end"})
+
+
+class LifecycleEventSchema(StrictSchema):
+    fleet = fields.String()
+    workload = fields.String()
+    kind = fields.String()
+    at = fields.Float()
+    host = fields.String(allow_none=True)
+    message = fields.String()
+
+
+class EventQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class HostSchema(StrictSchema):
+    name = fields.String()
+    alive = fields.Boolean()
+    lease_until = fields.Float()
+    started_at = fields.Float()
+    workloads = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "By fleet"})
+
+
+@blp.route("/fleets")
+class FleetList(MethodView):
+    @requires(Role.READER)
+    @blp.response(200, FleetSchema(many=True))
+    def get(self) -> list[dict[str, Any]]:
+        """List the fleets, by name"""
+        return [fleet_to_dict(f) for f in current_machinery().store.list_fleets()]
+
+    @requires(Role.ADMIN)
+    @blp.arguments(FleetSchema)
+    @blp.response(201, FleetSchema)
+    @blp.alt_response(409, response="CONFLICT")
+    def post(self, fleet: Fleet) -> dict[str, Any]:
+        """Register a fleet"""
+        return fleet_to_dict(current_fleets().add_fleet(fleet))
+
+
+@blp.route("/fleets/<name>")
+class FleetByName(MethodView):
+    @requires(Role.READER)
+    @blp.response(200, FleetSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, name: str) -> dict[str, Any]:
+        """Read a fleet"""
+        return fleet_to_dict(current_machinery().store.get_fleet(name))
+
+    @requires(Role.ADMIN)
+    @blp.arguments(FleetSchema)
+    @blp.response(200, FleetSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, fleet: Fleet, name: str) -> dict[str, Any]:
+        """Replace a fleet's driver, settings and tasks"""
+        return fleet_to_dict(current_fleets().replace_fleet(name, fleet))
+
+    @requires(Role.ADMIN)
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def delete(self, name: str) -> None:
+        """Remove a fleet that has no workloads left"""
+        current_machinery().store.delete_fleet(name)
+
+
+@blp.route("/fleets/<name>/workloads")
+class FleetWorkloads(MethodView):
+    @requires(Role.READER)
+    @blp.arguments(WorkloadQuerySchema, location="query")
+    @blp.response(200, WorkloadPageSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, query: dict[str, Any], name: str) -> dict[str, Any]:
+        """List a fleet's workloads by name, filtered by state, labels and host, a page after another"""
+        store = current_machinery().store
+        store.get_fleet(name)
+        labels = dict(label.split("=", 1) for label in query["label"])
+        items = store.list_workloads(
+            name, state=query["state"], labels=labels, host=query["host"], after=query["after"], limit=query["limit"]
+        )
+        full = len(items) == query["limit"]
+        return {"items": [workload_to_dict(w) for w in items], "next": items[-1].name if full else None}
+
+    @requires(Role.ADMIN)
+    @blp.arguments(WorkloadsSchema)
+    @blp.response(201, ChangedSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        """Add workloads (up to 10,000 at once); those that exist already are left as they are"""
+        return {"names": current_fleets().add_workloads(name, body["workloads"])}
+
+    @requires(Role.ADMIN)
+    @blp.arguments(NamesSchema)
+    @blp.response(200, ChangedSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        """Remove workloads by name (up to 10,000 at once); their hosts stop them"""
+        return {"names": current_fleets().remove_workloads(name, body["names"])}
+
+
+class CountsSchema(StrictSchema):
+    states = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Workloads by state"})
+    hosts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Workloads by host"})
+    unassigned = fields.Integer(metadata={"description": "Workloads no host holds yet"})
+
+
+@blp.route("/fleets/<name>/counts", methods=["GET"])
+@requires(Role.READER)
+@blp.response(200, CountsSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def fleet_counts(name: str) -> dict[str, Any]:
+    """How many of a fleet's workloads are in each state, and on each host"""
+    store = current_machinery().store
+    store.get_fleet(name)
+    states = {state.value: 0 for state in WorkloadState if state is not WorkloadState.REMOVED}
+    hosts: dict[str, int] = {}
+    unassigned = 0
+    for (_, host, state), count in store.count_workloads(name).items():
+        states[state] = states.get(state, 0) + count
+        if host is None:
+            unassigned += count
+        else:
+            hosts[host] = hosts.get(host, 0) + count
+    return {"states": states, "hosts": hosts, "unassigned": unassigned}
+
+
+@blp.route("/fleets/<name>/workloads/<workload>", methods=["GET"])
+@requires(Role.READER)
+@blp.response(200, WorkloadSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def get_workload(name: str, workload: str) -> dict[str, Any]:
+    """Read a workload"""
+    return workload_to_dict(current_machinery().store.get_workload(name, workload))
+
+
+@blp.route("/fleets/<name>/events", methods=["GET"])
+@requires(Role.READER)
+@blp.arguments(EventQuerySchema, location="query")
+@blp.response(200, LifecycleEventSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def fleet_events(query: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The latest lifecycle events of a fleet's workloads, newest first"""
+    store = current_machinery().store
+    store.get_fleet(name)
+    return [lifecycle_to_dict(e) for e in store.list_lifecycle_events(name, limit=query["limit"])]
+
+
+@blp.route("/fleets/<name>/workloads/<workload>/events", methods=["GET"])
+@requires(Role.READER)
+@blp.arguments(EventQuerySchema, location="query")
+@blp.response(200, LifecycleEventSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def workload_events(query: dict[str, Any], name: str, workload: str) -> list[dict[str, Any]]:
+    """The latest lifecycle events of one workload, newest first (a workload removed keeps its history)"""
+    store = current_machinery().store
+    store.get_fleet(name)
+    return [lifecycle_to_dict(e) for e in store.list_lifecycle_events(name, workload, limit=query["limit"])]
+
+
+class TaskRequestSchema(StrictSchema):
+    task = fields.String(required=True, validate=NAME)
+    args = fields.Dict(
+        keys=fields.String(), load_default=dict, metadata={"description": "Checked against the task's inputs"}
+    )
+    selector = fields.Dict(
+        keys=fields.String(validate=LABEL_KEY),
+        values=fields.String(),
+        load_default=dict,
+        metadata={"description": "Labels every chosen workload has; none chooses them all"},
+    )
+    concurrency = fields.Integer(
+        load_default=10, validate=validate.Range(1, 1000), metadata={"description": "Per host"}
+    )
+
+
+class TaskRunSchema(StrictSchema):
+    id = fields.String()
+    fleet = fields.String()
+    task = fields.String()
+    args = fields.Dict()
+    selector = fields.Dict()
+    concurrency = fields.Integer()
+    created_at = fields.Float()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Items by status"})
+    done = fields.Boolean(metadata={"description": "Every item has ended: completed, failed or skipped"})
+
+
+class TaskItemSchema(StrictSchema):
+    workload = fields.String()
+    status = fields.String()
+    host = fields.String(allow_none=True)
+    result = fields.Dict(allow_none=True)
+    error = fields.String()
+    ended_at = fields.Float()
+
+
+class ItemQuerySchema(StrictSchema):
+    status = fields.Enum(ItemStatus, by_value=True, load_default=None)
+    after = fields.String(load_default="")
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+def _run_of(fleet: str, run_id: str) -> TaskRun:
+    run = current_machinery().store.get_task_run(run_id)
+    if run.fleet != fleet:
+        raise NotFound(f"no task run {run_id!r} in fleet {fleet!r}")
+    return run
+
+
+def _run_to_dict(run: TaskRun) -> dict[str, Any]:
+    counts = current_machinery().store.count_task_items(run.id)
+    done = not counts.get(ItemStatus.PENDING, 0) and not counts.get(ItemStatus.RUNNING, 0)
+    return task_run_to_dict(run) | {"counts": counts, "done": done}
+
+
+@blp.route("/fleets/<name>/tasks", methods=["POST"])
+@requires(Role.PRODUCER)
+@blp.arguments(TaskRequestSchema)
+@blp.response(202, TaskRunSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def start_task(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """Run one of the fleet's tasks on every workload the selector matches: the hosts run it on those up"""
+    run = current_fleets().start_task(name, body["task"], body["args"], body["selector"], body["concurrency"])
+    return _run_to_dict(run)
+
+
+@blp.route("/fleets/<name>/tasks/<run_id>", methods=["GET"])
+@requires(Role.READER)
+@blp.response(200, TaskRunSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def get_task_run(name: str, run_id: str) -> dict[str, Any]:
+    """A task run, its items counted by status, and whether it is done"""
+    return _run_to_dict(_run_of(name, run_id))
+
+
+@blp.route("/fleets/<name>/tasks/<run_id>/items", methods=["GET"])
+@requires(Role.READER)
+@blp.arguments(ItemQuerySchema, location="query")
+@blp.response(200, TaskItemSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def task_items(query: dict[str, Any], name: str, run_id: str) -> list[dict[str, Any]]:
+    """A task run's items by workload (results, errors, why skipped), a page after another"""
+    store = current_machinery().store
+    _run_of(name, run_id)
+    items = store.list_task_items(run_id, status=query["status"], after=query["after"], limit=query["limit"])
+    return [task_item_to_dict(i) for i in items]
+
+
+@blp.route("/hosts", methods=["GET"])
+@requires(Role.READER)
+@blp.response(200, HostSchema(many=True))
+def list_hosts() -> list[dict[str, Any]]:
+    """The hosts of fleets (workers started with --fleets), whether alive, and the workloads each holds"""
+    return [vars(h) for h in current_fleets().hosts()]

@@ -1,0 +1,165 @@
+"""The API of fleets: fleets registered like services, workloads in bulk, filters, events and hosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from machinery.bootstrap import Machinery
+from machinery.engine.fleets import Host, Workload, WorkloadState
+
+FLEET = {
+    "name": "routers",
+    "driver": "simulated",
+    "settings": {"ping_interval": 5, "max_spread": 2},
+    "tasks": [{"name": "reboot", "inputs": [{"name": "delay", "type": "int"}], "outputs": []}],
+}
+
+
+@pytest.fixture
+def fleet(client: FlaskClient) -> dict[str, Any]:
+    response = client.post("/fleets", json=FLEET)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def workloads(count: int, **labels: str) -> list[dict[str, Any]]:
+    return [{"name": f"r{i:04d}", "labels": labels, "config": {"latency": 0}} for i in range(count)]
+
+
+def test_a_fleet_is_registered_read_replaced_and_removed(client: FlaskClient, fleet: dict[str, Any]) -> None:
+    assert fleet["version"] == 1 and fleet["settings"]["ping_interval"] == 5.0
+    assert fleet["settings"]["dead_after"] == 3
+    assert fleet["tasks"][0]["inputs"][0]["type"] == "int"
+    assert [f["name"] for f in client.get("/fleets").json] == ["routers"]
+    replaced = client.put("/fleets/routers", json={**FLEET, "settings": {"ping_interval": 1}})
+    assert replaced.status_code == 200 and replaced.json["version"] == 2
+    assert client.delete("/fleets/routers").status_code == 204
+    assert client.get("/fleets/routers").status_code == 404
+
+
+def test_a_fleet_with_an_unknown_driver_or_bad_settings_is_refused(client: FlaskClient) -> None:
+    unknown = client.post("/fleets", json={**FLEET, "driver": "telnet"})
+    assert unknown.status_code == 422 and "no driver 'telnet'" in unknown.json["message"]
+    bad = client.post("/fleets", json={**FLEET, "settings": {"ping_jitter": 3}})
+    assert bad.status_code == 422
+
+
+def test_thousands_of_workloads_are_added_and_removed_in_one_request(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    added = client.post("/fleets/routers/workloads", json={"workloads": workloads(5000)})
+    assert added.status_code == 201 and len(added.json["names"]) == 5000
+    again = client.post("/fleets/routers/workloads", json={"workloads": workloads(5001)})
+    assert again.json["names"] == ["r5000"]
+    removed = client.delete("/fleets/routers/workloads", json={"names": ["r0001", "r0002", "nobody"]})
+    assert removed.status_code == 200 and removed.json["names"] == ["r0001", "r0002"]
+    events = client.get("/fleets/routers/workloads/r0001/events").json
+    assert [e["kind"] for e in events] == ["removed", "added"]
+    assert machinery.store.count_workloads("routers") == {("routers", None, "initializing"): 4999}
+
+
+def test_workloads_the_driver_refuses_are_not_added(client: FlaskClient, fleet: dict[str, Any]) -> None:
+    response = client.post(
+        "/fleets/routers/workloads", json={"workloads": [{"name": "r1", "config": {"failure_rate": 7}}]}
+    )
+    assert response.status_code == 422 and "workload 'r1': config.failure_rate" in response.json["message"]
+    assert client.get("/fleets/routers/workloads").json["items"] == []
+
+
+def test_workloads_are_listed_by_state_label_and_host_a_page_after_another(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3, site="lund")})
+    client.post("/fleets/routers/workloads", json={"workloads": [{"name": "x1", "labels": {"site": "oslo"}}]})
+    machinery.store.claim_workloads("routers", ["r0000", "x1"], "h1", now=0.0, until=1e12)
+    up = machinery.store.get_workload("routers", "r0000")
+    machinery.store.save_workload(Workload(**{**up.__dict__, "state": WorkloadState.UP}))
+
+    def names(query: str) -> list[str]:
+        response = client.get(f"/fleets/routers/workloads?{query}")
+        assert response.status_code == 200, response.json
+        return [w["name"] for w in response.json["items"]]
+
+    assert names("label=site=lund") == ["r0000", "r0001", "r0002"]
+    assert names("host=h1") == ["r0000", "x1"]
+    assert names("state=up&label=site=lund") == ["r0000"]
+    first = client.get("/fleets/routers/workloads?limit=2").json
+    assert [w["name"] for w in first["items"]] == ["r0000", "r0001"] and first["next"] == "r0001"
+    assert names(f"after={first['next']}&limit=2") == ["r0002", "x1"]
+    assert client.get("/fleets/routers/workloads?state=asleep").status_code == 422
+    assert client.get("/fleets/routers/workloads/x1").json["host"] == "h1"
+
+
+def test_a_fleet_s_events_are_listed_newest_first(client: FlaskClient, fleet: dict[str, Any]) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(2)})
+    client.delete("/fleets/routers/workloads", json={"names": ["r0000"]})
+    events = client.get("/fleets/routers/events").json
+    assert [(e["workload"], e["kind"]) for e in events][0] == ("r0000", "removed")
+    assert len(events) == 3
+    assert client.get("/fleets/nothing/events").status_code == 404
+
+
+def test_hosts_are_listed_with_what_they_hold(client: FlaskClient, fleet: dict[str, Any], machinery: Machinery) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3)})
+    machinery.store.heartbeat(Host("h1", 1e12, 1.0))
+    machinery.store.heartbeat(Host("h2", 1.0, 0.5))
+    machinery.store.claim_workloads("routers", ["r0000", "r0001"], "h1", now=0.0, until=1e12)
+    assert client.get("/hosts").json == [
+        {"name": "h1", "alive": True, "lease_until": 1e12, "started_at": 1.0, "workloads": {"routers": 2}},
+        {"name": "h2", "alive": False, "lease_until": 1.0, "started_at": 0.5, "workloads": {}},
+    ]
+
+
+def test_the_metrics_count_workloads_by_fleet_and_state_and_by_host(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3)})
+    machinery.store.claim_workloads("routers", ["r0000", "r0001"], "h1", now=0.0, until=1e12)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'machinery_workloads{fleet="routers",state="initializing"} 3.0' in text
+    assert 'machinery_host_workloads{host="h1"} 2.0' in text
+
+
+def test_a_fleet_s_counts_are_by_state_and_by_host(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3)})
+    machinery.store.claim_workloads("routers", ["r0000", "r0001"], "h1", now=0.0, until=1e12)
+    assert client.get("/fleets/routers/counts").json == {
+        "states": {"initializing": 3, "up": 0, "unreachable": 0, "dead": 0},
+        "hosts": {"h1": 2},
+        "unassigned": 1,
+    }
+
+
+def test_a_task_run_has_an_item_per_matching_workload_pending_if_up_skipped_otherwise(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    client.post("/fleets/routers/workloads", json={"workloads": workloads(3, site="lund")})
+    client.post("/fleets/routers/workloads", json={"workloads": [{"name": "x1", "labels": {"site": "oslo"}}]})
+    for name in ("r0000", "r0001", "x1"):
+        read = machinery.store.get_workload("routers", name)
+        machinery.store.save_workload(Workload(**{**read.__dict__, "state": WorkloadState.UP}))
+
+    started = client.post(
+        "/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 2}, "selector": {"site": "lund"}}
+    )
+    assert started.status_code == 202, started.json
+    assert started.json["counts"] == {"pending": 2, "skipped": 1} and not started.json["done"]
+    run = client.get(f"/fleets/routers/tasks/{started.json['id']}").json
+    assert run["task"] == "reboot" and run["args"] == {"delay": 2} and run["selector"] == {"site": "lund"}
+    items = client.get(f"/fleets/routers/tasks/{run['id']}/items?status=skipped").json
+    assert [(i["workload"], i["error"]) for i in items] == [("r0002", "not up: initializing")]
+    assert client.get(f"/fleets/nothing/tasks/{run['id']}").status_code == 404
+
+
+def test_a_task_run_with_arguments_of_the_wrong_types_or_an_unknown_task_is_refused(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    wrong = client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": "soon"}})
+    assert wrong.status_code == 422 and "argument 'delay' should be int" in wrong.json["message"]
+    unknown = client.post("/fleets/routers/tasks", json={"task": "explode"})
+    assert unknown.status_code == 422 and "no task 'explode'" in unknown.json["message"]
