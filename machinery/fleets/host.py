@@ -175,7 +175,10 @@ class FleetHost:
             for (_, host, _), count in self.store.count_workloads(fleet.name).items():
                 if host in loads:
                     loads[host] += count
-            orphans = self.store.unassigned_workloads(fleet.name, now=now, limit=ASSIGN_BATCH)
+            # A workload of a host still alive is not an orphan, though its lease lapsed: its host was late to
+            # renew it, and keeps it up. Claimed again, it would be initialised again for nothing.
+            lapsed = self.store.unassigned_workloads(fleet.name, now=now, limit=ASSIGN_BATCH)
+            orphans = [w for w in lapsed if w.host is None or w.host not in loads]
             previous = {w.name: w.host for w in orphans}
             for host, names in assign(loads, [w.name for w in orphans]).items():
                 claimed = self.store.claim_workloads(fleet.name, names, host, now=now, until=now + self.lease)

@@ -13,7 +13,16 @@ from prometheus_client import CollectorRegistry
 
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import InvalidConfig, InvalidDefinition
-from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, ItemStatus, Lifecycle, Workload, WorkloadState
+from machinery.engine.fleets import (
+    Fleet,
+    FleetSettings,
+    FleetTask,
+    Host,
+    ItemStatus,
+    Lifecycle,
+    Workload,
+    WorkloadState,
+)
 from machinery.engine.model import Field
 from machinery.engine.types import FieldType
 from machinery.fleets.drivers import DriverContext, DriverError, SimulatedDriver
@@ -295,3 +304,20 @@ def test_a_fleet_whose_driver_cannot_be_made_does_not_stop_the_others(
     add(store, 3)
     wait_for(lambda: all_up(store, 3, {"a"}), timeout=10, what="the routers up")
     assert store.get_workload("switches", "s1").state is WorkloadState.INITIALIZING
+
+
+def test_the_assigner_leaves_a_late_renewed_workload_with_its_host_while_that_host_is_alive(
+    store: SqliteStore,
+) -> None:
+    add(store, 2)
+    now = 1000.0
+    for host in ("a", "b"):
+        store.heartbeat(Host(host, now + 10))
+    store.claim_workloads("routers", ["r000"], "a", now=now - 20, until=now - 1)  # a was late to renew it
+    store.claim_workloads("routers", ["r001"], "gone", now=now - 20, until=now - 1)  # its host is gone
+    before = store.get_workload("routers", "r000")
+
+    FleetHost(store, "b", interval=0.05, lease=0.4, drivers=lambda _: Flaky).assign(store.list_fleets(), now)
+
+    assert store.get_workload("routers", "r000") == before, "not claimed again, so not initialised again"
+    assert store.get_workload("routers", "r001").host in ("a", "b")
