@@ -31,10 +31,14 @@ import requests
 from machinery.codec import (
     executable_from_dict,
     executable_to_dict,
+    fleet_from_dict,
+    fleet_to_dict,
+    lifecycle_from_dict,
     service_from_dict,
     service_to_dict,
     workflow_from_dict,
     workflow_to_dict,
+    workload_from_dict,
 )
 from machinery.engine.errors import (
     Conflict,
@@ -49,6 +53,7 @@ from machinery.engine.errors import (
     Unauthorized,
     Unreachable,
 )
+from machinery.engine.fleets import Fleet, LifecycleEvent, Workload
 from machinery.engine.model import Executable, Service, Workflow
 from machinery.engine.ports import Page
 from machinery.engine.state import EventStatus, StepStatus
@@ -260,6 +265,57 @@ class Client:
         body = {"flags": list(flags)}
         answer = self._json("POST", f"/executables/{_segment(name)}/check", body, errors=DEFINITION_ERRORS)
         return tuple(answer["argv"])
+
+    # Fleets
+
+    def list_fleets(self) -> list[Fleet]:
+        return [fleet_from_dict(doc) for doc in self._json("GET", "/fleets")]
+
+    def get_fleet(self, name: str) -> Fleet:
+        return fleet_from_dict(self._json("GET", f"/fleets/{_segment(name)}"))
+
+    def add_fleet(self, fleet: Fleet) -> Fleet:
+        body = {k: v for k, v in fleet_to_dict(fleet).items() if k != "version"}
+        return fleet_from_dict(self._json("POST", "/fleets", body, errors=DEFINITION_ERRORS))
+
+    def delete_fleet(self, name: str) -> None:
+        self._request("DELETE", f"/fleets/{_segment(name)}")
+
+    def add_workloads(self, fleet: str, workloads: Iterable[Workload]) -> list[str]:
+        """Add workloads (their name, labels and driver configuration); the names of those added."""
+        body = {"workloads": [{"name": w.name, "labels": dict(w.labels), "config": dict(w.config)} for w in workloads]}
+        return list(self._json("POST", f"/fleets/{_segment(fleet)}/workloads", body)["names"])
+
+    def remove_workloads(self, fleet: str, names: Iterable[str]) -> list[str]:
+        """Remove workloads by name; the names of those removed."""
+        body = {"names": list(names)}
+        return list(self._json("DELETE", f"/fleets/{_segment(fleet)}/workloads", body)["names"])
+
+    def list_workloads(
+        self,
+        fleet: str,
+        *,
+        state: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        host: str | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Workload]:
+        """A page of a fleet's workloads by name, from the first past ``after``, filtered as the API filters."""
+        params = {
+            "state": state,
+            "label": [f"{k}={v}" for k, v in (labels or {}).items()],
+            "host": host,
+            "after": after,
+            "limit": limit,
+        }
+        page = self._json("GET", f"/fleets/{_segment(fleet)}/workloads", params={k: v for k, v in params.items() if v})
+        return [workload_from_dict(doc) for doc in page["items"]]
+
+    def fleet_events(self, fleet: str, workload: str | None = None) -> list[LifecycleEvent]:
+        """The lifecycle events of a fleet, or of one of its workloads, newest first."""
+        path = f"/fleets/{_segment(fleet)}" + (f"/workloads/{_segment(workload)}" if workload else "") + "/events"
+        return [lifecycle_from_dict(doc) for doc in self._json("GET", path)]
 
     # Workflows
 

@@ -25,6 +25,7 @@ from machinery.engine.errors import (
     Unauthorized,
     Unreachable,
 )
+from machinery.engine.fleets import Fleet, FleetSettings, Workload
 from machinery.engine.model import Service, Workflow
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus, StepStatus
@@ -243,3 +244,23 @@ def test_executables_are_registered_checked_and_read_back_through_the_client(adm
     admin.delete_executable("sort")
     with pytest.raises(NotFound):
         admin.get_executable("sort")
+
+
+def test_fleets_and_their_workloads_are_managed_through_the_client(admin: Client) -> None:
+    fleet = admin.add_fleet(Fleet("lab", "simulated", FleetSettings(ping_interval=5)))
+
+    assert (fleet.name, fleet.driver, fleet.settings.ping_interval) == ("lab", "simulated", 5)
+    assert [f.name for f in admin.list_fleets()] == ["lab"]
+    added = admin.add_workloads("lab", [Workload("lab", f"w{i}", labels={"rack": str(i % 2)}) for i in range(3)])
+    assert added == ["w0", "w1", "w2"]
+    assert [w.name for w in admin.list_workloads("lab", labels={"rack": "0"})] == ["w0", "w2"]
+    assert [w.name for w in admin.list_workloads("lab", after="w0", limit=1)] == ["w1"]
+    with pytest.raises(Conflict):
+        admin.delete_fleet("lab")
+    assert admin.remove_workloads("lab", ["w0", "w1", "w2"]) == ["w0", "w1", "w2"]
+    kinds = {(e.workload, e.kind.value) for e in admin.fleet_events("lab")}
+    assert {("w1", "added"), ("w1", "removed")} <= kinds
+    assert {e.kind.value for e in admin.fleet_events("lab", "w2")} == {"added", "removed"}
+    admin.delete_fleet("lab")
+    with pytest.raises(NotFound):
+        admin.get_fleet("lab")
