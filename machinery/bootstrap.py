@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import kombu
 
@@ -21,20 +22,31 @@ from machinery import logs
 from machinery.addresses import AddressGuard, Network, parse_networks
 from machinery.cel import DEFAULT_BUDGET, CelExpressions
 from machinery.engine.errors import InvalidConfig
+from machinery.engine.kinds.fleet import TASK
 from machinery.engine.plan import Settings
 from machinery.engine.ports import ServiceCaller, Store
 from machinery.fleets.host import FleetHost
 from machinery.fleets.registry import Fleets
+from machinery.fleets.tasks import TaskCaller
 from machinery.programs import parse_allowed
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
+from machinery.runtime.routes import FleetRoutes
 from machinery.schedules import Scheduler, Schedules
 from machinery.services.command import DEFAULT_MAX_OUTPUT, CommandCaller
 from machinery.services.http import HttpCaller
 from machinery.services.prober import HealthProber
 from machinery.services.secrets import Secrets
 from machinery.telemetry import PrometheusTelemetry
-from machinery.worker import COMMANDS_QUEUE, CeleryDispatcher, InProcessWorker, Sweeper, make_celery
+from machinery.worker import (
+    COMMANDS_QUEUE,
+    CeleryDispatcher,
+    HostQueue,
+    InProcessWorker,
+    Sweeper,
+    host_queue,
+    make_celery,
+)
 
 EMBEDDED_BROKER = "memory://"
 DAY = 24 * 3600.0
@@ -215,6 +227,7 @@ class Machinery:
             self.guard,
             max_workflow_depth=config.engine.max_workflow_depth,
             commands_allowed=config.commands_allowed,
+            fleets=self.store,
         )
         self.plans = Plans(self.store, expressions)
         self.celery = make_celery(config.broker_url or EMBEDDED_BROKER, self._run_step)
@@ -242,15 +255,16 @@ class Machinery:
             callers,
             config.engine,
             self.plans,
-            ServiceCache(self.store),
+            ServiceCache(self.store, fleets=self.store),
             telemetry=self.telemetry,
             # Embedded, no worker could ever take them: the step waits, saying so, and nothing piles up in memory.
             elsewhere={"command": CeleryDispatcher(self.celery, COMMANDS_QUEUE)} if config.broker_url else {},
+            routes=self._routes(),
         )
         self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
         self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
         self.fleets = Fleets(self.store, self.guard)
-        self._background: list[InProcessWorker | Sweeper | FleetHost] = []
+        self._background: list[_Part] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:
         self.runner.run(event_id, step_id)
@@ -279,7 +293,8 @@ class Machinery:
 
     def start_fleet_host(self, name: str | None = None) -> FleetHost:
         """Host workloads of every fleet in this process (``machinery worker --fleets``), as ``name``: by default
-        this machine's name and the process's id."""
+        this machine's name and the process's id. The items of fleet steps whose workloads it holds come to its
+        own queue, and run here, where its drivers are."""
         host = FleetHost(
             self.store,
             name or f"{socket.gethostname()}:{os.getpid()}",
@@ -289,8 +304,24 @@ class Machinery:
             guard=self.guard,
             on_ping=self.telemetry.ping_done,
         )
+        tasks = TaskCaller(host, self.config.fleet_threads)
+        runner = Runner(
+            self.store,
+            self.dispatcher,
+            {TASK: tasks},
+            self.config.engine,
+            self.plans,
+            ServiceCache(self.store, fleets=self.store),
+            telemetry=self.telemetry,
+            routes=self._routes(here=host.name),
+        )
         self._start(host)
+        self._background.append(tasks)
+        self._start(HostQueue(self.celery, host_queue(host.name), runner.run, self.config.fleet_threads))
         return host
+
+    def _routes(self, here: str | None = None) -> FleetRoutes:
+        return FleetRoutes(self.store, lambda host: CeleryDispatcher(self.celery, host_queue(host)), here)
 
     def start_embedded_worker(self) -> None:
         """Run the workers and the sweeper in this process, on the in-memory transport."""
@@ -317,9 +348,15 @@ class Machinery:
         while self._background:
             self._background.pop().stop()
 
-    def _start(self, part: InProcessWorker | Sweeper | FleetHost) -> None:
+    def _start(self, part: InProcessWorker | Sweeper | FleetHost | HostQueue) -> None:
         part.start()
         self._background.append(part)
+
+
+class _Part(Protocol):
+    """What this process runs beside its work, stopped in the reverse order of its start."""
+
+    def stop(self) -> None: ...
 
 
 def _open_store(config: Config) -> Store:

@@ -32,6 +32,7 @@ from machinery.engine.model import (
     DELAY,
     DISCARD,
     FAIL,
+    FLEET,
     MAP,
     SERVICE,
     SUCCEED,
@@ -65,6 +66,7 @@ KIND_FIELDS = {
     TRANSFORM: {"compute", "outputs", "output"},
     MAP: {"service", "workflow", "version", "input", "output", "items", "item", "concurrency", "results"},
     WORKFLOW: {"workflow", "version", "input", "output"},
+    FLEET: {"fleet", "task", "selector", "input", "output", "concurrency", "max_failed"},
     FAIL: {"message"},
     SUCCEED: {"message"},
 }
@@ -96,6 +98,9 @@ _PLAIN_STEP_FIELDS = (
     "message",
     "workflow",
     "version",
+    "fleet",
+    "task",
+    "max_failed",
 )
 _REF = re.compile(r"^\$\.(input|context|steps)((?:\.[A-Za-z0-9_-]+)+)$")
 
@@ -299,6 +304,10 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         "message": step.message,
         "workflow": step.workflow,
         "version": step.version,
+        "fleet": step.fleet,
+        "task": step.task,
+        "selector": str(step.selector) if isinstance(step.selector, Ref) else dict(step.selector),
+        "max_failed": step.max_failed,
     }
     for name in sorted(KIND_FIELDS[step.kind], key=list(values).index):
         value = values[name]
@@ -316,6 +325,7 @@ def step_from_dict(doc: dict[str, Any]) -> Step:
         input={name: parse_ref(value) for name, value in doc.get("input", {}).items()},
         until=parse_ref(doc["until"]) if "until" in doc else None,
         items=parse_ref(doc["items"]) if "items" in doc else None,
+        selector=parse_ref(doc["selector"]) if isinstance(doc.get("selector"), str) else doc.get("selector", {}),
         cases={k: tuple(v) for k, v in doc.get("cases", {}).items()},
         default=tuple(doc.get("default", ())),
         on_timeout=tuple(doc.get("on_timeout", ())),
@@ -372,6 +382,10 @@ def fleet_to_dict(f: Fleet) -> dict[str, Any]:
                 "description": t.description,
                 "inputs": [field_to_dict(i) for i in t.inputs],
                 "outputs": [field_to_dict(o) for o in t.outputs],
+                "timeout": t.timeout,
+                "retry": retry_to_dict(t.retry),
+                "idempotent": t.idempotent,
+                "concurrency": t.concurrency,
             }
             for t in f.tasks
         ],
@@ -386,6 +400,10 @@ def fleet_from_dict(doc: dict[str, Any]) -> Fleet:
             description=t.get("description", ""),
             inputs=tuple(field_from_dict(i) for i in t.get("inputs", ())),
             outputs=tuple(field_from_dict(o) for o in t.get("outputs", ())),
+            timeout=t.get("timeout", 30.0),
+            retry=RetryPolicy(**t.get("retry", {})),
+            idempotent=t.get("idempotent", True),
+            concurrency=t.get("concurrency", 10),
         )
         for t in doc.get("tasks", ())
     )

@@ -16,10 +16,11 @@ from machinery.engine.checker import Node, check_nesting, check_service, check_w
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
 from machinery.engine.flags import check_combination, check_command, check_rules
+from machinery.engine.kinds import fleet as fleet_kind
 from machinery.engine.kinds.workflow import contract, contract_key
 from machinery.engine.model import CommandTarget, Executable, HttpEndpoint, Service, Workflow
 from machinery.engine.plan import Settings
-from machinery.engine.ports import Page, RegistryStore, every
+from machinery.engine.ports import FleetStore, Page, RegistryStore, every
 from machinery.programs import commands_refusal
 
 
@@ -34,8 +35,10 @@ class Registry:
         guard: AddressGuard = DEFAULT_GUARD,
         max_workflow_depth: int = Settings.max_workflow_depth,
         commands_allowed: Sequence[Path] = (),
+        fleets: FleetStore | None = None,
     ) -> None:
         self.store = store
+        self.fleets = fleets
         self.expressions = expressions
         self.guard = guard
         self.max_workflow_depth = max_workflow_depth
@@ -237,6 +240,19 @@ class Registry:
             if child is not None:
                 key = contract_key(name, version)
                 contracts[key] = contract(child, key)
+        return contracts | self._fleet_contracts(workflow)
+
+    def _fleet_contracts(self, workflow: Workflow) -> dict[str, Service]:
+        """The contracts of the fleets' tasks ``workflow`` runs, by their key, leaving out those not registered."""
+        contracts = {}
+        for fleet_name, task_name in workflow.fleet_tasks:
+            try:
+                fleet = self.fleets.get_fleet(fleet_name) if self.fleets is not None else None
+            except NotFound:
+                continue
+            task = fleet.task(task_name) if fleet is not None else None
+            if fleet is not None and task is not None:
+                contracts[fleet_kind.contract_key(fleet_name, task_name)] = fleet_kind.contract(fleet, task)
         return contracts
 
     def _lookup(self, name: str, version: int | None) -> Workflow | None:

@@ -25,6 +25,7 @@ from machinery.engine.model import (
     CALLBACK,
     DELAY,
     DISCARD,
+    FLEET,
     MAP,
     REDACTED,
     SERVICE,
@@ -284,6 +285,7 @@ _REQUIRED = {
     TRANSFORM: ("compute",),
     MAP: ("items", "item"),
     WORKFLOW: ("workflow",),
+    FLEET: ("fleet", "task"),
 }
 
 
@@ -330,7 +332,9 @@ class StepSchema(StrictSchema):
     )
     items = fields.String(metadata={"description": "map: a reference to the array to map over"})
     item = fields.String(validate=FIELD_NAME, metadata={"description": "map: the service input each item goes to"})
-    concurrency = fields.Integer(validate=validate.Range(1, 1000), metadata={"description": "map: calls at once"})
+    concurrency = fields.Integer(
+        validate=validate.Range(1, 1000), metadata={"description": "map, fleet: calls at once"}
+    )
     results = fields.String(
         validate=validate.OneOf(("keep", DISCARD)),
         metadata={
@@ -342,6 +346,17 @@ class StepSchema(StrictSchema):
     version = fields.Integer(
         validate=validate.Range(1),
         metadata={"description": "workflow: the version it runs; left out, the version current when the step runs"},
+    )
+    fleet = fields.String(validate=NAME, metadata={"description": "fleet: the fleet whose task it runs"})
+    task = fields.String(validate=NAME, metadata={"description": "fleet: the task it runs on each workload"})
+    selector = fields.Raw(
+        metadata={
+            "description": "fleet: the labels a workload must have (an object of strings), or a reference to them"
+        }
+    )
+    max_failed = fields.Integer(
+        validate=validate.Range(0),
+        metadata={"description": "fleet: workloads that may fail before the step fails; left out, any number"},
     )
 
     @validates_schema
@@ -415,7 +430,14 @@ def _reference_errors(step: dict[str, Any]) -> dict[str, Any]:
             parse_ref(value)
         except InvalidDefinition as e:
             errors.setdefault("input", {})[name] = [str(e)]
-    for name in ("until", "items"):
+    selector = step.get("selector", {})
+    if isinstance(selector, dict):
+        wrong = [k for k, v in selector.items() if not isinstance(v, str)]
+        if wrong:
+            errors["selector"] = [f"a label's value is a string; {', '.join(map(repr, wrong))} are not"]
+    elif not isinstance(selector, str):
+        errors["selector"] = ["an object of labels, or a reference to one ('$.input.selector')"]
+    for name in ("until", "items") + (("selector",) if isinstance(selector, str) else ()):
         if name in step:
             try:
                 parse_ref(step[name])

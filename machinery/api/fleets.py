@@ -21,7 +21,7 @@ from machinery.codec import (
 from machinery.engine.errors import InvalidDefinition, NotFound
 from machinery.engine.fleets import Fleet, ItemStatus, TaskRun, Workload, WorkloadState
 from machinery.fleets.registry import MAX_WORKLOADS, Fleets
-from machinery.validation import NAME, FieldSchema, StrictSchema
+from machinery.validation import NAME, FieldSchema, RetrySchema, StrictSchema
 
 blp = Blueprint("fleets", __name__, description="Fleets of workloads, hosted by workers, health-checked and spread")
 
@@ -52,6 +52,21 @@ class TaskSchema(StrictSchema):
     description = fields.String(load_default="", validate=validate.Length(max=2000))
     inputs = fields.List(fields.Nested(FieldSchema), load_default=list)
     outputs = fields.List(fields.Nested(FieldSchema), load_default=list)
+    timeout = fields.Float(
+        load_default=30.0,
+        validate=validate.Range(0.001, 86400),
+        metadata={"description": "Seconds a run on one workload may take"},
+    )
+    retry = fields.Nested(RetrySchema, load_default=dict)
+    idempotent = fields.Boolean(
+        load_default=True,
+        metadata={"description": "Whether it may run again on a workload whose host was lost mid-run"},
+    )
+    concurrency = fields.Integer(
+        load_default=10,
+        validate=validate.Range(1, 1000),
+        metadata={"description": "Workloads an ad hoc run runs it on at once"},
+    )
 
 
 class FleetSchema(StrictSchema):

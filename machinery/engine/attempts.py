@@ -12,6 +12,9 @@ from machinery.engine.plan import Settings
 from machinery.engine.state import READY, RETRYING, RUNNING, TERMINAL_EVENT, WAITING, EventStatus, StepState
 from machinery.engine.units import complete, drop_claim, record_attempt, start_attempt
 
+MOVED_DELAY = 1.0
+"""Seconds before a call that went to the wrong host is sent again: one round of the hosts."""
+
 
 def take_over(state: StepState, service: Service | None, now: float, settings: Settings) -> CallFailure | None:
     """Count a running unit's claim as lost, its lease having run out; the failure once it was lost too often, or
@@ -50,8 +53,10 @@ def start(
     item: int | None,
     now: float,
     settings: Settings,
+    target: str | None = None,
 ) -> Call:
-    """Claim the unit for one call by the worker holding ``token``; ``key`` names the unit for the service."""
+    """Claim the unit for one call by the worker holding ``token``; ``key`` names the unit for the service, and
+    ``target`` the workload a fleet step's item runs on."""
     lease_until = now + service.timeout + settings.lease_grace
     if state.error is not None and state.error.get("kind") == ErrorKind.WORKER:
         state.error = None  # the note that it waited for a worker that may call its service
@@ -59,7 +64,7 @@ def start(
     state.budget_used += 1
     state.ended_at = None
     state.inputs = inputs
-    return Call(step_id, service, inputs, state.attempts, token, key, item, lease_until)
+    return Call(step_id, service, inputs, state.attempts, token, key, item, lease_until, target)
 
 
 def record(
@@ -96,6 +101,22 @@ def record(
     if error.transient and not budget_left:
         return _gave_up(state, error)
     return error
+
+
+def moved(state: StepState, error: CallFailure, now: float, settings: Settings) -> CallFailure | None:
+    """Record a call that found its workload held by another host than the one it was sent to: lost, not
+    counted against the retry policy, and tried again after :data:`MOVED_DELAY` (by then the host it is sent to
+    has taken the workload up); the failure once it was lost too often."""
+    record_attempt(state, now, error.to_doc())
+    drop_claim(state)
+    state.lost += 1
+    if state.lost > settings.max_lost:
+        return CallFailure(f"{error.message}; lost {state.lost} times, giving up", False, ErrorKind.LOST)
+    state.status = RETRYING
+    state.error = error.to_doc()
+    state.ended_at = now
+    state.run_at = now + MOVED_DELAY
+    return None
 
 
 def _budget_left(state: StepState, service: Service) -> bool:

@@ -1,6 +1,6 @@
 """The values the engine and the service callers exchange: a call to make, and why one failed.
 
-Callers (HTTP today, commands and fleets later) import this module, and the
+Callers (HTTP, commands and fleets' hosts) import this module, and the
 ports name its types, without importing the decider.
 """
 
@@ -52,6 +52,9 @@ class ErrorKind(StrEnum):
     """No worker may make the call: a command step waits for a worker started with ``--commands``."""
     FAIL = "fail"
     """A ``fail`` step ended the event on purpose: such an event is not retried."""
+    MOVED = "moved"
+    """The workload a fleet step's item runs on is no longer held by the host the item was sent to: it is sent to
+    the workload's new host, and the attempt counts as lost, not against the task's retry policy."""
 
 
 class Accepted:
@@ -100,6 +103,8 @@ class Call(NamedTuple):
     item: int | None = None
     lease_until: float = 0.0
     """When the claim lapses, and the unit counts as lost if no result came."""
+    target: str | None = None
+    """For an item of a ``fleet`` step, the workload to run the task on."""
 
     @property
     def unit(self) -> str:

@@ -18,12 +18,13 @@ behind it:
 - :mod:`~machinery.engine.kinds`: one handler per kind of step, found in one table;
 - :mod:`~machinery.engine.progress`: starting what is ready, settling the event's status;
 - :mod:`~machinery.engine.ending` and :mod:`~machinery.engine.notification`: how an event ends and is reported;
-- :mod:`~machinery.engine.children`: a ``workflow`` step's child event, started, waited for and handed back.
+- :mod:`~machinery.engine.children`: a ``workflow`` step's child event, started, waited for and handed back;
+- :mod:`~machinery.engine.fanout`: the items of map and fleet steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from machinery.engine.attempts import callback_missed, record, start, take_over, unregistered
@@ -51,6 +52,8 @@ from machinery.engine.fanout import (
     release,
     settle,
 )
+from machinery.engine.fleets import Workload
+from machinery.engine.kinds.fleet import selector as fleet_selector
 from machinery.engine.kinds.workflow import CHILD
 from machinery.engine.model import Service, Workflow
 from machinery.engine.notification import claim_notification, finish_notification
@@ -93,6 +96,7 @@ __all__ = [
     "item_failed",
     "item_child_started",
     "items_completed",
+    "members_wanted",
     "nudged_item",
     "parked",
     "rearm",
@@ -165,8 +169,10 @@ def claim(
     now: float,
     token: str,
     settings: Settings,
+    members: Sequence[Workload] = (),
 ) -> tuple[Event, Call | None] | None:
-    """Claim ``unit`` for one call: None when there is nothing to do for it now.
+    """Claim ``unit`` for one call: None when there is nothing to do for it now. A fleet step is given the
+    workloads its selector matches (see :func:`members_wanted`) as ``members``.
 
     A running unit whose lease ran out counts as lost and is claimed again;
     after ``settings.max_lost`` losses it fails instead. A delay or a wait whose
@@ -210,7 +216,7 @@ def claim(
         return close(plan, event, now, settings), None
     if kind.fans_out:
         event.spawned = [
-            settle(item, settings) for item in kind.fan_out(plan, event, step, state, service, now, settings)
+            settle(item, settings) for item in kind.fan_out(plan, event, step, state, service, now, settings, members)
         ]
         if state.status is COMPLETED:
             advance(plan, event, now, ended=unit)
@@ -224,6 +230,16 @@ def claim(
         state, unit, service, inputs, token=token, key=f"{event.id}/{unit}", item=None, now=now, settings=settings
     )
     return close(plan, event, now, settings), call
+
+
+def members_wanted(plan: Plan, event: Event, unit: str) -> tuple[str, dict[str, str]] | None:
+    """For a fleet step that a claim would fan out: its fleet and the labels its workloads must have, for the
+    caller to list them; None for any other unit."""
+    step = plan.graph.steps.get(unit)
+    state = unit_state(event, unit)
+    if step is None or step.fleet is None or state is None or state.status not in (READY, RETRYING):
+        return None
+    return step.fleet, fleet_selector(plan, event, step) or {}
 
 
 def await_worker(event: Event, unit: str, message: str) -> Event | None:

@@ -1,10 +1,10 @@
 """The items of map steps: each a record of its own, moved on without reading or writing its event.
 
-A map step fans out into items when a worker first claims it (``MapKind.fan_out``). The items run in the
-step's ``concurrency`` lanes: item ``i`` is released once item ``i - concurrency`` has completed, so that no
-more than ``concurrency`` are under way and no count has to be kept anywhere. The event hears of its items
-twice only: when one fails for good (:func:`item_failed`), and when the last has completed
-(:func:`items_completed`).
+A map step fans out into items when a worker first claims it (``MapKind.fan_out``), a fleet step into one
+item per workload (``FleetKind.fan_out``). The items run in the step's ``concurrency`` lanes: item ``i`` is
+released once item ``i - concurrency`` is over (:attr:`Item.over`), so that no more than ``concurrency`` are
+under way and no count has to be kept anywhere. The event hears of its items twice only: when one of a map
+fails for good (:func:`item_failed`), and when the last is over (:func:`items_completed`).
 
 Like the decider, every function here takes records as read and returns changed copies, or None when there
 is nothing to do; the caller writes them back conditionally.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from machinery.engine.attempts import record, start, take_over, unregistered
+from machinery.engine.attempts import moved, record, start, take_over, unregistered
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.model import Service
 from machinery.engine.plan import Plan, Settings
@@ -23,7 +23,6 @@ from machinery.engine.progress import advance, close
 from machinery.engine.schedule import too_soon, unit_due
 from machinery.engine.state import (
     CLAIMABLE,
-    COMPLETED,
     FAILED,
     IDLE,
     PENDING,
@@ -64,7 +63,16 @@ def claim_item(
         return settle(item, settings), None
     key = f"{item.event_id}/{item.unit}"
     call = start(
-        state, item.step_id, service, item.inputs, token=token, key=key, item=item.index, now=now, settings=settings
+        state,
+        item.step_id,
+        service,
+        item.inputs,
+        token=token,
+        key=key,
+        item=item.index,
+        now=now,
+        settings=settings,
+        target=item.key,
     )
     return settle(item, settings), call
 
@@ -85,7 +93,10 @@ def finish_item(
     if item.state.status is not RUNNING or item.state.token != call.token:
         return None
     item = item.copy()
-    failure = record(item.state, call.service, outputs, error, status=status, now=now, random=random)
+    if error is not None and error.kind is ErrorKind.MOVED and status not in TERMINAL_EVENT:
+        failure = moved(item.state, error, now, settings)
+    else:
+        failure = record(item.state, call.service, outputs, error, status=status, now=now, random=random)
     if failure is not None:
         fail_state(item.state, failure, now)
     return settle(item, settings)
@@ -136,10 +147,10 @@ def rearm(item: Item, now: float, settings: Settings, *, retry: bool) -> Item | 
 
 
 def item_due(item: Item, settings: Settings) -> float | None:
-    """When the sweeper should look at ``item`` if nothing moves it: as a step's unit, and a completed item
-    until it has handed its lane on."""
+    """When the sweeper should look at ``item`` if nothing moves it: as a step's unit, and an item over until it
+    has handed its lane on."""
     state = item.state
-    if state.status is COMPLETED:
+    if item.over:
         if item.successor is None or item.handed_on:
             return None
         return (state.ended_at or 0.0) + settings.stale_after
@@ -170,15 +181,25 @@ def item_failed(plan: Plan, event: Event, item: Item, now: float, settings: Sett
 
 
 def items_completed(
-    plan: Plan, event: Event, step_id: str, outputs: dict[str, Any], note: str | None, now: float, settings: Settings
+    plan: Plan,
+    event: Event,
+    step_id: str,
+    outputs: dict[str, Any],
+    note: str | None,
+    now: float,
+    settings: Settings,
+    failure: CallFailure | None = None,
 ) -> Event | None:
-    """The event once every item of its map step ``step_id`` has completed: the step completes with ``outputs``
-    (its results, unless they were too large, as ``note`` then says) and the event moves on; None if the step
-    is no longer running."""
+    """The event once every item of its step ``step_id`` is over: the step completes with ``outputs`` (its
+    results, unless they were too large, as ``note`` then says) and the event moves on, or it fails with
+    ``failure`` (a fleet step whose workloads failed beyond its bound); None if the step is no longer running."""
     state = event.steps.get(step_id)
     if state is None or state.status is not RUNNING or event.status in TERMINAL_EVENT:
         return None
     event = event.copy()
+    if failure is not None:
+        fail_step(event, step_id, failure, now)
+        return close(plan, event, now, settings)
     state = event.own(step_id)
     complete(state, outputs, now)
     state.note = note

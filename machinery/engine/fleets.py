@@ -18,6 +18,7 @@ from typing import Any
 
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import Field
+from machinery.engine.retry import RetryPolicy
 from machinery.engine.types import conforms, describe_mismatch
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
@@ -85,12 +86,27 @@ class FleetSettings:
 
 @dataclass(frozen=True)
 class FleetTask:
-    """A task every workload of a fleet can run, with typed arguments and typed results."""
+    """A task every workload of a fleet can run, with typed arguments and typed results.
+
+    Run on a workload, it is a call like a service's: ``timeout`` bounds it, ``retry`` says how a transient failure
+    is tried again, and a task that is not ``idempotent`` is not run again after its host was lost mid-call.
+    """
 
     name: str
     inputs: tuple[Field, ...] = ()
     outputs: tuple[Field, ...] = ()
     description: str = ""
+    timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotent: bool = True
+    concurrency: int = 10
+    """Workloads an ad hoc run of the task (``POST /fleets/<name>/tasks``) runs it on at once, at most."""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.concurrency < 1:
+            raise InvalidDefinition(
+                f"task {self.name!r}: its timeout should be more than 0, its concurrency at least 1"
+            )
 
 
 @dataclass(frozen=True)

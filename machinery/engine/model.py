@@ -236,6 +236,7 @@ WAIT = "wait"
 TRANSFORM = "transform"
 MAP = "map"
 WORKFLOW = "workflow"
+FLEET = "fleet"
 FAIL = "fail"
 SUCCEED = "succeed"
 DISCARD = "discard"
@@ -262,6 +263,10 @@ class Step:
       ``service``, each item runs that workflow as a child event, and its answer is the child's outputs.
     - ``workflow``: runs the registered workflow ``workflow`` (its ``version`` if pinned, else its current one) as a
       child event, its inputs and outputs mapped as a service step's are; its outputs are the child's.
+    - ``fleet``: runs the task ``task`` of the fleet ``fleet`` on every workload whose labels match ``selector``
+      (literal labels, or a reference to an object of them), its arguments mapped as a service's inputs are, at
+      most ``concurrency`` at once; its outputs are the results by workload and the workloads skipped and failed,
+      and it fails if more than ``max_failed`` failed (None: however many).
     - ``fail`` and ``succeed``: end the event, saying ``message``.
     """
 
@@ -288,6 +293,10 @@ class Step:
     message: str = ""
     workflow: str | None = None
     version: int | None = None
+    fleet: str | None = None
+    task: str | None = None
+    selector: Mapping[str, str] | Ref = field(default_factory=dict)
+    max_failed: int | None = None
 
     def input_ref(self, name: str) -> Ref:
         return self.input.get(name) or Ref("context", (name,))
@@ -334,6 +343,11 @@ class Workflow:
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(step.service for step in self.steps if step.service is not None))
+
+    @property
+    def fleet_tasks(self) -> tuple[tuple[str, str], ...]:
+        """The fleets' tasks its ``fleet`` steps run, each as the fleet's name and the task's."""
+        return tuple(dict.fromkeys((s.fleet, s.task) for s in self.steps if s.fleet is not None and s.task is not None))
 
     @property
     def children(self) -> tuple[tuple[str, int | None], ...]:

@@ -226,8 +226,8 @@ class Item:
     """One element of a map step, kept apart from its event, so that its transitions cost the same however
     many items there are: its call's inputs and the state of its call.
 
-    Items run in ``concurrency`` lanes: item ``i`` is released (made ready) once item ``i - concurrency`` has
-    completed. A completed item has ``handed_on`` once the next item of its lane was released; until then the
+    Items run in ``concurrency`` lanes: item ``i`` is released (made ready) once item ``i - concurrency`` is
+    :attr:`over`. An item over has ``handed_on`` once the next item of its lane was released; until then the
     sweeper sees it as due, so that a worker lost between the two writes stalls no lane.
     """
 
@@ -240,6 +240,8 @@ class Item:
     state: StepState = field(default_factory=StepState)
     successor: int | None = None
     """The index of the next item of its lane, if there is one."""
+    key: str | None = None
+    """For an item of a ``fleet`` step, the workload it runs on: its failure is its own, not its step's."""
     handed_on: bool = False
     due_at: float | None = None
     """When the sweeper should look at this item if nothing moves it; None once nothing is left to do."""
@@ -249,6 +251,12 @@ class Item:
     @property
     def unit(self) -> str:
         return f"{self.step_id}[{self.index}]"
+
+    @property
+    def over(self) -> bool:
+        """Whether its lane goes on past it: it completed or, for a fleet step's item, ended however it ended."""
+        status = self.state.status
+        return status is COMPLETED or (self.key is not None and status in TERMINAL_STEP)
 
     def copy(self) -> Item:
         """A copy to change, its state copied too."""

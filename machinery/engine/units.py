@@ -112,6 +112,14 @@ def start_attempt(state: StepState, token: str, now: float, lease_until: float) 
     state.nudged_at = None
 
 
+def fanned_out(state: StepState, items: int, now: float) -> None:
+    """A step that has fanned out into ``items`` items: it runs until they are over."""
+    state.status = RUNNING
+    state.started_at = now
+    state.fanout = items
+    state.run_at = None
+
+
 def make_ready(state: StepState, now: float) -> None:
     """Hand a unit to the workers now."""
     state.status = READY

@@ -152,6 +152,15 @@ class FleetHost:
         self._tasks.shutdown(wait=False, cancel_futures=True)
         self._overdue.shutdown(wait=False, cancel_futures=True)
 
+    def holding(self, fleet: str, workload: str) -> tuple[Driver, Workload] | None:
+        """The driver of ``fleet`` and ``workload`` as this host holds it, if it does (up or not); else None."""
+        with self._lock:
+            entry = self._held.get((fleet, workload))
+            runtime = self._fleets.get(fleet)
+            if entry is None or entry.gone or runtime is None:
+                return None
+            return runtime.driver, entry.workload
+
     # The rounds
 
     def tick(self) -> None:

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from machinery.engine.errors import NotFound
 from machinery.engine.expressions import Expressions
 from machinery.engine.health import DOWN, Health
+from machinery.engine.kinds import fleet as fleet_kind
 from machinery.engine.kinds.workflow import contract, contract_key
 from machinery.engine.model import Service, Workflow
 from machinery.engine.plan import Plan
 from machinery.engine.ports import (
+    FleetStore,
     RegistryStore,
 )
 from machinery.engine.state import (
@@ -50,8 +52,11 @@ class Plans:
 class ServiceCache:
     """Service definitions and health as a worker sees them, re-read from the store every ``ttl`` seconds."""
 
-    def __init__(self, store: RegistryStore, ttl: float = 2.0, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, store: RegistryStore, ttl: float = 2.0, clock: Clock = time.monotonic, fleets: FleetStore | None = None
+    ) -> None:
         self.store = store
+        self.fleets = fleets
         self.ttl = ttl
         self.clock = clock
         self._cache: dict[str, tuple[float, Service | None]] = {}
@@ -66,7 +71,8 @@ class ServiceCache:
         return health is not None and health.status == DOWN
 
     def of(self, plan: Plan) -> dict[str, Service]:
-        """The services the plan's steps call, and the contracts of the workflows they run, by their key."""
+        """The services the plan's steps call, and the contracts of the workflows and the fleets' tasks they run, by
+        their key."""
         found = {}
         for name in plan.workflow.service_names:
             service = self.get(name)
@@ -77,7 +83,23 @@ class ServiceCache:
             child = self._cached(key, functools.partial(self._child, name, version))
             if child is not None:
                 found[key] = child
+        for fleet_name, task_name in plan.workflow.fleet_tasks:
+            key = fleet_kind.contract_key(fleet_name, task_name)
+            task = self._cached(key, functools.partial(self._fleet_task, fleet_name, task_name))
+            if task is not None:
+                found[key] = task
         return found
+
+    def _fleet_task(self, fleet_name: str, task_name: str) -> Service | None:
+        """The contract of the task ``task_name`` of the fleet ``fleet_name``; None if either is gone."""
+        if self.fleets is None:
+            return None
+        try:
+            fleet = self.fleets.get_fleet(fleet_name)
+        except NotFound:
+            return None
+        task = fleet.task(task_name)
+        return fleet_kind.contract(fleet, task) if task is not None else None
 
     def _child(self, name: str, version: int | None) -> Service | None:
         """The contract of workflow ``name`` at ``version`` (None: its current one); None if it is gone."""

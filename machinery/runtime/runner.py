@@ -11,16 +11,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from machinery import logs
 from machinery.engine import decider
 from machinery.engine.calls import Call, CallFailure, ErrorKind
 from machinery.engine.dataflow import contract_failure
 from machinery.engine.errors import InvalidData, InvalidState, NotFound
-from machinery.engine.kinds import MAP_RESULTS
 from machinery.engine.kinds.workflow import CHILD
-from machinery.engine.model import DISCARD, Step
 from machinery.engine.plan import Plan, Settings
 from machinery.engine.ports import (
     Dispatcher,
@@ -29,11 +25,11 @@ from machinery.engine.ports import (
     Telemetry,
 )
 from machinery.engine.state import (
-    COMPLETED,
     EVENT_FAILED,
     EVENT_PAUSED,
     FAILED,
     IDLE,
+    PENDING,
     RETRYING,
     TERMINAL_EVENT,
     Event,
@@ -42,8 +38,10 @@ from machinery.engine.state import (
 from machinery.engine.units import parse_unit
 from machinery.runtime.events import Events
 from machinery.runtime.plans import Clock, Plans, ServiceCache
+from machinery.runtime.routes import FleetRoutes
 from machinery.runtime.writes import (
     LANE_RUN,
+    UNENDED,
     UNFINISHED,
     Observer,
     change_item,
@@ -79,12 +77,15 @@ class Runner:
         rng: Callable[[], float] = random.random,
         telemetry: Telemetry | None = None,
         elsewhere: Mapping[str, Dispatcher] | None = None,
+        routes: FleetRoutes | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.callers = callers
         self.elsewhere = elsewhere or {}
         """By kind of service this runner has no caller for: where to send its units, for workers that have one."""
+        self.routes = routes
+        """Where fleet steps find their workloads, and their items the hosts that run them; None: no fleets."""
         self.settings = settings
         self.plans = plans
         self.services = services
@@ -137,7 +138,7 @@ class Runner:
 
     def _sweep_item(self, item: Item, now: float) -> int:
         """Move on an item nothing moved: hand its lane on, send it again, or park it while its event is idle."""
-        if item.state.status is COMPLETED:
+        if item.over:
             released = self._hand_on(item)
             if released is not None and self.store.event_status(item.event_id) not in IDLE:
                 send_item(self.dispatcher, released, now)
@@ -173,8 +174,19 @@ class Runner:
         free for it (see :meth:`_admit`)."""
         if self._kind_elsewhere(plan, unit) is not None:
             return None
+        wanted = decider.members_wanted(plan, event, unit)
+        members = []
+        if wanted is not None and self.routes is not None:
+            members = self.routes.members(*wanted, limit=self.settings.max_map_items + 1)
         claimed = decider.claim(
-            plan, self.services.of(plan), event, unit, now=now, token=uuid.uuid4().hex, settings=self.settings
+            plan,
+            self.services.of(plan),
+            event,
+            unit,
+            now=now,
+            token=uuid.uuid4().hex,
+            settings=self.settings,
+            members=members,
         )
         call = claimed[1] if claimed is not None else None
         return claimed if call is None or self._admit(call, event.id, unit, now) else None
@@ -388,28 +400,36 @@ class Runner:
             claimed = self._claim_item(item)
             if claimed is None:
                 return
-            finished: Item | None = claimed[0]
-            call = claimed[1]
+            running, call, present = claimed
+            finished: Item | None = running
             if call is not None and call.service.kind == CHILD:
-                self._start_item_child(claimed[0], call)
+                self._start_item_child(running, call)
                 return
             if call is not None:
                 with logs.context(step=call.unit, attempt=call.attempt):
                     try:
                         workflow = self.plans.for_version(item.workflow_id, item.workflow_version).workflow.name
-                        outputs, error = self._call(call, event_id, workflow)
+                        outputs, error = self._call(call, event_id, workflow) if present else (None, removed(item))
                     finally:
                         self._release(call)
-                    finished = self._finish_item(claimed[0], call, outputs, error)
+                    finished = self._finish_item(running, call, outputs, error)
             following = self._after_item(finished) if finished is not None else None
             if following is None:
                 return
             item = following
         send_item(self.dispatcher, item, self.clock())
 
-    def _claim_item(self, item: Item) -> tuple[Item, Call | None] | None:
+    def _claim_item(self, item: Item) -> tuple[Item, Call | None, bool] | None:
+        """The item claimed, its call, and whether to make it: not if it is a fleet step's whose workload was
+        removed; None if this worker is not the one to run it."""
         while True:
             plan = self.plans.for_version(item.workflow_id, item.workflow_version)
+            present = True
+            if item.key is not None:
+                route = self._route(plan, item)
+                if route is None:
+                    return None
+                present = route
             kind = self._kind_elsewhere(plan, item.unit)
             if kind is not None:
                 dispatcher = self.elsewhere.get(kind)
@@ -427,9 +447,26 @@ class Runner:
             if call is not None and not self._admit(call, item.event_id, item.unit, now):
                 return None
             if self.store.save_item(changed):
-                return changed, call
+                return changed, call, present
             self._release(call)
             item = self.store.get_item(item.event_id, item.step_id, item.index)
+
+    def _route(self, plan: Plan, item: Item) -> bool | None:
+        """For a fleet step's item: True if it runs here, False if its workload was removed (it fails here); None
+        if another host holds the workload (the item is sent there) or none does yet (the sweeper sends it again)."""
+        if self.routes is None or item.state.status.terminal or item.state.status is PENDING:
+            return None
+        fleet = plan.graph.steps[item.step_id].fleet or ""
+        try:
+            host = self.routes.host_of(fleet, item.key or "")
+        except NotFound:
+            return False
+        if host is not None and host == self.routes.here:
+            return True
+        if host is not None:
+            run_at = item.state.run_at if item.state.status is RETRYING else None
+            self.routes.send(host, item.event_id, item.unit, max(0.0, (run_at or 0.0) - self.clock()))
+        return None
 
     def _finish_item(self, item: Item, call: Call, outputs: Any, error: CallFailure | None) -> Item | None:
         def finish(item: Item) -> Item | None:
@@ -450,15 +487,17 @@ class Runner:
     def _after_item(self, item: Item) -> Item | None:
         """What follows a change of ``item``: its lane's next item, released, to run now if there is one."""
         status = item.state.status
+        if item.over:
+            # A successor released before (an item retried after its event was) leaves the step to be completed.
+            released = self._hand_on(item) if item.successor is not None else None
+            if released is None:
+                self._complete_step(item)
+            return released
         if status is FAILED:
             plan = self.plans.for_version(item.workflow_id, item.workflow_version)
             self._update(item.event_id, lambda e: decider.item_failed(plan, e, item, self.clock(), self.settings))
         elif status is RETRYING:
             send_item(self.dispatcher, item, self.clock())
-        elif status is COMPLETED:
-            if item.successor is not None:
-                return self._hand_on(item)
-            self._complete_map(item)
         return None
 
     def _hand_on(self, item: Item) -> Item | None:
@@ -470,36 +509,28 @@ class Runner:
         change_item(self.store, item, lambda i: decider.handed_on(i, self.settings))
         return released
 
-    def _complete_map(self, item: Item) -> None:
-        """Complete the map step of the last item of a lane, if every other item has completed too.
+    def _complete_step(self, item: Item) -> None:
+        """Complete (or fail) the step of an item over, if every other item is over too: with its outputs
+        gathered from them all.
 
-        Whichever lane ends last sees every other item completed, as each looks after its own write.
+        Whichever lane ends last sees every other item over, as each looks after its own write.
         """
-        if self.store.list_items(item.event_id, item.step_id, statuses=UNFINISHED, limit=1):
+        unfinished = UNFINISHED if item.key is None else UNENDED
+        if self.store.list_items(item.event_id, item.step_id, statuses=unfinished, limit=1):
             return
         plan = self.plans.for_version(item.workflow_id, item.workflow_version)
         step = plan.graph.steps[item.step_id]
-        outputs, note = self._results(item.event_id, step)
+        items = every_item(self.store, item.event_id, step.id, None)
+        outputs, note, failure = plan.kinds[step.id].gather(step, items, self.settings.max_map_results)
         self._update(
             item.event_id,
-            lambda e: decider.items_completed(plan, e, step.id, outputs, note, self.clock(), self.settings),
+            lambda e: decider.items_completed(plan, e, step.id, outputs, note, self.clock(), self.settings, failure),
         )
-
-    def _results(self, event_id: str, step: Step) -> tuple[dict[str, Any], str | None]:
-        """A map step's outputs: its items' answers in order, unless it discards them or they are too large."""
-        if step.results == DISCARD:
-            return {}, None
-        results, size = [], 0
-        for item in every_item(self.store, event_id, step.id, None):
-            size += len(orjson.dumps(item.state.outputs))
-            if size > self.settings.max_map_results:
-                note = (
-                    f"its results are larger than {self.settings.max_map_results} bytes: each item keeps its own "
-                    "(GET /events/<id>/steps/<step>/items)"
-                )
-                return {}, note
-            results.append(item.state.outputs)
-        return {MAP_RESULTS.name: results}, None
 
     def _update(self, event_id: str, change: Callable[[Event], Event | None]) -> None:
         update(self.store, self.dispatcher, event_id, change, self.observe)
+
+
+def removed(item: Item) -> CallFailure:
+    """The failure of a fleet step's item whose workload was removed from its fleet before it ran."""
+    return CallFailure(f"workload '{item.key}' was removed from its fleet", False, ErrorKind.CONFIG)

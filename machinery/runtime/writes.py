@@ -170,6 +170,9 @@ LANE_RUN = 100
 """Items of a lane one message runs in a row."""
 ITEM_PAGE = 1000
 UNFINISHED = tuple(status.value for status in StepStatus if status is not StepStatus.COMPLETED)
+"""The statuses of a map step's items that are not over: a failed one too, as it fails its step."""
+UNENDED = tuple(status.value for status in StepStatus if not status.terminal)
+"""The statuses of a fleet step's items that are not over."""
 
 
 def send_item(dispatcher: Dispatcher, item: Item, now: float) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from machinery.engine.kinds.base import StepKind
 from machinery.engine.kinds.delay import DelayKind
 from machinery.engine.kinds.ends import FailKind, SucceedKind
+from machinery.engine.kinds.fleet import FleetKind
 from machinery.engine.kinds.map import RESULTS as MAP_RESULTS
 from machinery.engine.kinds.map import MapKind
 from machinery.engine.kinds.service import ServiceKind
@@ -28,6 +29,7 @@ KINDS: Mapping[str, StepKind] = {
         TransformKind(),
         MapKind(),
         WorkflowKind(),
+        FleetKind(),
         FailKind(),
         SucceedKind(),
     )

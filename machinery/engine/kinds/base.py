@@ -16,8 +16,10 @@ from machinery.engine.state import PENDING, Event, Item, StepState
 from machinery.engine.units import complete
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from machinery.engine.calls import CallFailure
+    from machinery.engine.fleets import Workload
     from machinery.engine.plan import Plan, Settings
 
 
@@ -74,9 +76,25 @@ class StepKind:
         raise NotImplementedError(f"steps of kind '{self.name}' call no service")
 
     def fan_out(
-        self, plan: Plan, event: Event, step: Step, state: StepState, service: Service, now: float, settings: Settings
+        self,
+        plan: Plan,
+        event: Event,
+        step: Step,
+        state: StepState,
+        service: Service,
+        now: float,
+        settings: Settings,
+        members: Sequence[Workload] = (),
     ) -> list[Item]:
-        """The items a worker claiming the step fans it out into, the step running (or failed) meanwhile."""
+        """The items a worker claiming the step fans it out into, the step running (or failed) meanwhile;
+        ``members`` are the workloads a fleet step's selector matched."""
+        raise NotImplementedError(f"steps of kind '{self.name}' have no items")
+
+    def gather(
+        self, step: Step, items: Iterable[Item], max_bytes: int
+    ) -> tuple[dict[str, Any], str | None, CallFailure | None]:
+        """Once every item of the step is over, its outputs from them, read in order; a note when some were left
+        out (larger than ``max_bytes``), and the failure if the items' outcomes fail the step."""
         raise NotImplementedError(f"steps of kind '{self.name}' have no items")
 
     def retry(self, plan: Plan, event: Event, step: Step, now: float) -> None:

@@ -8,7 +8,8 @@ discards them (``"results": "discard"``) or they are too large to keep (the item
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from machinery.engine.calls import CallFailure, ErrorKind
 from machinery.engine.dataflow import call_inputs, contract_failure, fill, lookup, step_context
@@ -19,11 +20,12 @@ from machinery.engine.model import CALLBACK, DISCARD, Field, Service, Step
 from machinery.engine.scope import Definitions, Scope, check_flow
 from machinery.engine.state import RUNNING, Event, Item, StepState
 from machinery.engine.types import FieldType, conforms, type_of
-from machinery.engine.units import complete, fail_step, make_ready
+from machinery.engine.units import complete, fail_step, fanned_out, make_ready
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from machinery.engine.fleets import Workload
     from machinery.engine.plan import Plan, Settings
 
 WORKFLOW_KIND = WorkflowKind()
@@ -70,7 +72,15 @@ class MapKind(ServiceKind):
         return problems
 
     def fan_out(
-        self, plan: Plan, event: Event, step: Step, state: StepState, service: Service, now: float, settings: Settings
+        self,
+        plan: Plan,
+        event: Event,
+        step: Step,
+        state: StepState,
+        service: Service,
+        now: float,
+        settings: Settings,
+        members: Sequence[Workload] = (),
     ) -> list[Item]:
         present, values = lookup(step.items_ref, event, step_context(plan, event, step))
         if not present or not isinstance(values, list):
@@ -94,10 +104,7 @@ class MapKind(ServiceKind):
             error = contract_failure(f"step '{step.id}' cannot call '{service.name}': ", problems, ErrorKind.INPUT)
             fail_step(event, step.id, error, now)
             return []
-        state.status = RUNNING
-        state.started_at = now
-        state.fanout = len(values)
-        state.run_at = None
+        fanned_out(state, len(values), now)
         lanes = step.concurrency
         items = []
         for index, value in enumerate(values):
@@ -114,6 +121,20 @@ class MapKind(ServiceKind):
                 make_ready(item.state, now)
             items.append(item)
         return items
+
+    def gather(
+        self, step: Step, items: Iterable[Item], max_bytes: int
+    ) -> tuple[dict[str, Any], str | None, CallFailure | None]:
+        """Its items' answers in order, unless it discards them or they are larger than ``max_bytes``."""
+        if step.results == DISCARD:
+            return {}, None, None
+        results, size = [], 0
+        for item in items:
+            size += len(json.dumps(item.state.outputs))
+            if size > max_bytes:
+                return {}, too_large(max_bytes), None
+            results.append(item.state.outputs)
+        return {RESULTS.name: results}, None, None
 
     def retry(self, plan: Plan, event: Event, step: Step, now: float) -> None:
         state = event.own(step.id)
@@ -132,3 +153,10 @@ class MapKind(ServiceKind):
             return super()._check_input(step, f, scope)
         array = Field("items", FieldType("array", f.type))
         return check_flow(array, step.items_ref, scope, f"map step '{step.id}' items", step.id)
+
+
+def too_large(max_bytes: int) -> str:
+    """The note of a step whose items' results are left out of its outputs."""
+    return (
+        f"its results are larger than {max_bytes} bytes: each item keeps its own (GET /events/<id>/steps/<step>/items)"
+    )
