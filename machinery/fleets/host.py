@@ -170,7 +170,8 @@ class FleetHost:
         self.store.heartbeat(Host(self.name, until, self.started_at))
         self.store.renew_workloads(self.name, until)
         fleets = self.store.list_fleets()
-        if self.store.acquire_lease(ASSIGNER, self.name, now=now, until=now + self.lease):
+        held_at = self.clock()
+        if self.store.acquire_lease(ASSIGNER, self.name, now=held_at, until=held_at + self.lease):
             self.assign(fleets, now)
             self.store.forget_hosts(lapsed_before=now - HOSTS_KEPT)
         self.sync(fleets)
@@ -190,19 +191,25 @@ class FleetHost:
             orphans = [w for w in lapsed if w.host is None or w.host not in loads]
             previous = {w.name: w.host for w in orphans}
             for host, names in assign(loads, [w.name for w in orphans]).items():
-                claimed = self.store.claim_workloads(fleet.name, names, host, now=now, until=now + self.lease)
+                # A lease from now, not from the round's start: a slow round must not give out leases already
+                # lapsed, which the next round (this host's or another's) would give out again.
+                until = self.clock() + self.lease
+                claimed = self.store.claim_workloads(fleet.name, names, host, now=now, until=until)
                 loads[host] += len(claimed)
                 moved = [(name, previous[name]) for name in claimed if previous[name] not in (None, host)]
-                self._record([_moved(fleet.name, name, source, host, now) for name, source in moved])
+                # At the time of the claim, not of the round's start: the old host's last event may lie between.
+                at = self.clock()
+                self._record([_moved(fleet.name, name, source, host, at) for name, source in moved])
                 done += len(claimed)
             for move in rebalance(loads, fleet.settings.max_spread, fleet.settings.max_moves):
                 chosen = self.store.list_workloads(fleet.name, host=move.source, limit=move.count)
                 names = [w.name for w in chosen]
                 # Conditional on the source still holding them: a move that fails waits for the next round.
                 claimed = self.store.claim_workloads(
-                    fleet.name, names, move.target, now=now, until=now + self.lease, source=move.source
+                    fleet.name, names, move.target, now=now, until=self.clock() + self.lease, source=move.source
                 )
-                self._record([_moved(fleet.name, name, move.source, move.target, now) for name in claimed])
+                at = self.clock()
+                self._record([_moved(fleet.name, name, move.source, move.target, at) for name in claimed])
                 done += len(claimed)
         return done
 
@@ -234,8 +241,9 @@ class FleetHost:
                 if entry is None:
                     self._held[key] = _Held(workload)
                     self._fleets[workload.fleet].waiting.append(workload.name)
-                elif entry.workload.version != workload.version and not entry.busy:
+                elif workload.version > entry.workload.version and not entry.busy:
                     # Claimed again (moved away and back between two rounds): initialised again, as a claim asks.
+                    # Only a newer version says so: the page read above may predate this host's own last write.
                     entry.workload = workload
                     if workload.state is WorkloadState.INITIALIZING:
                         entry.initialized = False

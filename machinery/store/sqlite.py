@@ -897,7 +897,9 @@ class SqliteStore:
             else ("WHERE fleet = ? AND workload = ?", [fleet, workload])
         )
         rows = self._db().execute(
-            f"SELECT doc FROM lifecycle_events {query} ORDER BY id DESC LIMIT ?", (*params, limit)
+            # By the time of the change, as hosts record their events after writing the change, not in its order.
+            f"SELECT doc FROM lifecycle_events {query} ORDER BY at DESC, id DESC LIMIT ?",
+            (*params, limit),
         )
         return [lifecycle_from_dict(_doc(row)) for row in rows]
 
@@ -1265,8 +1267,10 @@ CREATE TABLE IF NOT EXISTS lifecycle_events (
     at REAL NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS lifecycle_of_fleet ON lifecycle_events (fleet, id);
-CREATE INDEX IF NOT EXISTS lifecycle_of_workload ON lifecycle_events (fleet, workload, id);
+DROP INDEX IF EXISTS lifecycle_of_fleet;
+DROP INDEX IF EXISTS lifecycle_of_workload;
+CREATE INDEX IF NOT EXISTS lifecycle_of_fleet_by_time ON lifecycle_events (fleet, at, id);
+CREATE INDEX IF NOT EXISTS lifecycle_of_workload_by_time ON lifecycle_events (fleet, workload, at, id);
 CREATE TABLE IF NOT EXISTS fleet_task_runs (
     id TEXT PRIMARY KEY,
     fleet TEXT NOT NULL,

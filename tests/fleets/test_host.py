@@ -321,3 +321,25 @@ def test_the_assigner_leaves_a_late_renewed_workload_with_its_host_while_that_ho
 
     assert store.get_workload("routers", "r000") == before, "not claimed again, so not initialised again"
     assert store.get_workload("routers", "r001").host in ("a", "b")
+
+
+def test_a_page_of_workloads_read_before_the_hosts_own_last_write_does_not_start_a_second_init(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    add(store, 1)
+    host = FleetHost(store, "a", interval=0.05, lease=0.4, drivers=lambda _: Flaky)
+    hosts.append(host)
+    host.tick()  # claims r000 for itself and initialises it
+    up = wait_for(
+        lambda: (w := store.get_workload("routers", "r000")).state is WorkloadState.UP and w, timeout=5, what="r000 up"
+    )
+    # The page a round read just before the init's write: claimed, not yet up.
+    stale = replace(up, state=WorkloadState.INITIALIZING, version=up.version - 1)
+    store.list_workloads = lambda fleet, **filters: [] if filters.get("after") else [stale]  # type: ignore[method-assign]
+
+    host.sync(store.list_fleets())
+
+    del store.list_workloads
+    with pytest.raises(AssertionError):
+        wait_for(lambda: history(store, "r000").count(Lifecycle.INITIALIZED) > 1, timeout=0.5)
+    assert history(store, "r000") == [Lifecycle.INITIALIZED]

@@ -201,6 +201,22 @@ def test_lifecycle_events_are_listed_per_fleet_and_per_workload_newest_first(sto
     ]
 
 
+def test_lifecycle_events_are_listed_by_the_time_of_their_change_not_the_order_they_were_recorded_in(
+    store: Store,
+) -> None:
+    # A host records an init after writing it; the move another host made meanwhile may be recorded first.
+    store.add_lifecycle_events([LifecycleEvent("routers", "w1", Lifecycle.MOVED, 101.0, "h2", "from h1 to h2")])
+    store.add_lifecycle_events([LifecycleEvent("routers", "w1", Lifecycle.INITIALIZED, 100.5, "h1")])
+    store.add_lifecycle_events([LifecycleEvent("routers", "w1", Lifecycle.INITIALIZED, 101.5, "h2")])
+
+    for listed in (store.list_lifecycle_events("routers"), store.list_lifecycle_events("routers", "w1")):
+        assert [(e.kind, e.host) for e in listed] == [
+            (Lifecycle.INITIALIZED, "h2"),
+            (Lifecycle.MOVED, "h2"),
+            (Lifecycle.INITIALIZED, "h1"),
+        ]
+
+
 def task_run(*workloads: str) -> tuple[TaskRun, list[TaskItem]]:
     run = TaskRun("run1", "routers", "reboot", {"delay": 1}, {"site": "lund"}, 5, 100.0)
     return run, [TaskItem("run1", "routers", name) for name in workloads]
