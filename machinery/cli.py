@@ -162,7 +162,11 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 
 @main.command()
 @click.option("--concurrency", "-c", type=int, help="Worker processes or threads (default: MACHINERY_CONCURRENCY).")
-@click.option("--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "threads", "solo"]))
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    help="The pool running the units (default: prefork; threads with --fleets).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option(
     "--metrics-port",
@@ -184,7 +188,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 @click.option("--host-name", help="With --fleets: this host's name (default: the machine's name and the process id).")
 def worker(
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     loglevel: str,
     metrics_port: int | None,
     commands: bool,
@@ -195,6 +199,8 @@ def worker(
     """Run a Celery worker (and a sweeper) against MACHINERY_BROKER_URL."""
     if allow_root and not commands:
         raise click.UsageError("--allow-root is for workers that run commands: add --commands")
+    # A host's threads call its drivers all the time: a prefork pool would fork them mid-call, locks held.
+    pool = pool or ("threads" if fleets else "prefork")
     if host_name and not fleets:
         raise click.UsageError("--host-name names a worker that hosts fleets: add --fleets")
     config = dataclasses.replace(Config.from_env(), run_commands=commands, commands_root=allow_root)
@@ -389,7 +395,7 @@ def render_graph(key: str, of_event: bool, fmt: str, out: Path | None, client: C
     else:
         picture = _local_picture(key, of_event, fmt)
     if out is None:
-        click.get_binary_stream("stdout").write(picture)
+        sys.stdout.buffer.write(picture)
     else:
         out.write_bytes(picture)
         click.echo(f"wrote {out}", err=True)
