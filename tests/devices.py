@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -13,6 +14,8 @@ from typing import Any
 class Device:
     def __init__(self) -> None:
         self.healthy = True
+        self.task_seconds = 0.0
+        """How long a task takes to answer."""
         self.pings = 0
         self.tasks: list[str] = []
         """The path of every task posted, in order."""
@@ -25,6 +28,7 @@ class Device:
 
             def do_POST(self) -> None:  # noqa: N802
                 args = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                time.sleep(device.task_seconds)
                 device.tasks.append(self.path)
                 self._answer(200, {"task": self.path.rsplit("/", 1)[-1], **args})
 
