@@ -1,6 +1,5 @@
-"""A device with an HTTP API on loopback, as the http driver of fleets expects one: ``GET .../ping`` answers 200
-while ``healthy`` holds (503 otherwise), ``POST .../tasks/<task>`` answers its JSON arguments with the task's name.
-Any prefix before them serves, so that several workloads can share one device, each under its own path."""
+"""A device with an HTTP API on loopback, as the http driver of fleets expects one: ``GET /ping`` answers 200
+while ``healthy`` holds (503 otherwise), ``POST /tasks/<task>`` answers its JSON arguments with the task's name."""
 
 from __future__ import annotations
 
@@ -14,18 +13,15 @@ class Device:
     def __init__(self) -> None:
         self.healthy = True
         self.pings = 0
-        self.tasks: list[str] = []
-        """The path of every task posted, in order."""
         device = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 device.pings += 1
-                self._answer(200 if device.healthy and self.path.endswith("/ping") else 503, {})
+                self._answer(200 if device.healthy and self.path == "/ping" else 503, {})
 
             def do_POST(self) -> None:  # noqa: N802
                 args = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                device.tasks.append(self.path)
                 self._answer(200, {"task": self.path.rsplit("/", 1)[-1], **args})
 
             def _answer(self, status: int, body: Any) -> None:
