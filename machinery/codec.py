@@ -15,18 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from machinery.engine.errors import InvalidDefinition
-from machinery.engine.fleets import (
-    Fleet,
-    FleetSettings,
-    FleetTask,
-    ItemStatus,
-    Lifecycle,
-    LifecycleEvent,
-    TaskItem,
-    TaskRun,
-    Workload,
-    WorkloadState,
-)
+from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Lifecycle, LifecycleEvent, Workload, WorkloadState
 from machinery.engine.model import (
     CALLBACK,
     DELAY,
@@ -465,52 +454,4 @@ def lifecycle_to_dict(e: LifecycleEvent) -> dict[str, Any]:
 def lifecycle_from_dict(doc: dict[str, Any]) -> LifecycleEvent:
     return LifecycleEvent(
         doc["fleet"], doc["workload"], Lifecycle(doc["kind"]), doc["at"], doc.get("host"), doc.get("message", "")
-    )
-
-
-def task_run_to_dict(r: TaskRun) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "fleet": r.fleet,
-        "task": r.task,
-        "args": dict(r.args),
-        "selector": dict(r.selector),
-        "concurrency": r.concurrency,
-        "created_at": r.created_at,
-    }
-
-
-def task_run_from_dict(doc: dict[str, Any]) -> TaskRun:
-    return TaskRun(
-        doc["id"], doc["fleet"], doc["task"], doc["args"], doc["selector"], doc["concurrency"], doc["created_at"]
-    )
-
-
-def task_item_to_dict(i: TaskItem) -> dict[str, Any]:
-    return {
-        "run_id": i.run_id,
-        "fleet": i.fleet,
-        "workload": i.workload,
-        "status": i.status.value,
-        "host": i.host,
-        "lease_until": i.lease_until,
-        "result": None if i.result is None else dict(i.result),
-        "error": i.error,
-        "ended_at": i.ended_at,
-        "version": i.version,
-    }
-
-
-def task_item_from_dict(doc: dict[str, Any]) -> TaskItem:
-    return TaskItem(
-        run_id=doc["run_id"],
-        fleet=doc["fleet"],
-        workload=doc["workload"],
-        status=ItemStatus(doc["status"]),
-        host=doc.get("host"),
-        lease_until=doc.get("lease_until", 0.0),
-        result=doc.get("result"),
-        error=doc.get("error", ""),
-        ended_at=doc.get("ended_at", 0.0),
-        version=doc.get("version", 0),
     )

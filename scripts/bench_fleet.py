@@ -11,13 +11,10 @@ Measured:
 - the time from adding the workloads (one bulk write) until every one is ``up``;
 - the ping lag: how late each ping started after it was due, over ``--steady`` seconds once all are up (each
   host records its own, and writes them out when it stops), p50 and p99 against the interval;
-- a task over all of them: ``POST /fleets/<name>/tasks``'s work (``Fleets.start_task``, which makes an item per
-  workload) until every item is completed, run by the hosts ``--concurrency`` at once each; workloads a second;
 - the recovery: one host SIGKILLed, the time until every workload is ``up`` again on the other two. It
   includes the lease that has to lapse first (``--lease`` seconds).
 
     python -m scripts.bench_fleet [--workloads 10000] [--hosts 3] [--interval 10] [--lease 5] [--steady 30]
-        [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -34,10 +31,7 @@ import time
 from pathlib import Path
 
 from machinery.bootstrap import Config, Machinery
-from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Workload, WorkloadState
-from machinery.engine.model import Field
-from machinery.engine.types import FieldType
-from machinery.fleets.registry import Fleets
+from machinery.engine.fleets import Fleet, FleetSettings, Workload, WorkloadState
 from machinery.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).parents[1]
@@ -80,7 +74,6 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0, help="MACHINERY_FLEET_LEASE")
     parser.add_argument("--round", type=float, default=1.0, help="MACHINERY_FLEET_INTERVAL")
     parser.add_argument("--steady", type=float, default=30.0, help="seconds of pings measured once all are up")
-    parser.add_argument("--concurrency", type=int, default=16, help="task items a host runs at once")
     parser.add_argument("--host", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lags", type=Path, help=argparse.SUPPRESS)
@@ -93,8 +86,7 @@ def main() -> None:
         data = Path(folder)
         store = SqliteStore(data / "machinery.db")
         settings = FleetSettings(ping_interval=args.interval, ping_jitter=0.2, init_concurrency=32, max_moves=1000)
-        echo = FleetTask("echo", (Field("n", FieldType("int")),), (Field("n", FieldType("int")),))
-        store.add_fleet(Fleet("bench", "simulated", settings, (echo,)))
+        store.add_fleet(Fleet("bench", "simulated", settings))
         names = [f"h{i}" for i in range(args.hosts)]
         processes = {}
         for name in names:
@@ -111,17 +103,6 @@ def main() -> None:
         print(f"{args.workloads} workloads up on {args.hosts} hosts in {all_up:.1f} s: {loads}", flush=True)
 
         time.sleep(args.steady)
-        started = time.monotonic()
-        run = Fleets(store).start_task("bench", "echo", {"n": 1}, {}, args.concurrency)
-        made = time.monotonic() - started
-        while store.count_task_items(run.id).get("completed", 0) < args.workloads:
-            time.sleep(0.1)
-        took = time.monotonic() - started
-        print(
-            f"a task over all {args.workloads}: done in {took:.1f} s ({args.workloads / took:.0f} workloads/s;"
-            f" the run and its items made in {made:.2f} s)",
-            flush=True,
-        )
         victim = names[-1]
         processes[victim].kill()
         processes[victim].wait()

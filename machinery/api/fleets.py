@@ -10,16 +10,9 @@ from marshmallow import ValidationError, fields, post_load, validate
 from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_machinery
 from machinery.bootstrap import Role
-from machinery.codec import (
-    fleet_from_dict,
-    fleet_to_dict,
-    lifecycle_to_dict,
-    task_item_to_dict,
-    task_run_to_dict,
-    workload_to_dict,
-)
-from machinery.engine.errors import InvalidDefinition, NotFound
-from machinery.engine.fleets import Fleet, ItemStatus, TaskRun, Workload, WorkloadState
+from machinery.codec import fleet_from_dict, fleet_to_dict, lifecycle_to_dict, workload_to_dict
+from machinery.engine.errors import InvalidDefinition
+from machinery.engine.fleets import Fleet, Workload, WorkloadState
 from machinery.fleets.registry import MAX_WORKLOADS, Fleets
 from machinery.validation import NAME, FieldSchema, RetrySchema, StrictSchema
 
@@ -293,95 +286,6 @@ def workload_events(query: dict[str, Any], name: str, workload: str) -> list[dic
     store = current_machinery().store
     store.get_fleet(name)
     return [lifecycle_to_dict(e) for e in store.list_lifecycle_events(name, workload, limit=query["limit"])]
-
-
-class TaskRequestSchema(StrictSchema):
-    task = fields.String(required=True, validate=NAME)
-    args = fields.Dict(
-        keys=fields.String(), load_default=dict, metadata={"description": "Checked against the task's inputs"}
-    )
-    selector = fields.Dict(
-        keys=fields.String(validate=LABEL_KEY),
-        values=fields.String(),
-        load_default=dict,
-        metadata={"description": "Labels every chosen workload has; none chooses them all"},
-    )
-    concurrency = fields.Integer(
-        load_default=10, validate=validate.Range(1, 1000), metadata={"description": "Per host"}
-    )
-
-
-class TaskRunSchema(StrictSchema):
-    id = fields.String()
-    fleet = fields.String()
-    task = fields.String()
-    args = fields.Dict()
-    selector = fields.Dict()
-    concurrency = fields.Integer()
-    created_at = fields.Float()
-    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Items by status"})
-    done = fields.Boolean(metadata={"description": "Every item has ended: completed, failed or skipped"})
-
-
-class TaskItemSchema(StrictSchema):
-    workload = fields.String()
-    status = fields.String()
-    host = fields.String(allow_none=True)
-    result = fields.Dict(allow_none=True)
-    error = fields.String()
-    ended_at = fields.Float()
-
-
-class ItemQuerySchema(StrictSchema):
-    status = fields.Enum(ItemStatus, by_value=True, load_default=None)
-    after = fields.String(load_default="")
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-
-
-def _run_of(fleet: str, run_id: str) -> TaskRun:
-    run = current_machinery().store.get_task_run(run_id)
-    if run.fleet != fleet:
-        raise NotFound(f"no task run {run_id!r} in fleet {fleet!r}")
-    return run
-
-
-def _run_to_dict(run: TaskRun) -> dict[str, Any]:
-    counts = current_machinery().store.count_task_items(run.id)
-    done = not counts.get(ItemStatus.PENDING, 0) and not counts.get(ItemStatus.RUNNING, 0)
-    return task_run_to_dict(run) | {"counts": counts, "done": done}
-
-
-@blp.route("/fleets/<name>/tasks", methods=["POST"])
-@requires(Role.PRODUCER)
-@blp.arguments(TaskRequestSchema)
-@blp.response(202, TaskRunSchema)
-@blp.alt_response(404, response="NOT_FOUND")
-def start_task(body: dict[str, Any], name: str) -> dict[str, Any]:
-    """Run one of the fleet's tasks on every workload the selector matches: the hosts run it on those up"""
-    run = current_fleets().start_task(name, body["task"], body["args"], body["selector"], body["concurrency"])
-    return _run_to_dict(run)
-
-
-@blp.route("/fleets/<name>/tasks/<run_id>", methods=["GET"])
-@requires(Role.READER)
-@blp.response(200, TaskRunSchema)
-@blp.alt_response(404, response="NOT_FOUND")
-def get_task_run(name: str, run_id: str) -> dict[str, Any]:
-    """A task run, its items counted by status, and whether it is done"""
-    return _run_to_dict(_run_of(name, run_id))
-
-
-@blp.route("/fleets/<name>/tasks/<run_id>/items", methods=["GET"])
-@requires(Role.READER)
-@blp.arguments(ItemQuerySchema, location="query")
-@blp.response(200, TaskItemSchema(many=True))
-@blp.alt_response(404, response="NOT_FOUND")
-def task_items(query: dict[str, Any], name: str, run_id: str) -> list[dict[str, Any]]:
-    """A task run's items by workload (results, errors, why skipped), a page after another"""
-    store = current_machinery().store
-    _run_of(name, run_id)
-    items = store.list_task_items(run_id, status=query["status"], after=query["after"], limit=query["limit"])
-    return [task_item_to_dict(i) for i in items]
 
 
 @blp.route("/hosts", methods=["GET"])

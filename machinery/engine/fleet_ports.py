@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from machinery.engine.fleets import Fleet, Host, ItemStatus, LifecycleEvent, TaskItem, TaskRun, Workload, WorkloadState
+from machinery.engine.fleets import Fleet, Host, LifecycleEvent, Workload, WorkloadState
 
 
 class FleetStore(Protocol):
@@ -86,26 +86,3 @@ class FleetStore(Protocol):
         self, fleet: str, workload: str | None = None, *, limit: int = 100
     ) -> list[LifecycleEvent]:
         """The latest events of a fleet, or of one of its workloads, newest first."""
-
-    def add_task_run(self, run: TaskRun, items: Sequence[TaskItem]) -> None:
-        """Store a run of a task and its items (one per workload), at version 1."""
-
-    def get_task_run(self, run_id: str) -> TaskRun:
-        """NotFound if there is none."""
-
-    def list_task_items(
-        self, run_id: str, *, status: ItemStatus | None = None, after: str = "", limit: int = 100
-    ) -> list[TaskItem]:
-        """A run's items, by workload, from the first after ``after``."""
-
-    def count_task_items(self, run_id: str) -> dict[str, int]:
-        """A run's items by status."""
-
-    def claim_task_items(
-        self, fleet: str, workloads: Collection[str], host: str, *, now: float, until: float, limit: int
-    ) -> list[TaskItem]:
-        """Up to ``limit`` items of ``workloads`` that are pending, or running on a host whose lease on them
-        lapsed before ``now``, for ``host`` to run until ``until``: each is claimed by one host."""
-
-    def save_task_item(self, item: TaskItem) -> bool:
-        """Write the item if the stored version is still ``item.version`` (and bump it); False if not."""

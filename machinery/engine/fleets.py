@@ -19,7 +19,6 @@ from typing import Any
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.model import Field
 from machinery.engine.retry import RetryPolicy
-from machinery.engine.types import conforms, describe_mismatch
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 """A fleet's or a workload's name: it is a key in the stores and a segment of the API's paths."""
@@ -276,75 +275,3 @@ def rebalance(loads: Mapping[str, int], max_spread: int, max_moves: int) -> list
 def spread(loads: Mapping[str, int]) -> int:
     """The difference between the most- and the least-loaded hosts."""
     return max(loads.values()) - min(loads.values()) if loads else 0
-
-
-# Tasks across a fleet
-
-
-class ItemStatus(StrEnum):
-    """Where one workload's part of a task run stands."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    """Not run: the workload was not up (its state says why)."""
-
-    @property
-    def ended(self) -> bool:
-        return self not in (ItemStatus.PENDING, ItemStatus.RUNNING)
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    """One of a fleet's tasks, run once on every workload a label selector chose when the run was made."""
-
-    id: str
-    fleet: str
-    task: str
-    args: Mapping[str, Any] = field(default_factory=dict)
-    selector: Mapping[str, str] = field(default_factory=dict)
-    concurrency: int = 10
-    """Items a host runs at once, at most."""
-    created_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class TaskItem:
-    """A task run's part on one workload: run by the host that holds the workload."""
-
-    run_id: str
-    fleet: str
-    workload: str
-    status: ItemStatus = ItemStatus.PENDING
-    host: str | None = None
-    lease_until: float = 0.0
-    """Until when ``host`` runs it: past it (the host died), another host may claim it again."""
-    result: Mapping[str, Any] | None = None
-    error: str = ""
-    ended_at: float = 0.0
-    version: int = 0
-
-
-def check_values(fields: Sequence[Field], values: Mapping[str, Any], what: str) -> list[str]:
-    """What is wrong with ``values`` as ``fields`` declare them: missing, unknown, or of the wrong type."""
-    problems = []
-    declared = {f.name: f for f in fields}
-    for name in sorted(set(values) - set(declared)):
-        problems.append(f"{what} {name!r} is not declared")
-    for f in fields:
-        if f.name not in values:
-            if f.required and not f.has_default:
-                problems.append(f"{what} {f.name!r} is missing")
-        elif not conforms(f.type, values[f.name]):
-            problems.append(f"{what} {f.name!r} should be {f.type}: {describe_mismatch(f.type, values[f.name])}")
-    return problems
-
-
-def item_outcome(item: TaskItem, task: FleetTask, result: Mapping[str, Any], now: float) -> TaskItem:
-    """An item whose driver answered ``result``: completed if the result is what the task declares."""
-    problems = check_values(task.outputs, result, "result")
-    if problems:
-        return replace(item, status=ItemStatus.FAILED, error="; ".join(problems), ended_at=now)
-    return replace(item, status=ItemStatus.COMPLETED, result=dict(result), ended_at=now)

@@ -28,17 +28,13 @@ from machinery.addresses import DEFAULT_GUARD, AddressGuard
 from machinery.engine.fleets import (
     Fleet,
     Host,
-    ItemStatus,
     Lifecycle,
     LifecycleEvent,
-    TaskItem,
-    TaskRun,
     Transition,
     Workload,
     WorkloadState,
     assign,
     failed,
-    item_outcome,
     rebalance,
     succeeded,
 )
@@ -49,8 +45,6 @@ log = logging.getLogger(__name__)
 
 ASSIGNER = "fleet-assigner"
 """The key of the lease the host that assigns holds."""
-ITEM_LEASES = 10
-"""A host holds a task item it claimed for this many times its fleet's init timeout and its own lease."""
 HOSTS_KEPT = 24 * 3600.0
 """Seconds a host whose lease lapsed stays listed (``GET /hosts``) before the assigner forgets it."""
 ASSIGN_BATCH = 5000
@@ -116,19 +110,13 @@ class FleetHost:
         self._deadlines: list[tuple[float, str, str, int, bool]] = []
         """When the host gives up on a call (fleet, workload, call, whether an init) that its driver has not ended."""
         self._overdue = ThreadPoolExecutor(1, thread_name_prefix="machinery-fleet-overdue")
-        self._task_threads = threads
-        self._tasks = ThreadPoolExecutor(threads, thread_name_prefix="machinery-fleet-task")
-        self._running_items = 0
-        self._runs: dict[str, tuple[TaskRun, threading.Semaphore]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, name="machinery-fleet-host", daemon=True),
             threading.Thread(target=self._ping_loop, name="machinery-fleet-pings", daemon=True),
-            threading.Thread(target=self._task_loop, name="machinery-fleet-tasks", daemon=True),
         ]
-        self._item_ended = threading.Condition(self._lock)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -139,7 +127,6 @@ class FleetHost:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
-            self._item_ended.notify_all()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(10)
@@ -149,7 +136,6 @@ class FleetHost:
         for entry in held:
             self._stop_workload(entry.workload)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self._tasks.shutdown(wait=False, cancel_futures=True)
         self._overdue.shutdown(wait=False, cancel_futures=True)
 
     def holding(self, fleet: str, workload: str) -> tuple[Driver, Workload] | None:
@@ -250,66 +236,6 @@ class FleetHost:
                         self._fleets[workload.fleet].waiting.append(workload.name)
             for runtime in self._fleets.values():
                 self._start_inits(runtime, now)
-
-    def run_tasks(self, now: float) -> int:
-        """Claim the pending items of task runs on the workloads this host holds, enough to keep its task threads
-        busy (and as many again queued), and run them; how many were claimed."""
-        claimed = 0
-        for fleet, runtime in list(self._fleets.items()):
-            with self._lock:
-                free = 2 * self._task_threads - self._running_items
-                names = [name for (held_in, name), entry in self._held.items() if held_in == fleet and not entry.gone]
-            if free <= 0:
-                break
-            if not names:
-                continue
-            # Generous: a host that dies mid-task has its items run elsewhere once this lapses.
-            until = now + ITEM_LEASES * (runtime.fleet.settings.init_timeout + self.lease)
-            items = self.store.claim_task_items(fleet, names, self.name, now=now, until=until, limit=free)
-            with self._lock:
-                self._running_items += len(items)
-            for item in items:
-                self._tasks.submit(self._run_item, runtime, item)
-            claimed += len(items)
-        return claimed
-
-    def _run_item(self, runtime: _FleetRuntime, item: TaskItem) -> None:
-        """Run one workload's part of a task run, at most ``concurrency`` of the run's at once on this host."""
-        try:
-            run, slots = self._run(item.run_id)
-            task = runtime.fleet.task(run.task)
-            with self._lock:
-                entry = self._held.get((item.fleet, item.workload))
-                workload = entry.workload if entry is not None and not entry.gone else None
-            if workload is None or workload.state is not WorkloadState.UP:
-                state = workload.state.value if workload is not None else "no longer held here"
-                outcome = replace(item, status=ItemStatus.SKIPPED, error=f"not up: {state}", ended_at=self.clock())
-            elif task is None:
-                outcome = replace(item, status=ItemStatus.FAILED, error=f"no task {run.task!r}", ended_at=self.clock())
-            else:
-                with slots:
-                    try:
-                        result = runtime.driver.run(workload, run.task, run.args)
-                        outcome = item_outcome(item, task, result, self.clock())
-                    except Exception as e:  # whatever the driver raises: the item's error
-                        outcome = replace(item, status=ItemStatus.FAILED, error=_message(e), ended_at=self.clock())
-            if not self.store.save_task_item(outcome):
-                log.warning("task item %s/%s changed while it ran here: its outcome is dropped", run.id, item.workload)
-        except Exception:
-            log.exception("running task item %s/%s failed", item.run_id, item.workload)
-        finally:
-            with self._lock:
-                self._running_items -= 1
-                self._item_ended.notify()
-
-    def _run(self, run_id: str) -> tuple[TaskRun, threading.Semaphore]:
-        with self._lock:
-            known = self._runs.get(run_id)
-        if known is None:
-            run = self.store.get_task_run(run_id)
-            with self._lock:
-                known = self._runs.setdefault(run_id, (run, threading.Semaphore(run.concurrency)))
-        return known
 
     def _runtime(self, fleet: Fleet) -> _FleetRuntime:
         runtime = self._fleets.get(fleet.name)
@@ -435,22 +361,6 @@ class FleetHost:
             except Exception:
                 log.exception("the fleet host's round failed; trying again in %s s", self.interval)
             self._stop.wait(self.interval)
-
-    def _task_loop(self) -> None:
-        """Claim task items as threads free up; look again every round when there are none."""
-        while not self._stop.is_set():
-            try:
-                claimed = self.run_tasks(self.clock())
-            except Exception:
-                log.exception("claiming task items failed; trying again in %s s", self.interval)
-                claimed = 0
-            with self._item_ended:
-                if claimed:
-                    self._item_ended.wait_for(
-                        lambda: self._stop.is_set() or self._running_items < self._task_threads, self.interval
-                    )
-                else:
-                    self._item_ended.wait(self.interval)
 
     def _ping_loop(self) -> None:
         with self._wake:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-from uuid import uuid4
 
 from machinery.addresses import DEFAULT_GUARD, AddressGuard
 from machinery.engine.errors import InvalidData, InvalidDefinition
-from machinery.engine.fleets import (
-    Fleet,
-    ItemStatus,
-    Lifecycle,
-    LifecycleEvent,
-    TaskItem,
-    TaskRun,
-    Workload,
-    WorkloadState,
-    check_values,
-)
+from machinery.engine.fleets import Fleet, Lifecycle, LifecycleEvent, Workload
 from machinery.engine.ports import FleetStore
 from machinery.fleets.drivers import Driver, DriverContext, DriverFactory, load_driver
 
 MAX_WORKLOADS = 10_000
-PAGE = 1000
 """Workloads added or removed in one call at most."""
 
 
@@ -93,30 +80,6 @@ class Fleets:
             [LifecycleEvent(fleet_name, w.name, Lifecycle.REMOVED, now, w.host) for w in removed]
         )
         return [w.name for w in removed]
-
-    def start_task(
-        self, fleet_name: str, task: str, args: Mapping[str, Any], selector: Mapping[str, str], concurrency: int
-    ) -> TaskRun:
-        """Run ``task`` once on every workload of the fleet ``selector`` matches now: an item per workload,
-        pending if it is up (its host runs it), skipped otherwise, saying why."""
-        fleet = self.store.get_fleet(fleet_name)
-        declared = fleet.task(task)
-        if declared is None:
-            raise InvalidData(f"fleet {fleet_name!r} has no task {task!r}")
-        problems = check_values(declared.inputs, args, "argument")
-        if problems:
-            raise InvalidData(f"task {task!r}: {'; '.join(problems)}")
-        run = TaskRun(uuid4().hex, fleet_name, task, dict(args), dict(selector), concurrency, self.clock())
-        items, after = [], ""
-        while page := self.store.list_workloads(fleet_name, labels=selector, after=after, limit=PAGE):
-            for w in page:
-                if w.state is WorkloadState.UP:
-                    items.append(TaskItem(run.id, fleet_name, w.name))
-                else:
-                    items.append(TaskItem(run.id, fleet_name, w.name, ItemStatus.SKIPPED, error=f"not up: {w.state}"))
-            after = page[-1].name
-        self.store.add_task_run(run, items)
-        return run
 
     def hosts(self) -> list[HostLoad]:
         now = self.clock()

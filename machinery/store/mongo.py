@@ -41,16 +41,12 @@ from machinery.codec import (
     lifecycle_from_dict,
     lifecycle_to_dict,
     service_to_dict,
-    task_item_from_dict,
-    task_item_to_dict,
-    task_run_from_dict,
-    task_run_to_dict,
     workflow_to_dict,
     workload_from_dict,
     workload_to_dict,
 )
 from machinery.engine.errors import Conflict, NotFound, Problem
-from machinery.engine.fleets import Fleet, Host, ItemStatus, LifecycleEvent, TaskItem, TaskRun, Workload, WorkloadState
+from machinery.engine.fleets import Fleet, Host, LifecycleEvent, Workload, WorkloadState
 from machinery.engine.health import Health
 from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
@@ -85,8 +81,6 @@ class MongoStore:
         self._hosts: Collection[Doc] = database.fleet_hosts
         self._leases: Collection[Doc] = database.fleet_leases
         self._lifecycle: Collection[Doc] = database.lifecycle_events
-        self._task_runs: Collection[Doc] = database.fleet_task_runs
-        self._task_items: Collection[Doc] = database.fleet_task_items
         self._database = database
         self._create_indexes()
         self._create_item_indexes()
@@ -799,52 +793,6 @@ class MongoStore:
         docs = self._lifecycle.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
         return [lifecycle_from_dict(doc) for doc in docs]
 
-    def add_task_run(self, run: TaskRun, items: Sequence[TaskItem]) -> None:
-        self._task_runs.insert_one({"_id": run.id, **task_run_to_dict(run)})
-        if items:
-            docs = [_task_item_doc(replace(item, version=1)) for item in items]
-            self._task_items.insert_many(docs, ordered=False)
-
-    def get_task_run(self, run_id: str) -> TaskRun:
-        doc = self._task_runs.find_one({"_id": run_id})
-        if doc is None:
-            raise NotFound(f"no task run {run_id!r}")
-        return task_run_from_dict(doc)
-
-    def list_task_items(
-        self, run_id: str, *, status: ItemStatus | None = None, after: str = "", limit: int = 100
-    ) -> list[TaskItem]:
-        query: Doc = {"run_id": run_id, "workload": {"$gt": after}}
-        if status is not None:
-            query["status"] = status.value
-        docs = self._task_items.find(query).sort("workload", ASCENDING).limit(limit)
-        return [task_item_from_dict(doc) for doc in docs]
-
-    def count_task_items(self, run_id: str) -> dict[str, int]:
-        group = {"$group": {"_id": "$status", "count": {"$sum": 1}}}
-        return {doc["_id"]: doc["count"] for doc in self._task_items.aggregate([{"$match": {"run_id": run_id}}, group])}
-
-    def claim_task_items(
-        self, fleet: str, workloads: Iterable[str], host: str, *, now: float, until: float, limit: int
-    ) -> list[TaskItem]:
-        query = {
-            "fleet": fleet,
-            "workload": {"$in": list(workloads)},
-            "$or": [{"status": "pending"}, {"status": "running", "lease_until": {"$lt": now}}],
-        }
-        claimed = []
-        # One conditional write per item, on the version read: two hosts cannot both take one.
-        for doc in self._task_items.find(query).limit(limit):
-            item = task_item_from_dict(doc)
-            taken = replace(item, status=ItemStatus.RUNNING, host=host, lease_until=until)
-            if self.save_task_item(taken):
-                claimed.append(replace(taken, version=item.version + 1))
-        return claimed
-
-    def save_task_item(self, item: TaskItem) -> bool:
-        doc = _task_item_doc(replace(item, version=item.version + 1))
-        return bool(self._task_items.replace_one({"_id": doc["_id"], "version": item.version}, doc).matched_count)
-
     def _create_fleet_indexes(self) -> None:
         self._workloads.create_index([("fleet", ASCENDING), ("name", ASCENDING)])
         self._workloads.create_index([("host", ASCENDING), ("fleet", ASCENDING), ("name", ASCENDING)])
@@ -852,8 +800,9 @@ class MongoStore:
         self._workloads.create_index([("fleet", ASCENDING), ("lease_until", ASCENDING)])
         self._lifecycle.create_index([("fleet", ASCENDING), ("at", DESCENDING)])
         self._lifecycle.create_index([("fleet", ASCENDING), ("workload", ASCENDING), ("at", DESCENDING)])
-        self._task_items.create_index([("run_id", ASCENDING), ("workload", ASCENDING)])
-        self._task_items.create_index([("fleet", ASCENDING), ("workload", ASCENDING), ("status", ASCENDING)])
+        # The ad hoc task runs of fleets are gone: their collections, left by an older version, go too.
+        for gone in ("fleet_task_runs", "fleet_task_items"):
+            self._database.drop_collection(gone)
 
     # Helpers
 
@@ -1042,7 +991,3 @@ def _workload_doc(workload: Workload) -> Doc:
 
 def _load_workload(doc: Doc) -> Workload:
     return workload_from_dict(doc)
-
-
-def _task_item_doc(item: TaskItem) -> Doc:
-    return {"_id": f"{item.run_id}/{item.workload}", **task_item_to_dict(item)}

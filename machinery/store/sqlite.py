@@ -31,14 +31,11 @@ from machinery.codec import (
     lifecycle_from_dict,
     lifecycle_to_dict,
     service_to_dict,
-    task_item_from_dict,
-    task_run_from_dict,
-    task_run_to_dict,
     workflow_to_dict,
     workload_from_dict,
 )
 from machinery.engine.errors import Conflict, NotFound, Problem
-from machinery.engine.fleets import Fleet, Host, ItemStatus, LifecycleEvent, TaskItem, TaskRun, Workload, WorkloadState
+from machinery.engine.fleets import Fleet, Host, LifecycleEvent, Workload, WorkloadState
 from machinery.engine.health import Health
 from machinery.engine.model import CommandTarget, Executable, Service, Workflow
 from machinery.engine.ports import COUNT_LIMIT, SEARCH_SECONDS, Page, Position, Statistics
@@ -903,58 +900,6 @@ class SqliteStore:
         )
         return [lifecycle_from_dict(_doc(row)) for row in rows]
 
-    def add_task_run(self, run: TaskRun, items: Sequence[TaskItem]) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO fleet_task_runs VALUES (?, ?, ?, ?)",
-                (run.id, run.fleet, run.created_at, _dumps(task_run_to_dict(run))),
-            )
-            db.executemany(_INSERT_TASK_ITEM, [_task_item_row(replace(item, version=1)) for item in items])
-
-    def get_task_run(self, run_id: str) -> TaskRun:
-        row = self._db().execute("SELECT doc FROM fleet_task_runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"no task run {run_id!r}")
-        return task_run_from_dict(_doc(row))
-
-    def list_task_items(
-        self, run_id: str, *, status: ItemStatus | None = None, after: str = "", limit: int = 100
-    ) -> list[TaskItem]:
-        where, params = "run_id = ? AND workload > ?", [run_id, after]
-        if status is not None:
-            where += " AND status = ?"
-            params.append(status.value)
-        query = f"SELECT {_TASK_ITEM_COLUMNS} FROM fleet_task_items WHERE {where} ORDER BY workload LIMIT ?"
-        return [_task_item(row) for row in self._db().execute(query, (*params, limit))]
-
-    def count_task_items(self, run_id: str) -> dict[str, int]:
-        query = "SELECT status, COUNT(*) FROM fleet_task_items WHERE run_id = ? GROUP BY status"
-        return {row[0]: row[1] for row in self._db().execute(query, (run_id,))}
-
-    def claim_task_items(
-        self, fleet: str, workloads: Collection[str], host: str, *, now: float, until: float, limit: int
-    ) -> list[TaskItem]:
-        claimed: list[TaskItem] = []
-        with self._transaction() as db:
-            for chunk in _chunks(list(workloads)):
-                if len(claimed) >= limit:
-                    break
-                marks = ", ".join("?" * len(chunk))
-                query = (
-                    f"SELECT {_TASK_ITEM_COLUMNS} FROM fleet_task_items WHERE fleet = ? AND workload IN ({marks})"
-                    " AND (status = 'pending' OR (status = 'running' AND lease_until < ?)) LIMIT ?"
-                )
-                for row in db.execute(query, (fleet, *chunk, now, limit - len(claimed))).fetchall():
-                    item = _task_item(row)
-                    taken = replace(item, status=ItemStatus.RUNNING, host=host, lease_until=until)
-                    db.execute(_SAVE_TASK_ITEM, _task_item_save(taken))
-                    claimed.append(replace(taken, version=item.version + 1))
-        return claimed
-
-    def save_task_item(self, item: TaskItem) -> bool:
-        saved = self._db().execute(_SAVE_TASK_ITEM, _task_item_save(item))
-        return bool(saved.rowcount)
-
     # Connections
 
     def _db(self) -> sqlite3.Connection:
@@ -1271,23 +1216,9 @@ DROP INDEX IF EXISTS lifecycle_of_fleet;
 DROP INDEX IF EXISTS lifecycle_of_workload;
 CREATE INDEX IF NOT EXISTS lifecycle_of_fleet_by_time ON lifecycle_events (fleet, at, id);
 CREATE INDEX IF NOT EXISTS lifecycle_of_workload_by_time ON lifecycle_events (fleet, workload, at, id);
-CREATE TABLE IF NOT EXISTS fleet_task_runs (
-    id TEXT PRIMARY KEY,
-    fleet TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_task_items (
-    run_id TEXT NOT NULL,
-    workload TEXT NOT NULL,
-    fleet TEXT NOT NULL,
-    status TEXT NOT NULL,
-    lease_until REAL NOT NULL,
-    version INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (run_id, workload)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS fleet_task_items_to_run ON fleet_task_items (fleet, workload, status);
+-- Tables of the ad hoc task runs of fleets, which are gone: dropped from a database an older version made.
+DROP TABLE IF EXISTS fleet_task_items;
+DROP TABLE IF EXISTS fleet_task_runs;
 """
 _SAVE_FLEET = "UPDATE fleets SET doc = ?, version = version + 1 WHERE name = ? AND version = ?"
 _WORKLOAD_COLUMNS = "fleet, name, state, host, lease_until, version, doc"
@@ -1331,32 +1262,3 @@ def _workload(row: sqlite3.Row) -> Workload:
 def _chunks(names: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(names), _CHUNK):
         yield names[start : start + _CHUNK]
-
-
-_TASK_ITEM_COLUMNS = "run_id, workload, fleet, status, lease_until, version, doc"
-_INSERT_TASK_ITEM = f"INSERT INTO fleet_task_items ({_TASK_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_SAVE_TASK_ITEM = (
-    "UPDATE fleet_task_items SET status = ?, lease_until = ?, version = version + 1, doc = ?"
-    " WHERE run_id = ? AND workload = ? AND version = ?"
-)
-
-
-def _task_item_row(item: TaskItem) -> tuple[Any, ...]:
-    """The columns of ``item``, in the order of _TASK_ITEM_COLUMNS."""
-    return (item.run_id, item.workload, item.fleet, item.status.value, item.lease_until, item.version, _item_doc(item))
-
-
-def _task_item_save(item: TaskItem) -> tuple[Any, ...]:
-    """The parameters of _SAVE_TASK_ITEM: what changes, then the key and the version read."""
-    return (item.status.value, item.lease_until, _item_doc(item), item.run_id, item.workload, item.version)
-
-
-def _item_doc(item: TaskItem) -> str:
-    return _dumps({"host": item.host, "result": item.result, "error": item.error, "ended_at": item.ended_at})
-
-
-def _task_item(row: sqlite3.Row) -> TaskItem:
-    return task_item_from_dict(
-        {**_doc(row), "run_id": row["run_id"], "workload": row["workload"], "fleet": row["fleet"]}
-        | {"status": row["status"], "lease_until": row["lease_until"], "version": row["version"]}
-    )

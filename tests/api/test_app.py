@@ -101,9 +101,6 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/fleets/{name}/workloads/{workload}",
         "/fleets/{name}/events",
         "/fleets/{name}/counts",
-        "/fleets/{name}/tasks",
-        "/fleets/{name}/tasks/{run_id}",
-        "/fleets/{name}/tasks/{run_id}/items",
         "/fleets/{name}/workloads/{workload}/events",
         "/hosts",
     }

@@ -133,33 +133,3 @@ def test_a_fleet_s_counts_are_by_state_and_by_host(
         "hosts": {"h1": 2},
         "unassigned": 1,
     }
-
-
-def test_a_task_run_has_an_item_per_matching_workload_pending_if_up_skipped_otherwise(
-    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
-) -> None:
-    client.post("/fleets/routers/workloads", json={"workloads": workloads(3, site="lund")})
-    client.post("/fleets/routers/workloads", json={"workloads": [{"name": "x1", "labels": {"site": "oslo"}}]})
-    for name in ("r0000", "r0001", "x1"):
-        read = machinery.store.get_workload("routers", name)
-        machinery.store.save_workload(Workload(**{**read.__dict__, "state": WorkloadState.UP}))
-
-    started = client.post(
-        "/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 2}, "selector": {"site": "lund"}}
-    )
-    assert started.status_code == 202, started.json
-    assert started.json["counts"] == {"pending": 2, "skipped": 1} and not started.json["done"]
-    run = client.get(f"/fleets/routers/tasks/{started.json['id']}").json
-    assert run["task"] == "reboot" and run["args"] == {"delay": 2} and run["selector"] == {"site": "lund"}
-    items = client.get(f"/fleets/routers/tasks/{run['id']}/items?status=skipped").json
-    assert [(i["workload"], i["error"]) for i in items] == [("r0002", "not up: initializing")]
-    assert client.get(f"/fleets/nothing/tasks/{run['id']}").status_code == 404
-
-
-def test_a_task_run_with_arguments_of_the_wrong_types_or_an_unknown_task_is_refused(
-    client: FlaskClient, fleet: dict[str, Any]
-) -> None:
-    wrong = client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": "soon"}})
-    assert wrong.status_code == 422 and "argument 'delay' should be int" in wrong.json["message"]
-    unknown = client.post("/fleets/routers/tasks", json={"task": "explode"})
-    assert unknown.status_code == 422 and "no task 'explode'" in unknown.json["message"]

@@ -9,23 +9,16 @@ from hypothesis import strategies as st
 from machinery.engine.errors import InvalidDefinition
 from machinery.engine.fleets import (
     FleetSettings,
-    FleetTask,
-    ItemStatus,
     Lifecycle,
-    TaskItem,
     Workload,
     WorkloadState,
     assign,
-    check_values,
     failed,
-    item_outcome,
     next_ping,
     rebalance,
     spread,
     succeeded,
 )
-from machinery.engine.model import Field
-from machinery.engine.types import FieldType
 
 SETTINGS = FleetSettings(ping_interval=10.0, ping_jitter=0.2, dead_after=3, dead_cooldown=60.0)
 
@@ -158,28 +151,3 @@ def test_assigning_keeps_every_workload_once_and_levels_the_loads(loads: dict[st
     assert sorted(n for chosen in given_.values() for n in chosen) == sorted(names)
     after = {host: load + len(given_.get(host, [])) for host, load in loads.items()}
     assert spread(after) <= max(spread(loads), 1)
-
-
-REBOOT = FleetTask(
-    "reboot",
-    (Field("delay", FieldType("int")), Field("reason", FieldType("string"), required=False)),
-    (Field("uptime", FieldType("float")),),
-)
-
-
-def test_a_task_s_arguments_are_checked_against_its_declared_inputs() -> None:
-    assert check_values(REBOOT.inputs, {"delay": 3}, "argument") == []
-    assert check_values(REBOOT.inputs, {"delay": "soon", "force": True}, "argument") == [
-        "argument 'force' is not declared",
-        "argument 'delay' should be int: got string 'soon'",
-    ]
-    assert check_values(REBOOT.inputs, {}, "argument") == ["argument 'delay' is missing"]
-
-
-def test_an_item_completes_with_a_result_of_the_declared_types_and_fails_otherwise() -> None:
-    item = TaskItem("run1", "routers", "r1", ItemStatus.RUNNING, "h1")
-    done = item_outcome(item, REBOOT, {"uptime": 12}, 100.0)
-    assert (done.status, done.result, done.ended_at) == (ItemStatus.COMPLETED, {"uptime": 12}, 100.0)
-    wrong = item_outcome(item, REBOOT, {"uptime": "long"}, 100.0)
-    assert wrong.status is ItemStatus.FAILED and wrong.error == "result 'uptime' should be float: got string 'long'"
-    assert ItemStatus.SKIPPED.ended and not ItemStatus.RUNNING.ended

@@ -13,21 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import InvalidConfig, InvalidDefinition
-from machinery.engine.fleets import (
-    Fleet,
-    FleetSettings,
-    FleetTask,
-    Host,
-    ItemStatus,
-    Lifecycle,
-    Workload,
-    WorkloadState,
-)
-from machinery.engine.model import Field
-from machinery.engine.types import FieldType
+from machinery.engine.fleets import Fleet, FleetSettings, Host, Lifecycle, Workload, WorkloadState
 from machinery.fleets.drivers import DriverContext, DriverError, SimulatedDriver
 from machinery.fleets.host import FleetHost
-from machinery.fleets.registry import Fleets
 from machinery.store.sqlite import SqliteStore
 from machinery.telemetry import PrometheusTelemetry
 from tests.support import wait_for
@@ -44,7 +32,6 @@ class Flaky(SimulatedDriver):
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self.stopped: list[str] = []
-        self.ran: list[str] = []
 
     def init(self, workload: Workload) -> None:
         if workload.name in FAILING:
@@ -58,10 +45,6 @@ class Flaky(SimulatedDriver):
 
     def stop(self, workload: Workload) -> None:
         self.stopped.append(workload.name)
-
-    def run(self, workload: Workload, task: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        self.ran.append(workload.name)
-        return dict(args)
 
 
 @pytest.fixture
@@ -240,32 +223,6 @@ def test_a_machinery_hosts_fleets_under_the_name_it_is_given(tmp_path: Path) -> 
         assert [(h.name, h.alive) for h in machinery.fleets.hosts()] == [("h1", True)]
     finally:
         machinery.stop()
-
-
-def test_a_task_runs_once_on_every_up_workload_the_selector_chooses_and_skips_the_others(
-    store: SqliteStore, hosts: list[FleetHost]
-) -> None:
-    reboot = FleetTask("reboot", (Field("delay", FieldType("int")),), (Field("delay", FieldType("int")),))
-    store.replace_fleet(Fleet("routers", "flaky", SETTINGS, (reboot,)), version=1)
-    start(store, hosts, "a"), start(store, hosts, "b")
-    add(store, 10)
-    FAILING.add("r009")
-    wait_for(lambda: store.get_workload("routers", "r009").state is WorkloadState.DEAD, timeout=10)
-    wait_for(lambda: sum(by_host(store).values()) == 9, timeout=10)
-
-    run = Fleets(store).start_task("routers", "reboot", {"delay": 1}, {}, concurrency=2)
-
-    def done() -> dict[str, int] | None:
-        counts = store.count_task_items(run.id)
-        return counts if not counts.get("pending") and not counts.get("running") else None
-
-    assert wait_for(done, timeout=10, what="every item ended") == {"completed": 9, "skipped": 1}
-    items = store.list_task_items(run.id)
-    assert {i.host for i in items if i.status is ItemStatus.COMPLETED} == {"a", "b"}
-    assert all(i.result == {"delay": 1} for i in items if i.status is ItemStatus.COMPLETED)
-    assert [i.error for i in items if i.status is ItemStatus.SKIPPED] == ["not up: dead"]
-    ran = [name for host in hosts for name in host._fleets["routers"].driver.ran]  # type: ignore[attr-defined]
-    assert sorted(ran) == [f"r{i:03d}" for i in range(9)]
 
 
 def test_every_ping_is_timed_for_the_metrics_with_its_outcome(store: SqliteStore, hosts: list[FleetHost]) -> None:

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from machinery.bootstrap import Machinery
-from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, ItemStatus, Lifecycle, Workload, WorkloadState
-from machinery.engine.model import Field
-from machinery.engine.types import FieldType
+from machinery.engine.fleets import Fleet, FleetSettings, Lifecycle, Workload, WorkloadState
 from tests.devices import Device
 from tests.integration.conftest import WorkerProcess
 from tests.support import wait_for
@@ -120,37 +118,3 @@ def test_a_workload_whose_pings_fail_is_unreachable_then_dead_and_up_again_when_
     kinds = [e.kind for e in reversed(machinery.store.list_lifecycle_events("agents", "agent-1"))]
     assert kinds == [Lifecycle.INITIALIZED, Lifecycle.UNREACHABLE, Lifecycle.DEAD, Lifecycle.UP]
     assert all(e.host == "a" for e in machinery.store.list_lifecycle_events("agents", "agent-1"))
-
-
-def test_a_fleet_task_runs_once_on_every_up_workload_and_skips_the_others(
-    machinery: Machinery, device: Device, start_worker: Callable[..., WorkerProcess]
-) -> None:
-    echo = FleetTask(
-        "echo", (Field("n", FieldType("int")),), (Field("n", FieldType("int")), Field("task", FieldType("string")))
-    )
-    machinery.store.add_fleet(Fleet("agents", "http", SETTINGS, (echo,)))
-    host(start_worker, "a"), host(start_worker, "b")
-    agents = [Workload("agents", f"agent-{i:02d}", config={"url": f"{device.url}/agent-{i:02d}"}) for i in range(20)]
-    dead = Workload("agents", "agent-99", config={"url": "http://127.0.0.1:9/"})
-    machinery.fleets.add_workloads("agents", [*agents, dead])
-    wait_for(
-        lambda: (
-            machinery.store.get_workload("agents", "agent-99").state is WorkloadState.DEAD
-            and len(machinery.store.list_workloads("agents", state=WorkloadState.UP)) == 20
-        ),
-        timeout=30,
-        what="20 agents up and one dead",
-    )
-
-    run = machinery.fleets.start_task("agents", "echo", {"n": 7}, {}, concurrency=4)
-
-    def ended() -> dict[str, int] | None:
-        counts = machinery.store.count_task_items(run.id)
-        return counts if not counts.get("pending") and not counts.get("running") else None
-
-    assert wait_for(ended, timeout=30, what="every item ended") == {"completed": 20, "skipped": 1}
-    assert sorted(device.tasks) == [f"/agent-{i:02d}/tasks/echo" for i in range(20)]
-    items = machinery.store.list_task_items(run.id)
-    assert {i.host for i in items if i.status is ItemStatus.COMPLETED} == {"a", "b"}
-    assert all(i.result == {"n": 7, "task": "echo"} for i in items if i.status is ItemStatus.COMPLETED)
-    assert [(i.workload, i.error) for i in items if i.status is ItemStatus.SKIPPED] == [("agent-99", "not up: dead")]

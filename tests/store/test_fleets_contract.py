@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo.database import Database
 
 from machinery.engine.errors import Conflict, NotFound
-from machinery.engine.fleets import (
-    Fleet,
-    FleetSettings,
-    FleetTask,
-    Host,
-    ItemStatus,
-    Lifecycle,
-    LifecycleEvent,
-    TaskItem,
-    TaskRun,
-    Workload,
-)
+from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Host, Lifecycle, LifecycleEvent, Workload
 from machinery.engine.fleets import WorkloadState as S
 from machinery.engine.model import Field
 from machinery.engine.ports import Store
 from machinery.engine.types import FieldType
+from machinery.store.mongo import MongoStore
+from machinery.store.sqlite import SqliteStore
 from tests.store import test_contract
 
 store = test_contract.store
@@ -217,45 +211,33 @@ def test_lifecycle_events_are_listed_by_the_time_of_their_change_not_the_order_t
         ]
 
 
-def task_run(*workloads: str) -> tuple[TaskRun, list[TaskItem]]:
-    run = TaskRun("run1", "routers", "reboot", {"delay": 1}, {"site": "lund"}, 5, 100.0)
-    return run, [TaskItem("run1", "routers", name) for name in workloads]
+TASK_RUNS = ("fleet_task_runs", "fleet_task_items")
+"""Where an older version kept the ad hoc task runs of fleets, which are gone."""
 
 
-def test_a_task_run_is_stored_with_its_items_and_counted_by_status(store: Store) -> None:
-    run, items = task_run("w1", "w2", "w3")
-    store.add_task_run(run, [*items[:2], replace(items[2], status=ItemStatus.SKIPPED, error="not up: dead")])
-    assert store.get_task_run("run1") == run
-    assert store.count_task_items("run1") == {"pending": 2, "skipped": 1}
-    assert [i.workload for i in store.list_task_items("run1", after="w1")] == ["w2", "w3"]
-    [skipped] = store.list_task_items("run1", status=ItemStatus.SKIPPED)
-    assert skipped.error == "not up: dead" and skipped.version == 1
-    with pytest.raises(NotFound):
-        store.get_task_run("nothing")
+def test_sqlite_drops_the_tables_of_task_runs_an_older_version_made_and_starts(tmp_path: Path) -> None:
+    path = tmp_path / "machinery.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE fleet_task_runs (id TEXT PRIMARY KEY, fleet TEXT, created_at REAL, doc TEXT)")
+        db.execute("CREATE TABLE fleet_task_items (run_id TEXT, workload TEXT, fleet TEXT, status TEXT, doc TEXT)")
+        db.execute("CREATE INDEX fleet_task_items_to_run ON fleet_task_items (fleet, workload, status)")
+        db.execute("INSERT INTO fleet_task_runs VALUES ('run1', 'routers', 1.0, '{}')")
+    db.close()
+
+    reopened = SqliteStore(path)
+    reopened.add_fleet(fleet())
+
+    found = {row[0] for row in reopened._db().execute("SELECT name FROM sqlite_master")}
+    assert not found & {*TASK_RUNS, "fleet_task_items_to_run"}
+    assert reopened.get_fleet("routers").tasks == (REBOOT,)
+    reopened.close()
 
 
-def test_task_items_are_claimed_once_up_to_the_limit_and_again_once_their_lease_lapsed(store: Store) -> None:
-    store.add_task_run(*task_run("w1", "w2", "w3"))
-    first = store.claim_task_items("routers", ["w1", "w2", "w3"], "h1", now=100.0, until=110.0, limit=2)
-    assert len(first) == 2 and all(i.status is ItemStatus.RUNNING and i.host == "h1" for i in first)
-    rest = store.claim_task_items("routers", ["w1", "w2", "w3"], "h2", now=101.0, until=111.0, limit=10)
-    assert [i.workload for i in rest] == sorted({"w1", "w2", "w3"} - {i.workload for i in first})
-    assert store.claim_task_items("routers", ["w1", "w2", "w3"], "h2", now=105.0, until=115.0, limit=10) == []
-    # h1 died: past its lease, its items may be claimed by another host.
-    again = store.claim_task_items("routers", ["w1", "w2", "w3"], "h2", now=112.0, until=122.0, limit=10)
-    assert sorted(i.workload for i in again) == sorted(i.workload for i in first + rest)
+def test_mongo_drops_the_collections_of_task_runs_an_older_version_made(mongo_database: Database[Any]) -> None:
+    for name in TASK_RUNS:
+        mongo_database[name].insert_one({"_id": "run1/w1", "fleet": "routers"})
 
+    MongoStore(mongo_database).add_fleet(fleet())
 
-def test_a_task_item_is_saved_only_at_the_version_read(store: Store) -> None:
-    store.add_task_run(*task_run("w1"))
-    [item] = store.claim_task_items("routers", ["w1"], "h1", now=100.0, until=110.0, limit=1)
-    done = replace(item, status=ItemStatus.COMPLETED, result={"uptime": 3.5}, ended_at=101.0)
-    assert store.save_task_item(done)
-    assert not store.save_task_item(done)
-    [stored] = store.list_task_items("run1")
-    assert (stored.status, stored.result, stored.host, stored.version) == (
-        ItemStatus.COMPLETED,
-        {"uptime": 3.5},
-        "h1",
-        3,
-    )
+    assert not set(mongo_database.list_collection_names()) & set(TASK_RUNS)
