@@ -21,6 +21,7 @@ from machinery.engine.kinds import KINDS
 from machinery.engine.model import (
     DELAY,
     FAIL,
+    FLEET,
     MAP,
     SERVICE,
     SUCCEED,
@@ -71,6 +72,7 @@ SHAPES: Mapping[str, str] = {
     SERVICE: "box",
     MAP: "box3d",
     WORKFLOW: "box",
+    FLEET: "component",
     TRANSFORM: "parallelogram",
     SWITCH: "diamond",
     DELAY: "hexagon",
@@ -237,6 +239,9 @@ def _subtitle(step: Step, services: Mapping[str, Service]) -> str:
     if step.workflow is not None:
         child = step.workflow + (f" v{step.version}" if step.version is not None else "")
         parts.append(child if _service_of(step, services) is not None else f"{child} (not registered)")
+    if step.fleet is not None:
+        task = f"{step.fleet}/{step.task}"
+        parts.append(task if _service_of(step, services) is not None else f"{task} (not registered)")
     return " · ".join(parts)
 
 
@@ -252,6 +257,11 @@ def _details(step: Step) -> list[str]:
         return [f"{name} = {source}" for name, source in step.compute.items()]
     if step.kind in (FAIL, SUCCEED) and step.message:
         return [step.message]
+    if step.kind == FLEET:
+        labels = (
+            step.selector if isinstance(step.selector, Ref) else ", ".join(f"{k}={v}" for k, v in step.selector.items())
+        )
+        return [f"on the workloads {labels}" if labels else "on every workload", f"{step.concurrency} at once"]
     return []
 
 

@@ -17,10 +17,13 @@ from examples.services import DEFINITIONS
 from machinery.api import create_app, dashboard
 from machinery.bootstrap import Config, Machinery
 from machinery.engine.errors import GraphvizMissing
+from machinery.engine.fleets import Fleet, FleetTask
 from machinery.engine.kinds import KINDS
+from machinery.engine.kinds import fleet as fleet_kind
 from machinery.engine.kinds.workflow import contract, contract_key
-from machinery.engine.model import WORKFLOW, Service, Workflow
+from machinery.engine.model import FLEET, WORKFLOW, Field, Service, Workflow
 from machinery.engine.state import Event, EventStatus, StepState, StepStatus
+from machinery.engine.types import FieldType
 from machinery.render import (
     DEFINITION,
     FORMATS,
@@ -200,7 +203,7 @@ def test_a_step_names_where_its_inputs_come_from_and_what_its_outputs_become(ser
 def test_each_kind_of_step_has_its_own_shape_and_routes_label_their_edges(services: dict[str, Service]) -> None:
     graph = workflow_graph(WorkflowSchema().load(MODERATE), services)
     kinds = {step["id"]: step.get("kind", "service") for step in MODERATE["steps"]}
-    assert set(kinds.values()) | {WORKFLOW} == set(SHAPES) == set(KINDS)
+    assert set(kinds.values()) | {WORKFLOW, FLEET} == set(SHAPES) == set(KINDS)
     for step_id, kind in kinds.items():
         assert re.search(rf"^\t{step_id} \[.* shape={SHAPES[kind]} ", graph.source, re.MULTILINE), step_id
     routes = edges(graph)
@@ -513,3 +516,30 @@ def test_a_command_step_is_drawn_with_the_executable_it_runs() -> None:
 
     assert "sort-lines · $ sort" in source
     assert "stdout: string" in source
+
+
+def test_a_fleet_step_names_its_fleets_task_its_selector_and_what_it_gives() -> None:
+    task = FleetTask("reboot", (Field("delay", FieldType("int")),), (Field("uptime", FieldType("int")),))
+    workflow = WorkflowSchema().load(
+        {
+            "name": "reboots",
+            "inputs": [{"name": "delay", "type": "int"}],
+            "steps": [
+                {"id": "reboot", "kind": "fleet", "fleet": "routers", "task": "reboot",
+                 "selector": {"site": "lund"}, "input": {"delay": "$.input.delay"}, "concurrency": 5},
+            ],
+        }
+    )  # fmt: skip
+    key = fleet_kind.contract_key("routers", "reboot")
+    graph = workflow_graph(workflow, {key: fleet_kind.contract(Fleet("routers", "http", tasks=(task,)), task)})
+
+    assert re.search(r"^\treboot \[.* shape=component ", graph.source, re.MULTILINE)
+    assert lines(node(svg_of(graph), "step-reboot"))[1:] == [
+        "fleet · routers/reboot",
+        "on the workloads site=lund",
+        "5 at once",
+        "in delay: int ← $.input.delay",
+        "out results: object",
+        "out skipped: array<object>",
+        "out failed: array<object>",
+    ]
