@@ -25,6 +25,7 @@ from machinery.engine.errors import InvalidConfig
 from machinery.engine.kinds.fleet import TASK
 from machinery.engine.plan import Settings
 from machinery.engine.ports import ServiceCaller, Store
+from machinery.fleets.adhoc import AdHoc
 from machinery.fleets.host import FleetHost
 from machinery.fleets.registry import Fleets
 from machinery.fleets.tasks import TaskCaller
@@ -264,6 +265,7 @@ class Machinery:
         self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
         self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
         self.fleets = Fleets(self.store, self.guard)
+        self.adhoc = AdHoc(self.store, self.registry, self.events)
         self._background: list[_Part] = []
 
     def _run_step(self, event_id: str, step_id: str) -> None:

@@ -10,6 +10,8 @@ from flask_smorest.pagination import PaginationParameters
 from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_events, current_plans, window
 from machinery.api.schemas import (
+    EVENT_LOCATION,
+    REPLAYED,
     AckSchema,
     BulkRetryReportSchema,
     BulkRetrySchema,
@@ -30,14 +32,12 @@ from machinery.engine.state import Event
 
 blp = Blueprint("events", __name__, description="Events sent to workflows, and how far each has gone")
 
-_LOCATION = {"Location": {"description": "The event's URL", "schema": {"type": "string"}}}
 _NEXT = {
     "X-Next-Cursor": {
         "description": "The cursor of the next page, to pass as ``cursor``; absent once there is none",
         "schema": {"type": "string"},
     }
 }
-_REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"type": "string", "enum": ["true"]}}}
 
 
 @blp.route("/e/<workflow>", methods=["POST"])
@@ -45,12 +45,12 @@ _REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"t
 # Instances, not classes: webargs would make both schemas again for every event accepted.
 @blp.arguments(SubmitHeadersSchema(), location="headers")
 @blp.arguments(EventRequestSchema())
-@blp.response(202, AckSchema, description="Accepted, and stored", headers=_LOCATION)
+@blp.response(202, AckSchema, description="Accepted, and stored", headers=EVENT_LOCATION)
 @blp.alt_response(
     200,
     schema=AckSchema,
     description="Sent before with this Idempotency-Key",
-    headers=_LOCATION | _REPLAYED,
+    headers=EVENT_LOCATION | REPLAYED,
     success=True,
 )
 @blp.alt_response(404, response="NOT_FOUND")
@@ -168,7 +168,7 @@ def retry(event_id: str) -> dict[str, Any]:
 
 @blp.route("/events/<event_id>/rerun", methods=["POST"])
 @requires(Role.PRODUCER)
-@blp.response(202, EventSchema, headers=_LOCATION)
+@blp.response(202, EventSchema, headers=EVENT_LOCATION)
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 def rerun(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import url_for
 from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load, validate
 
 from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_machinery
+from machinery.api.schemas import EVENT_LOCATION, REPLAYED, AckSchema, SubmitHeadersSchema, ack_to_dict
 from machinery.bootstrap import Role
 from machinery.codec import fleet_from_dict, fleet_to_dict, lifecycle_to_dict, workload_to_dict
 from machinery.engine.errors import InvalidDefinition
@@ -294,3 +296,41 @@ def workload_events(query: dict[str, Any], name: str, workload: str) -> list[dic
 def list_hosts() -> list[dict[str, Any]]:
     """The hosts of fleets (workers started with --fleets), whether alive, and the workloads each holds"""
     return [vars(h) for h in current_fleets().hosts()]
+
+
+class TaskRequestSchema(StrictSchema):
+    task = fields.String(required=True, validate=NAME)
+    args = fields.Dict(
+        keys=fields.String(), load_default=dict, metadata={"description": "The task's inputs, checked against them"}
+    )
+    selector = fields.Dict(
+        keys=fields.String(validate=LABEL_KEY),
+        values=fields.String(validate=validate.Length(max=200)),
+        load_default=dict,
+        metadata={"description": "Labels every workload chosen has; none chooses them all"},
+    )
+
+
+@blp.route("/fleets/<name>/tasks", methods=["POST"])
+@requires(Role.PRODUCER)
+@blp.arguments(SubmitHeadersSchema(), location="headers")
+@blp.arguments(TaskRequestSchema)
+@blp.response(202, AckSchema, description="Accepted: an event of the workflow '<fleet>:<task>'", headers=EVENT_LOCATION)
+@blp.alt_response(
+    200,
+    schema=AckSchema,
+    description="Sent before with this Idempotency-Key",
+    headers=EVENT_LOCATION | REPLAYED,
+    success=True,
+)
+@blp.alt_response(404, response="NOT_FOUND")
+def run_task(headers: dict[str, str], body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Run one of the fleet's tasks on every workload the selector chooses, as an event to follow like any other:
+    its outputs are the results by workload, and the workloads skipped (not up) and failed"""
+    event, created = current_machinery().adhoc.run(
+        name, body["task"], body["args"], body["selector"], headers.get("idempotency_key")
+    )
+    location = {"Location": url_for("events.get_event", event_id=event.id)}
+    if created:
+        return ack_to_dict(event), 202, location
+    return ack_to_dict(event), 200, location | {"Idempotent-Replayed": "true"}

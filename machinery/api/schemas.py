@@ -45,7 +45,9 @@ class AttemptSchema(Schema):
 
 class ItemSchema(Schema):
     index = fields.Integer(required=True, metadata={"description": "Its place in the array the step maps over"})
+    workload = fields.String(allow_none=True, metadata={"description": "fleet: the workload it runs on"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
+    note = fields.String(allow_none=True, metadata={"description": "fleet: why the workload was skipped"})
     attempts = fields.Integer(required=True)
     started_at = fields.DateTime(allow_none=True)
     ended_at = fields.DateTime(allow_none=True)
@@ -80,6 +82,8 @@ class EventStepSchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(tuple(KINDS)))
     service = fields.String(allow_none=True, metadata={"description": "The service it calls, if it calls one"})
     workflow = fields.String(allow_none=True, metadata={"description": "workflow: the workflow it runs as a child"})
+    fleet = fields.String(allow_none=True, metadata={"description": "fleet: the fleet whose task it runs"})
+    task = fields.String(allow_none=True, metadata={"description": "fleet: the task it runs on each workload"})
     child = fields.String(allow_none=True, metadata={"description": "workflow: the id of the child event it started"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in StepStatus]))
     route = fields.String(allow_none=True, metadata={"description": "The route a switch or wait step took"})
@@ -87,7 +91,7 @@ class EventStepSchema(Schema):
     items = fields.Nested(
         ItemCountsSchema,
         allow_none=True,
-        metadata={"description": "A map step's items, once it has fanned out; each is read at /items"},
+        metadata={"description": "A map or fleet step's items, once it has fanned out; each is read at /items"},
     )
     note = fields.String(allow_none=True, metadata={"description": "Say, that a map step's results were left out"})
     attempts = fields.Integer(required=True, metadata={"description": "Calls started, lost ones included"})
@@ -147,6 +151,12 @@ class AckSchema(Schema):
     event_id = fields.String(required=True)
     ack_date = fields.DateTime(required=True, metadata={"description": "When the event was accepted"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in EventStatus]))
+
+
+EVENT_LOCATION = {"Location": {"description": "The event's URL", "schema": {"type": "string"}}}
+"""The header of an answer that made or found an event."""
+REPLAYED = {"Idempotent-Replayed": {"description": "Always true", "schema": {"type": "string", "enum": ["true"]}}}
+"""The header of an answer with the event an earlier request made with the same Idempotency-Key."""
 
 
 class SubmitHeadersSchema(Schema):
@@ -283,6 +293,8 @@ def _step(step: Step, state: StepState, counts: dict[str, int] | None) -> dict[s
         "kind": step.kind,
         "service": step.service,
         "workflow": step.workflow,
+        "fleet": step.fleet,
+        "task": step.task,
         "child": state.child,
         "route": state.route,
         "wakes_at": _time(state.run_at) if state.status is StepStatus.WAITING else None,
@@ -298,7 +310,7 @@ def _step(step: Step, state: StepState, counts: dict[str, int] | None) -> dict[s
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
-    return {"index": item.index, **_state(item.state)}
+    return {"index": item.index, "workload": item.key, "note": item.state.note, **_state(item.state)}
 
 
 def _state(state: StepState) -> dict[str, Any]:

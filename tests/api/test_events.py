@@ -137,6 +137,8 @@ def test_an_accepted_event_shows_its_steps_in_the_workflows_order(
         "kind": "service",
         "service": "upper",
         "workflow": None,
+        "fleet": None,
+        "task": None,
         "child": None,
         "route": None,
         "wakes_at": None,

@@ -133,3 +133,64 @@ def test_a_fleet_s_counts_are_by_state_and_by_host(
         "hosts": {"h1": 2},
         "unassigned": 1,
     }
+
+
+def test_an_ad_hoc_task_answers_an_event_of_the_tasks_own_workflow(
+    client: FlaskClient, fleet: dict[str, Any], machinery: Machinery
+) -> None:
+    machinery.store.add_workloads([Workload("routers", "r1", {"site": "lund"})])
+    sent = client.post(
+        "/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 3}, "selector": {"site": "lund"}}
+    )
+
+    assert sent.status_code == 202, sent.json
+    event = client.get(sent.headers["Location"]).json
+    assert event["workflow"]["name"] == "routers:reboot"
+    assert event["data"] == {"delay": 3, "selector": {"site": "lund"}}
+    workflow = client.get("/workflows/routers:reboot").json
+    [step] = workflow["steps"]
+    assert (step["kind"], step["fleet"], step["task"], step["selector"]) == (
+        "fleet",
+        "routers",
+        "reboot",
+        "$.input.selector",
+    )
+    assert [o["name"] for o in workflow["outputs"]] == ["results", "skipped", "failed"]
+
+
+def test_an_ad_hoc_task_with_arguments_of_the_wrong_types_or_an_unknown_task_is_refused(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    wrong = client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": "soon"}})
+    unknown = client.post("/fleets/routers/tasks", json={"task": "explode"})
+    nowhere = client.post("/fleets/switches/tasks", json={"task": "reboot"})
+
+    assert wrong.status_code == 422 and "delay" in str(wrong.json)
+    assert unknown.status_code == 404 and "no task 'explode'" in unknown.json["message"]
+    assert nowhere.status_code == 404
+
+
+def test_an_ad_hoc_task_sent_again_with_its_idempotency_key_answers_the_same_event(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    body, key = {"task": "reboot", "args": {"delay": 1}}, {"Idempotency-Key": "reboot-lund-1"}
+    first = client.post("/fleets/routers/tasks", json=body, headers=key)
+    again = client.post("/fleets/routers/tasks", json=body, headers=key)
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json["event_id"] == first.json["event_id"] and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_the_tasks_workflow_follows_the_fleet_when_its_task_changes(client: FlaskClient, fleet: dict[str, Any]) -> None:
+    assert client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 1}}).status_code == 202
+    assert client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 2}}).status_code == 202
+    assert client.get("/workflows/routers:reboot").json["version"] == 1
+
+    changed = {**FLEET, "tasks": [{"name": "reboot", "inputs": [{"name": "hard", "type": "bool"}], "concurrency": 50}]}
+    assert client.put("/fleets/routers", json=changed).status_code == 200
+    assert client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"hard": True}}).status_code == 202
+
+    workflow = client.get("/workflows/routers:reboot").json
+    assert workflow["version"] == 2
+    assert workflow["steps"][0]["concurrency"] == 50
+    assert [i["name"] for i in workflow["inputs"]] == ["hard", "selector"]

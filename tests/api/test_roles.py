@@ -36,6 +36,7 @@ REQUESTS = [
     ("POST", "/events/retry", Role.PRODUCER),
     ("POST", "/events/no-such-event/cancel", Role.PRODUCER),
     ("POST", "/events/no-such-event/signals/approve", Role.PRODUCER),
+    ("POST", "/fleets/no-such-fleet/tasks", Role.PRODUCER),
     ("POST", "/services", Role.ADMIN),
     ("PUT", "/workflows/process-text", Role.ADMIN),
     ("DELETE", "/services/upper", Role.ADMIN),
