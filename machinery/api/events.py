@@ -22,10 +22,10 @@ from machinery.api.schemas import (
     ItemSchema,
     SignalSchema,
     SubmitHeadersSchema,
-    ack_to_dict,
     cursor_of,
     event_to_dict,
     item_to_dict,
+    submitted,
 )
 from machinery.bootstrap import Role
 from machinery.engine.state import Event
@@ -56,11 +56,7 @@ _NEXT = {
 @blp.alt_response(404, response="NOT_FOUND")
 def submit(headers: dict[str, str], body: dict[str, Any], workflow: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Send an event to a workflow, by its id or name"""
-    event, created = current_events().submit(workflow, body["data"], headers.get("idempotency_key"))
-    location = {"Location": url_for("events.get_event", event_id=event.id)}
-    if created:
-        return ack_to_dict(event), 202, location
-    return ack_to_dict(event), 200, location | {"Idempotent-Replayed": "true"}
+    return submitted(*current_events().submit(workflow, body["data"], headers.get("idempotency_key")))
 
 
 @blp.route("/events", methods=["GET"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
 from flask.views import MethodView
 from marshmallow import ValidationError, fields, post_load, validate
 
 from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_machinery
-from machinery.api.schemas import EVENT_LOCATION, REPLAYED, AckSchema, SubmitHeadersSchema, ack_to_dict
+from machinery.api.schemas import EVENT_LOCATION, REPLAYED, AckSchema, SubmitHeadersSchema, submitted
 from machinery.bootstrap import Role
 from machinery.codec import fleet_from_dict, fleet_to_dict, lifecycle_to_dict, workload_to_dict
 from machinery.engine.errors import InvalidDefinition
@@ -327,10 +326,8 @@ class TaskRequestSchema(StrictSchema):
 def run_task(headers: dict[str, str], body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Run one of the fleet's tasks on every workload the selector chooses, as an event to follow like any other:
     its outputs are the results by workload, and the workloads skipped (not up) and failed"""
-    event, created = current_machinery().adhoc.run(
-        name, body["task"], body["args"], body["selector"], headers.get("idempotency_key")
+    return submitted(
+        *current_machinery().adhoc.run(
+            name, body["task"], body["args"], body["selector"], headers.get("idempotency_key")
+        )
     )
-    location = {"Location": url_for("events.get_event", event_id=event.id)}
-    if created:
-        return ack_to_dict(event), 202, location
-    return ack_to_dict(event), 200, location | {"Idempotent-Replayed": "true"}

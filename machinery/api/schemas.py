@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import url_for
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from machinery.api.blueprint import current_machinery, nests_deeper
@@ -285,6 +286,15 @@ def event_to_dict(event: Event, plan: Plan, counts: Mapping[str, dict[str, int]]
 
 def ack_to_dict(event: Event) -> dict[str, Any]:
     return {"event_id": event.id, "ack_date": _time(event.created_at), "status": event.status.value}
+
+
+def submitted(event: Event, created: bool) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The answer to a request that sent an event: 202 if it made it, 200 if an earlier one with its
+    Idempotency-Key did; the event's URL either way."""
+    location = {"Location": url_for("events.get_event", event_id=event.id)}
+    if created:
+        return ack_to_dict(event), 202, location
+    return ack_to_dict(event), 200, location | {"Idempotent-Replayed": "true"}
 
 
 def _step(step: Step, state: StepState, counts: dict[str, int] | None) -> dict[str, Any]:
