@@ -245,8 +245,18 @@ class FleetHost:
                 if runtime is None:
                     runtime = self._fleets[fleet.name] = _FleetRuntime(fleet, driver)
                 else:
-                    runtime.fleet, runtime.driver = fleet, driver
+                    old, runtime.fleet, runtime.driver = runtime.driver, fleet, driver
+                    self._reinitialize(runtime, old)
         return runtime
+
+    def _reinitialize(self, runtime: _FleetRuntime, old: Driver) -> None:
+        """Under the lock: the fleet was replaced, and its driver made again, which knows none of the workloads
+        the old one initialised (its sessions, say): each is stopped on the old one and initialised on the new."""
+        for (fleet, name), entry in self._held.items():
+            if fleet == runtime.fleet.name and entry.initialized:
+                entry.initialized = False
+                runtime.waiting.append(name)
+                self.pool.submit(_stop_on, old, entry.workload)
 
     def _start_inits(self, runtime: _FleetRuntime, now: float) -> None:
         """Under the lock: start the waiting inits the fleet's ``init_concurrency`` allows."""
@@ -340,13 +350,8 @@ class FleetHost:
 
     def _stop_workload(self, workload: Workload) -> None:
         runtime = self._fleets.get(workload.fleet)
-        if runtime is None:
-            return
-        try:
-            runtime.driver.stop(workload)
-        except Exception:
-            # Not retried: the workload is not ours any more, or dead and tried again after the cooldown.
-            log.warning("could not stop workload %s/%s", workload.fleet, workload.name, exc_info=True)
+        if runtime is not None:
+            _stop_on(runtime.driver, workload)
 
     def _record(self, events: list[LifecycleEvent]) -> None:
         if events:
@@ -399,6 +404,15 @@ class FleetHost:
             runtime.initializing -= 1
             self._start_inits(runtime, now)
         self._overdue.submit(self._settle, runtime, entry, outcome, entry.call)
+
+
+def _stop_on(driver: Driver, workload: Workload) -> None:
+    try:
+        driver.stop(workload)
+    except Exception:
+        # Not retried: the workload is not ours any more, dead and tried again after the cooldown, or initialised
+        # again by the driver replacing this one.
+        log.warning("could not stop workload %s/%s", workload.fleet, workload.name, exc_info=True)
 
 
 def _moved(fleet: str, workload: str, source: str | None, target: str, now: float) -> LifecycleEvent:

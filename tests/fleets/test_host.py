@@ -300,3 +300,46 @@ def test_a_page_of_workloads_read_before_the_hosts_own_last_write_does_not_start
     with pytest.raises(AssertionError):
         wait_for(lambda: history(store, "r000").count(Lifecycle.INITIALIZED) > 1, timeout=0.5)
     assert history(store, "r000") == [Lifecycle.INITIALIZED]
+
+
+class Sessions(SimulatedDriver):
+    """A driver that holds a session per workload it initialised: a ping of any other fails."""
+
+    made: list[Sessions] = []
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        self.sessions: set[str] = set()
+        self.stopped: list[str] = []
+        Sessions.made.append(self)
+
+    def init(self, workload: Workload) -> None:
+        self.sessions.add(workload.name)
+
+    def ping(self, workload: Workload) -> None:
+        if workload.name not in self.sessions:
+            raise DriverError("no session")
+
+    def stop(self, workload: Workload) -> None:
+        self.sessions.discard(workload.name)
+        self.stopped.append(workload.name)
+
+
+def test_a_replaced_fleets_workloads_are_initialised_again_by_its_new_driver_and_stopped_on_the_old(
+    store: SqliteStore, hosts: list[FleetHost]
+) -> None:
+    Sessions.made.clear()
+    host = FleetHost(store, "a", interval=0.05, lease=0.4, drivers=lambda _: Sessions)
+    host.start()
+    hosts.append(host)
+    add(store, 3)
+    wait_for(lambda: all_up(store, 3, {"a"}), timeout=5, what="every workload up")
+
+    fleet = store.get_fleet("routers")
+    store.replace_fleet(replace(fleet, settings=replace(SETTINGS, ping_interval=0.1)), version=fleet.version)
+
+    wait_for(lambda: len(Sessions.made) == 2 and len(Sessions.made[1].sessions) == 3, timeout=5, what="new sessions")
+    old, _ = Sessions.made
+    assert sorted(old.stopped) == ["r000", "r001", "r002"]
+    with pytest.raises(AssertionError):  # pinged by the new driver all along: never unreachable
+        wait_for(lambda: any(Lifecycle.UNREACHABLE in history(store, f"r00{i}") for i in range(3)), timeout=0.5)
