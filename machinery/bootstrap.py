@@ -264,7 +264,7 @@ class Machinery:
         )
         self.schedules = Schedules(self.store, self.store, self.plans, config.engine)
         self.scheduler = Scheduler(self.store, self.events.submit, grace=config.schedule_grace)
-        self.fleets = Fleets(self.store, self.guard)
+        self.fleets = Fleets(self.store, self.guard, check=self.registry.check_fleet)
         self.adhoc = AdHoc(self.store, self.registry, self.events)
         self._background: list[_Part] = []
 

@@ -16,6 +16,7 @@ from machinery.engine.checker import Node, check_nesting, check_service, check_w
 from machinery.engine.errors import Conflict, InvalidDefinition, NotFound, Problem
 from machinery.engine.expressions import Expressions
 from machinery.engine.flags import check_combination, check_command, check_rules
+from machinery.engine.fleets import Fleet
 from machinery.engine.kinds import fleet as fleet_kind
 from machinery.engine.kinds.workflow import contract, contract_key
 from machinery.engine.model import CommandTarget, Executable, HttpEndpoint, Service, Workflow
@@ -72,6 +73,20 @@ class Registry:
         )
         return self.store.replace_service(
             service, revision=current.revision, users=users, executable_revision=executable_revision
+        )
+
+    def check_fleet(self, fleet: Fleet) -> None:
+        """Conflict if ``fleet``, in place of the fleet of its name, would break a workflow running its tasks; the
+        workflows of its ad hoc runs are left out, as they follow the fleet by themselves."""
+        adhoc = {fleet_kind.adhoc_name(fleet.name, task.name) for task in fleet.tasks}
+        users = [
+            w
+            for w in every(self.store.list_workflows)
+            if any(name == fleet.name for name, _ in w.fleet_tasks) and w.name not in adhoc
+        ]
+        self._refuse_breaking(
+            f"fleet '{fleet.name}'",
+            [(w, self._services_of(w)[0] | self._contracts(w, None, fleet)) for w in users],
         )
 
     def delete_service(self, name: str) -> None:
@@ -226,7 +241,9 @@ class Registry:
             pinned += [c for c in found[node].children if c[1] is not None]
         return found
 
-    def _contracts(self, workflow: Workflow, registered: dict[Node, Workflow] | None) -> dict[str, Service]:
+    def _contracts(
+        self, workflow: Workflow, registered: dict[Node, Workflow] | None, fleet: Fleet | None = None
+    ) -> dict[str, Service]:
         """The contracts of the workflows ``workflow`` runs, by their key, as ``registered`` holds them (with
         ``workflow`` itself as it is now); None looks each up in the store."""
         contracts = {}
@@ -240,14 +257,18 @@ class Registry:
             if child is not None:
                 key = contract_key(name, version)
                 contracts[key] = contract(child, key)
-        return contracts | self._fleet_contracts(workflow)
+        return contracts | self._fleet_contracts(workflow, fleet)
 
-    def _fleet_contracts(self, workflow: Workflow) -> dict[str, Service]:
-        """The contracts of the fleets' tasks ``workflow`` runs, by their key, leaving out those not registered."""
+    def _fleet_contracts(self, workflow: Workflow, override: Fleet | None = None) -> dict[str, Service]:
+        """The contracts of the fleets' tasks ``workflow`` runs, by their key, leaving out those not registered;
+        ``override`` in place of the fleet of its name."""
         contracts = {}
         for fleet_name, task_name in workflow.fleet_tasks:
             try:
-                fleet = self.fleets.get_fleet(fleet_name) if self.fleets is not None else None
+                if override is not None and override.name == fleet_name:
+                    fleet: Fleet | None = override
+                else:
+                    fleet = self.fleets.get_fleet(fleet_name) if self.fleets is not None else None
             except NotFound:
                 continue
             task = fleet.task(task_name) if fleet is not None else None

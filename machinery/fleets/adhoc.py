@@ -14,7 +14,7 @@ from typing import Any
 
 from machinery.engine.errors import Conflict, InvalidData, NotFound, Problem
 from machinery.engine.fleets import Fleet, FleetTask
-from machinery.engine.kinds.fleet import OUTPUTS
+from machinery.engine.kinds.fleet import OUTPUTS, adhoc_name
 from machinery.engine.model import FLEET, Field, Ref, Step, Workflow
 from machinery.engine.ports import FleetStore
 from machinery.engine.state import Event
@@ -26,10 +26,6 @@ SELECTOR = "selector"
 STEP = "run"
 ATTEMPTS = 3
 """Tries at registering the task's workflow when other requests register it at the same time."""
-
-
-def workflow_name(fleet: str, task: str) -> str:
-    return f"{fleet}:{task}"
 
 
 def adhoc_workflow(fleet: Fleet, task: FleetTask) -> Workflow:
@@ -45,7 +41,7 @@ def adhoc_workflow(fleet: Fleet, task: FleetTask) -> Workflow:
     )
     selector = Field(SELECTOR, FieldType("object"), "Labels every workload chosen has", required=False, default={})
     return Workflow(
-        name=workflow_name(fleet.name, task.name),
+        name=adhoc_name(fleet.name, task.name),
         steps=(step,),
         inputs=(*task.inputs, selector),
         outputs=OUTPUTS,

@@ -37,8 +37,11 @@ class Fleets:
         guard: AddressGuard = DEFAULT_GUARD,
         drivers: Callable[[str], DriverFactory] = load_driver,
         clock: Callable[[], float] = time.time,
+        check: Callable[[Fleet], None] | None = None,
     ) -> None:
+        """``check`` refuses a fleet that, in place of the one of its name, would break a workflow running it."""
         self.store = store
+        self.check = check
         self.guard = guard
         self.drivers = drivers
         self.clock = clock
@@ -53,6 +56,8 @@ class Fleets:
             raise InvalidDefinition(f"the fleet's name is {fleet.name!r}, not {name!r} as its URL says")
         current = self.store.get_fleet(name)
         self._driver(fleet)
+        if self.check is not None:
+            self.check(fleet)
         return self.store.replace_fleet(replace(fleet, version=current.version), version=current.version)
 
     def add_workloads(self, fleet_name: str, workloads: Sequence[Workload]) -> list[str]:

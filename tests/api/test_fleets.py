@@ -194,3 +194,20 @@ def test_the_tasks_workflow_follows_the_fleet_when_its_task_changes(client: Flas
     assert workflow["version"] == 2
     assert workflow["steps"][0]["concurrency"] == 50
     assert [i["name"] for i in workflow["inputs"]] == ["hard", "selector"]
+
+
+def test_a_fleet_change_that_would_break_a_workflow_running_its_task_is_refused(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    step = {"id": "reboot", "kind": "fleet", "fleet": "routers", "task": "reboot", "input": {"delay": "$.input.delay"}}
+    workflow = {"name": "nightly", "inputs": [{"name": "delay", "type": "int"}], "steps": [step]}
+    assert client.post("/workflows", json=workflow).status_code == 201, "type-checked against the fleet's task"
+    assert client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 1}}).status_code == 202
+
+    breaking = {**FLEET, "tasks": [{"name": "reboot", "inputs": [{"name": "delay", "type": "string"}]}]}
+    refused = client.put("/fleets/routers", json=breaking)
+    fitting = {**FLEET, "tasks": [{"name": "reboot", "inputs": [{"name": "delay", "type": "float"}]}]}
+
+    assert refused.status_code == 409
+    assert "workflow 'nightly'" in refused.json["message"] and "routers:reboot" not in refused.json["message"]
+    assert client.put("/fleets/routers", json=fitting).status_code == 200

@@ -49,6 +49,12 @@ def contract_key(fleet: str, task: str) -> str:
     return f"fleet:{fleet}/{task}"
 
 
+def adhoc_name(fleet: str, task: str) -> str:
+    """The name of the workflow machinery keeps for the ad hoc runs of ``task``: it holds a ':', which no name a
+    user gives does."""
+    return f"{fleet}:{task}"
+
+
 def parse_key(key: str) -> tuple[str, str]:
     """The fleet's name and the task's of a contract's key."""
     fleet, _, task = key.removeprefix("fleet:").partition("/")
