@@ -61,7 +61,10 @@ def test_the_readme_shows_a_service_and_workflows_of_both_forms() -> None:
 
 def test_every_definition_in_the_readme_registers(client: FlaskClient) -> None:
     for doc in definitions():
-        if "path" in doc and "parameters" in doc:
+        if "driver" in doc:
+            response = client.post("/fleets", json=doc)
+            assert response.status_code == 201, response.json
+        elif "path" in doc and "parameters" in doc:
             response = client.post("/executables", json=doc)
             assert response.status_code == 201, response.json
         elif "address" in doc or doc.get("kind") == "command":
@@ -253,3 +256,20 @@ def test_the_readmes_callback_service_takes_the_result_its_curl_posts(tmp_path: 
     assert (event["status"], event["outputs"]) == ("completed", {"url": "s3://out/1.mp4"})
     service.stop()
     machinery.stop()
+
+
+def test_the_readmes_ad_hoc_task_answers_an_event_of_the_tasks_workflow(client: FlaskClient) -> None:
+    fleet = next(d for d in definitions() if "driver" in d)
+    assert client.post("/fleets", json=fleet | {"driver": "simulated"}).status_code == 201
+    session = next(block for block in blocks("console") if "/fleets/routers/tasks" in block)
+    body = re.search(r"-d '(.*?)'", session, re.S)
+    assert body is not None
+
+    sent = client.post("/fleets/routers/tasks", json=json.loads(body.group(1)))
+
+    shown = json.loads(session.splitlines()[2].replace("...", ""))
+    assert sent.status_code == 202 and sorted(sent.json) == sorted(shown)
+    assert sent.json["status"] == shown["status"]
+    event = client.get(f"/events/{sent.json['event_id']}").json
+    assert event["workflow"]["name"] == "routers:reboot"
+    assert event["data"] == {"delay": 5, "selector": {"site": "lund"}}
