@@ -418,6 +418,38 @@ def send(workflow: str, data: str, wait: bool, timeout: float, idempotency_key: 
     _ended(client.wait(ack.event_id, timeout=timeout))
 
 
+@main.command("run-task")
+@click.argument("fleet")
+@click.argument("task")
+@click.argument("args", default="{}")
+@click.option("--selector", "-l", multiple=True, metavar="KEY=VALUE", help="A label every workload chosen has.")
+@click.option("--wait", is_flag=True, help="Wait until the run ends, and say how; exits 4 if it failed.")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0), help="Seconds --wait waits.")
+@click.option("--idempotency-key", help="Sending the same key again answers the event it created.")
+@_remote(required=True)
+def run_task(
+    fleet: str,
+    task: str,
+    args: str,
+    selector: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+    idempotency_key: str | None,
+    client: Client,
+) -> None:
+    """Run TASK of FLEET ad hoc with ARGS (a JSON object, @FILE or -) on every workload the --selector labels choose
+    (all of them without one). It prints the id of the event running it; with --wait, the event once it has ended
+    and its outputs: the results by workload, and the workloads skipped and failed."""
+    labels = dict(label.partition("=")[::2] for label in selector)
+    if any(not key for key in labels) or any("=" not in label for label in selector):
+        raise click.BadParameter("a label is KEY=VALUE", param_hint="--selector")
+    ack = client.run_task(fleet, task, _object(args), labels, idempotency_key=idempotency_key)
+    if not wait:
+        click.echo(ack.event_id)
+        return
+    _ended(client.wait(ack.event_id, timeout=timeout))
+
+
 @main.command()
 @click.option("--workflow", help="Only the events of this workflow (an id or a name).")
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only the events in this status.")

@@ -317,6 +317,20 @@ class Client:
         path = f"/fleets/{_segment(fleet)}" + (f"/workloads/{_segment(workload)}" if workload else "") + "/events"
         return [lifecycle_from_dict(doc) for doc in self._json("GET", path)]
 
+    def run_task(
+        self,
+        fleet: str,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        selector: Mapping[str, str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Ack:
+        """Run a fleet's task ad hoc on the workloads ``selector`` chooses (all of them without one): the event
+        running it, of the workflow ``<fleet>:<task>``, to follow as any other."""
+        body = {"task": task, "args": dict(args or {}), "selector": dict(selector or {})}
+        return self._ack(f"/fleets/{_segment(fleet)}/tasks", body, idempotency_key)
+
     # Workflows
 
     def list_workflows(self, *, offset: int = 0, limit: int = 100) -> Page[Workflow]:
@@ -343,15 +357,7 @@ class Client:
 
     def send(self, workflow: str, data: Mapping[str, Any], *, idempotency_key: str | None = None) -> Ack:
         """Send an event to a workflow, by id or name; InvalidData, with problems, if ``data`` does not fit."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        response = self._request("POST", f"/e/{_segment(workflow)}", {"data": dict(data)}, headers=headers)
-        doc = response.json()
-        return Ack(
-            event_id=doc["event_id"],
-            ack_date=_time(doc["ack_date"]),
-            status=EventStatus(doc["status"]),
-            replayed=response.headers.get("Idempotent-Replayed") == "true",
-        )
+        return self._ack(f"/e/{_segment(workflow)}", {"data": dict(data)}, idempotency_key)
 
     def get_event(self, event_id: str) -> EventView:
         """An event, each of its steps, and how many items of each map step are in each status."""
@@ -480,6 +486,17 @@ class Client:
         return WhoAmI(doc["role"], tuple(doc["roles"]))
 
     # Requests
+
+    def _ack(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> Ack:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._request("POST", path, body, headers=headers)
+        doc = response.json()
+        return Ack(
+            event_id=doc["event_id"],
+            ack_date=_time(doc["ack_date"]),
+            status=EventStatus(doc["status"]),
+            replayed=response.headers.get("Idempotent-Replayed") == "true",
+        )
 
     def _act(self, event_id: str, action: str) -> EventView:
         return _event(self._json("POST", f"/events/{_segment(event_id)}/{action}", errors=EVENT_ERRORS))

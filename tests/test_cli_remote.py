@@ -12,7 +12,10 @@ from click.testing import CliRunner, Result
 from machinery.cli import EXIT_EVENT_FAILED, EXIT_INVALID, EXIT_REFUSED, EXIT_UNFINISHED, _bar, main
 from machinery.client import Client, ItemCounts
 from machinery.engine.errors import NotFound
+from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Workload
+from machinery.engine.model import Field
 from machinery.engine.state import EventStatus
+from machinery.engine.types import FieldType
 from machinery.validation import WorkflowSchema
 from tests.served import ADMIN, READER, TOKENS, example_services, machinery_serve
 from tests.support import wait_for
@@ -65,6 +68,7 @@ def test_the_commands_that_only_talk_to_a_server_say_they_need_its_url(tmp_path:
         ["signal", "e", "s"],
         ["cancel", "e"],
         ["retry", "e"],
+        ["run-task", "f", "t"],
     ):
         result = CliRunner().invoke(main, args, env={"MACHINERY_URL": None, "MACHINERY_DATA_DIR": str(tmp_path)})
 
@@ -222,3 +226,18 @@ def test_render_and_export_work_on_the_server(run: Invoke, tmp_path: Path) -> No
     assert drawn.exit_code == 0 and drawn.stdout.startswith('digraph "process-text"')
     assert exported.exit_code == 0 and (tmp_path / "workflow-review-text.json").exists()
     assert again.exit_code == 0 and "would be" not in again.output and "workflow process-text unchanged" in again.output
+
+
+def test_run_task_runs_a_fleets_task_ad_hoc_and_waits_for_its_outputs(run: Invoke, admin: Client) -> None:
+    echo = FleetTask("echo", (Field("n", FieldType("int")),), (Field("n", FieldType("int")),))
+    admin.add_fleet(Fleet("cli-lab", "simulated", FleetSettings(ping_interval=5), (echo,)))
+    admin.add_workloads("cli-lab", [Workload("cli-lab", f"w{i}", labels={"rack": str(i)}) for i in range(2)])
+
+    result = run("run-task", "cli-lab", "echo", '{"n": 1}', "--selector", "rack=0", "--wait", "--timeout", "30")
+    unlabelled = run("run-task", "cli-lab", "echo", '{"n": 1}', "--selector", "rack")
+
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout[result.stdout.index("{") :])
+    # No host runs in this server: the workload is not up, and says so.
+    assert outputs == {"results": {}, "skipped": [{"workload": "w0", "reason": "not up: initializing"}], "failed": []}
+    assert unlabelled.exit_code == 2 and "KEY=VALUE" in unlabelled.output

@@ -25,10 +25,11 @@ from machinery.engine.errors import (
     Unauthorized,
     Unreachable,
 )
-from machinery.engine.fleets import Fleet, FleetSettings, Workload
-from machinery.engine.model import Service, Workflow
+from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Workload
+from machinery.engine.model import Field, Service, Workflow
 from machinery.engine.ports import every
 from machinery.engine.state import EventStatus, StepStatus
+from machinery.engine.types import FieldType
 from machinery.validation import ExecutableSchema, ServiceSchema, WorkflowSchema
 from tests.served import ADMIN, READER, TOKENS, example_services, machinery_serve
 from tests.support import free_port
@@ -264,3 +265,18 @@ def test_fleets_and_their_workloads_are_managed_through_the_client(admin: Client
     admin.delete_fleet("lab")
     with pytest.raises(NotFound):
         admin.get_fleet("lab")
+
+
+def test_a_fleets_task_is_run_ad_hoc_through_the_client_as_an_event(admin: Client) -> None:
+    echo = FleetTask("echo", (Field("n", FieldType("int")),), (Field("n", FieldType("int")),))
+    admin.add_fleet(Fleet("lab", "simulated", FleetSettings(ping_interval=5), (echo,)))
+
+    ack = admin.run_task("lab", "echo", {"n": 3}, {"rack": "0"}, idempotency_key="echo-1")
+    again = admin.run_task("lab", "echo", {"n": 3}, {"rack": "0"}, idempotency_key="echo-1")
+
+    assert (again.event_id, again.replayed) == (ack.event_id, True)
+    event = admin.get_event(ack.event_id)
+    assert (event.workflow, event.data) == ("lab:echo", {"n": 3, "selector": {"rack": "0"}})
+    with pytest.raises(InvalidData) as refused:
+        admin.run_task("lab", "echo", {"n": "three"})
+    assert refused.value.problems[0].field == "n"
