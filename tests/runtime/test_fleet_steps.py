@@ -303,3 +303,20 @@ def test_the_step_state_of_a_fleet_step_counts_its_workloads(fleets: Fleets):
 
     assert event.steps["echo"].fanout == 2
     assert event.steps["echo"].status is StepStatus.COMPLETED
+
+
+def test_a_retried_event_runs_its_failed_workloads_again_and_the_step_completes(fleets: Fleets):
+    fleets.workloads({"a1": "h1", "a2": "h1", "a3": "h2"})
+    fleets.register(max_failed=0, concurrency=2)
+    broken = {"a2"}
+    fleets.answer = lambda host, call: CallFailure("refused", False) if call.target in broken else echo(host, call)
+    failed = fleets.run(fleets.send(n=4))
+    assert failed.status is EventStatus.FAILED
+
+    broken.clear()
+    fleets.events.retry(failed.id)
+    event = fleets.run(failed.id)
+
+    assert event.status is EventStatus.COMPLETED
+    assert sorted(event.steps["echo"].outputs["results"]) == ["a1", "a2", "a3"]
+    assert sorted(fleets.calls) == [("h1", "a1"), ("h1", "a2"), ("h1", "a2"), ("h2", "a3")]
