@@ -143,6 +143,8 @@ class Config:
     """Whether this process's workers run command services: set by ``machinery worker --commands``, never by the API."""
     commands_root: bool = False
     """Whether they run parameters that require root: ``machinery worker --commands --allow-root``."""
+    host_fleets: bool = False
+    """Whether the embedded workers host the fleets' workloads too: ``machinery serve --fleets``, with no broker."""
     schedule_interval: float = 1.0
     """Seconds between two passes of the scheduler over the schedules that are due; 0 runs no scheduler here."""
     schedule_grace: float = 60.0

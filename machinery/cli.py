@@ -144,13 +144,22 @@ def main() -> None:
     show_default=True,
     help="Threads per server process, each serving one request at a time.",
 )
-def serve(host: str, port: int, workers: int | None, threads: int) -> None:
+@click.option(
+    "--fleets",
+    is_flag=True,
+    help="Without MACHINERY_BROKER_URL: host the fleets' workloads in that one process too, to try fleets out.",
+)
+def serve(host: str, port: int, workers: int | None, threads: int, fleets: bool) -> None:
     """Serve the API and dashboard with gunicorn; without a broker, run the workers in its one process too.
 
     SIGTERM stops it gracefully: it accepts no more connections, and the requests under way have
     30 s to finish.
     """
-    config = Config.from_env()
+    config = dataclasses.replace(Config.from_env(), host_fleets=fleets)
+    if fleets and not config.embedded_worker:
+        raise click.UsageError(
+            "--fleets hosts fleets beside the embedded workers: with a broker, run `machinery worker --fleets`"
+        )
     logs.configure(config.log_format)
     if config.embedded_worker:
         if workers not in (None, 1):

@@ -92,6 +92,8 @@ def _post_worker_init(worker: Worker) -> None:
     machinery = worker.app.machinery
     if machinery.config.embedded_worker:
         machinery.start_embedded_worker()
+        if machinery.config.host_fleets:
+            machinery.start_fleet_host()
 
 
 def _worker_exit(arbiter: Arbiter, worker: Worker) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +29,10 @@ TOKENS = f"admin:{ADMIN},reader:{READER}"
 
 @contextmanager
 def machinery_serve(
-    data_dir: Path, tokens: str | None = None, settings: Mapping[str, str] | None = None
+    data_dir: Path,
+    tokens: str | None = None,
+    settings: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
 ) -> Iterator[str]:
     """The base URL of ``machinery serve`` on a free port, storing in ``data_dir``, with ``settings`` in its
     environment, up until the block ends."""
@@ -42,7 +45,7 @@ def machinery_serve(
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "machinery", "serve", "--port", str(port), "--threads", "4"],
+        [sys.executable, "-m", "machinery", "serve", "--port", str(port), "--threads", "4", *options],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -13,8 +13,16 @@ import time
 from pathlib import Path
 
 import requests
+from click.testing import CliRunner
 
+from machinery.cli import main
+from machinery.client import Client
+from machinery.engine.fleets import Fleet, FleetSettings, FleetTask, Workload, WorkloadState
+from machinery.engine.model import Field
+from machinery.engine.state import EventStatus
+from machinery.engine.types import FieldType
 from machinery.store.sqlite import SqliteStore
+from tests.served import machinery_serve
 from tests.support import free_port, reachable, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +72,24 @@ def test_a_request_under_way_at_sigterm_completes_before_the_server_exits(tmp_pa
     messages = [line["message"] for line in lines]
     assert "Handling signal: term" in messages
     assert any('"POST /e/later HTTP/1.1" 202' in m for m in messages), "the access log is in JSON too"
+
+
+def test_serve_fleets_hosts_the_fleets_in_its_one_process_and_runs_their_tasks(tmp_path: Path) -> None:
+    echo = FleetTask("echo", (Field("n", FieldType("int")),), (Field("n", FieldType("int")),))
+    settings = FleetSettings(ping_interval=0.5)
+    with machinery_serve(tmp_path, options=["--fleets"]) as url, Client(url) as client:
+        client.add_fleet(Fleet("lab", "simulated", settings, (echo,)))
+        client.add_workloads("lab", [Workload("lab", f"w{i}", labels={"rack": str(i % 2)}) for i in range(6)])
+        wait_for(lambda: len(client.list_workloads("lab", state=WorkloadState.UP)) == 6, timeout=30, what="all up")
+
+        ack = client.run_task("lab", "echo", {"n": 2}, {"rack": "1"})
+        done = client.wait(ack.event_id, timeout=30)
+
+    assert done.status is EventStatus.COMPLETED
+    assert done.outputs == {"results": {f"w{i}": {"n": 2} for i in (1, 3, 5)}, "skipped": [], "failed": []}
+
+
+def test_serve_fleets_with_a_broker_says_where_fleets_are_hosted_then() -> None:
+    result = CliRunner().invoke(main, ["serve", "--fleets"], env={"MACHINERY_BROKER_URL": "redis://127.0.0.1:6379/9"})
+
+    assert result.exit_code == 2 and "machinery worker --fleets" in result.output
