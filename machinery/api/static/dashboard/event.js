@@ -1,5 +1,5 @@
 // An event's page, followed live: its graph, its steps (a map step's with the progress of its items and those
-// that failed), its outputs and data, its actions and a signal form.
+// that failed, a fleet step's with its items by workload), its outputs and data, its actions and a signal form.
 
 import {
   FINISHED,
@@ -20,10 +20,19 @@ import {
 } from "./shared.js";
 
 const EVENT_POLL_MS = 1000;
-const FAILED_ITEMS_PAGE = 50;
+const ITEMS_PAGE = 50;
 
 // The order in which a map step's items are counted, by status; a status not listed comes last.
-const ITEM_STATUSES = ["completed", "failed", "retrying", "running", "ready", "pending"];
+const ITEM_STATUSES = ["completed", "skipped", "failed", "retrying", "running", "ready", "pending"];
+
+// The filters of a fleet step's items, and the statuses each shows: "running" is every item under way.
+const ITEM_FILTERS = {
+  all: [],
+  completed: ["completed"],
+  failed: ["failed"],
+  skipped: ["skipped"],
+  running: ["running", "retrying", "ready"],
+};
 
 // What a notification's status means, said of a notification.
 const NOTIFICATION_STATES = {
@@ -94,6 +103,21 @@ export async function eventPage(page, _query, id) {
     }
     return failedLists.get(step.id)?.element;
   };
+  // The table of each fleet step's items, kept with its filter and read again when its items or the event change.
+  const fleetTables = new Map();
+  const fleetItemsOf = (step, event) => {
+    if (!fleetTables.has(step.id))
+      fleetTables.set(step.id, fleetItems(`${url}/steps/${enc(step.id)}/items`, step.fleet));
+    const table = fleetTables.get(step.id);
+    const key = JSON.stringify([step.items, event.updated_at]);
+    if (table.key !== key) {
+      table.key = key;
+      table.refresh();
+    }
+    return table.element;
+  };
+  const itemsOf = (step, event) =>
+    step.kind === "fleet" && step.items ? fleetItemsOf(step, event) : failedOf(step, event);
 
   page.show(
     crumbs(["Events", "#/events"]),
@@ -150,7 +174,7 @@ export async function eventPage(page, _query, id) {
       problem.replaceChildren(...(event.error ? [alertBox(event.error)] : []));
       outputs.replaceChildren(json(event.outputs));
       outputsCard.hidden = event.outputs == null;
-      keepOpen(steps, () => steps.replaceChildren(...event.steps.map((step) => stepItem(step, failedOf(step, event)))));
+      keepOpen(steps, () => steps.replaceChildren(...event.steps.map((step) => stepItem(step, itemsOf(step, event)))));
       data.replaceChildren(json(event.data));
       cancel.disabled = FINISHED.has(event.status);
       pause.disabled = FINISHED.has(event.status) || event.status === "paused";
@@ -171,8 +195,8 @@ function keepOpen(container, render) {
   for (const details of container.querySelectorAll("details")) details.open = open.has(details.dataset.key);
 }
 
-// A step of the timeline; failed is the list of a map step's failed items, if it has any.
-function stepItem(step, failed) {
+// A step of the timeline; items is the list of a map step's failed items, if it has any, or a fleet step's items.
+function stepItem(step, items) {
   const what = [step.kind !== "service" && step.kind, step.service !== step.id && step.service, step.workflow]
     .filter(Boolean)
     .join(" · ");
@@ -196,10 +220,17 @@ function stepItem(step, failed) {
       h("span", { class: "dot" }),
       h("strong", {}, step.id),
       what && h("span", { class: "muted" }, what),
+      step.fleet &&
+        h(
+          "span",
+          { class: "muted step-fleet" },
+          h("a", { href: `#/fleets/${enc(step.fleet)}` }, step.fleet),
+          ` · task ${step.task}`,
+        ),
       statusBadge(step.status),
     ),
     facts.length > 0 && h("div", { class: "muted small" }, facts.join(" · ")),
-    step.items && itemsProgress(step.items),
+    step.items && itemsProgress(step.items, step.kind === "fleet" ? "workloads" : "items"),
     step.note && h("div", { class: "muted small item-note" }, step.note),
     step.child &&
       h(
@@ -209,7 +240,7 @@ function stepItem(step, failed) {
         h("a", { href: `#/events/${enc(step.child)}`, class: "child-link" }, h("code", {}, step.child)),
       ),
     step.error && h("div", { class: "alert small" }, step.error.message),
-    failed,
+    items,
     section("inputs", step.inputs),
     section("outputs", step.outputs),
     step.error?.stderr != null && section("stderr", step.error.stderr),
@@ -229,17 +260,20 @@ function stepItem(step, failed) {
   );
 }
 
-// A map step's items: a bar of those done, failed, under way and not started, its sentence, and their counts.
-function itemsProgress({ total, counts }) {
+// A map or fleet step's items (named noun): a bar of those done, skipped (a fleet's workloads not up), failed,
+// under way and not started, its sentence, and their counts.
+function itemsProgress({ total, counts }, noun) {
   const count = (...statuses) => statuses.reduce((sum, status) => sum + (counts?.[status] ?? 0), 0);
   const done = count("completed");
+  const skipped = count("skipped");
   const failed = count("failed");
   const underWay = count("running", "ready", "retrying");
   const parts = [
     ["completed", done, "done"],
+    ["skipped", skipped, "skipped"],
     ["failed", failed, "failed"],
     ["running", underWay, "under way"],
-    ["pending", total - done - failed - underWay, "not started"],
+    ["pending", total - done - skipped - failed - underWay, "not started"],
   ];
   const bar = h(
     "div",
@@ -261,7 +295,8 @@ function itemsProgress({ total, counts }) {
     h(
       "div",
       { class: "small items-done" },
-      `${number(done)} of ${number(total)} items done`,
+      `${number(done)} of ${number(total)} ${noun} done`,
+      skipped > 0 && `, ${number(skipped)} skipped`,
       failed > 0 && `, ${number(failed)} failed`,
     ),
     byStatus.length > 0 &&
@@ -273,43 +308,125 @@ function itemsProgress({ total, counts }) {
   );
 }
 
-// The failed items of a map step, read a page at a time from its items endpoint at path.
-function failedItems(path, retryable) {
-  const list = h("ul", { class: "history" });
+// A step's items, read a page at a time from its items endpoint at path and added to body as row(item) renders
+// each; "More" reads the next page. reset(statuses) reads them again from the first, as many as were shown, in
+// those statuses (all if none; the last ones if not given).
+function itemPages(path, body, row) {
   const problem = h("div", {});
-  const more = h("button", { hidden: true, onclick: () => load() }, "More");
+  const none = h("p", { class: "muted small", hidden: true }, "No item in this status.");
+  const more = h("button", { type: "button", class: "more-items", hidden: true, onclick: () => load(false) }, "More");
+  let statuses = [];
   let after = -1;
-  const load = async () => {
+  let shown = 0;
+  let latest = 0;
+  const load = async (fresh) => {
+    const asked = ++latest;
+    const limit = fresh ? Math.min(1000, Math.max(ITEMS_PAGE, shown)) : ITEMS_PAGE;
+    const params = new URLSearchParams({ after: fresh ? -1 : after, limit });
+    for (const status of statuses) params.append("status", status);
     more.disabled = true;
-    const { ok, data } = await api("GET", `${path}?status=failed&after=${after}&limit=${FAILED_ITEMS_PAGE}`);
+    const { ok, data } = await api("GET", `${path}?${params}`);
+    if (asked !== latest) return; // a later read answers in its place
     more.disabled = false;
     problem.replaceChildren(...(ok ? [] : [alertBox(data)]));
     if (!ok) return;
-    list.append(
-      ...data.map((item) =>
-        h(
-          "li",
-          {},
-          h("strong", {}, `#${item.index}`),
-          " ",
-          item.error?.message ?? "failed",
-          h("span", { class: "muted" }, ` · ${plural(item.attempts, "attempt")}`),
-        ),
-      ),
-    );
+    if (fresh) {
+      body.replaceChildren();
+      shown = 0;
+      after = -1;
+    }
+    body.append(...data.map(row));
+    shown += data.length;
     after = data.at(-1)?.index ?? after;
-    more.hidden = data.length < FAILED_ITEMS_PAGE;
+    more.hidden = data.length < limit;
+    none.hidden = shown > 0;
   };
-  load();
+  return {
+    problem,
+    none,
+    more,
+    reset(chosen = statuses) {
+      statuses = chosen;
+      return load(true);
+    },
+  };
+}
+
+// The failed items of a map step, from its items endpoint at path.
+function failedItems(path, retryable) {
+  const list = h("ul", { class: "history" });
+  const pages = itemPages(path, list, (item) =>
+    h(
+      "li",
+      {},
+      h("strong", {}, `#${item.index}`),
+      " ",
+      item.error?.message ?? "failed",
+      h("span", { class: "muted" }, ` · ${plural(item.attempts, "attempt")}`),
+    ),
+  );
+  pages.reset(["failed"]);
   return h(
     "div",
     { class: "failed-items" },
     h("div", { class: "small strong" }, "Failed items"),
     list,
-    problem,
-    more,
+    pages.problem,
+    pages.more,
     retryable && h("p", { class: "muted small" }, "Retry runs only the failed items again."),
   );
+}
+
+// A fleet step's items by workload, filtered by status, from its items endpoint at path: each with its result, its
+// error or why it was skipped. refresh() reads them again.
+function fleetItems(path, fleet) {
+  const body = h("tbody", {});
+  const pages = itemPages(path, body, (item) =>
+    h(
+      "tr",
+      { class: `item status-${item.status}`, "data-workload": item.workload },
+      h(
+        "td",
+        {},
+        h(
+          "a",
+          { href: `#/fleets/${enc(fleet)}/workloads/${enc(item.workload)}`, class: "workload-link" },
+          item.workload,
+        ),
+      ),
+      h("td", {}, statusBadge(item.status)),
+      h("td", { class: "count" }, item.attempts),
+      h("td", { class: "item-result" }, itemResult(item)),
+    ),
+  );
+  const filter = h(
+    "select",
+    { class: "item-filter", "aria-label": "Show the items", onchange: () => pages.reset(ITEM_FILTERS[filter.value]) },
+    Object.keys(ITEM_FILTERS).map((name) => h("option", { value: name }, name)),
+  );
+  const element = h(
+    "div",
+    { class: "fleet-items" },
+    h("div", { class: "small strong" }, "Workloads ", filter),
+    h(
+      "table",
+      { class: "list items-table" },
+      h("thead", {}, h("tr", {}, ["Workload", "Status", "Attempts", "Result"].map((title) => h("th", {}, title)))),
+      body,
+    ),
+    pages.none,
+    pages.problem,
+    pages.more,
+  );
+  return { element, refresh: () => pages.reset() };
+}
+
+// What came of a fleet step's item: its outputs, its error, or why it was skipped.
+function itemResult(item) {
+  if (item.status === "completed") return h("code", { class: "small" }, JSON.stringify(item.outputs));
+  if (item.error) return h("span", { class: "item-error" }, item.error.message);
+  if (item.note) return h("span", { class: "muted item-note" }, item.note);
+  return h("span", { class: "muted" }, "—");
 }
 
 function number(n) {

@@ -1,11 +1,15 @@
-// The fleets pages: every fleet with its workloads by state; a fleet's counts, its spread over hosts, a table of
-// its workloads filtered by state, label and host, and the feed of its lifecycle events; a workload's history.
+// The fleets pages: every fleet with its workloads by state; a fleet's counts, its spread over hosts, its tasks with
+// their latest ad hoc runs and a form to run one, a table of its workloads filtered by state, label and host, and
+// the feed of its lifecycle events; a workload's history.
 
 import {
+  FINISHED,
   LIST_POLL_MS,
+  LIST_SIZE,
   h,
   api,
   enc,
+  may,
   pageHeader,
   crumbs,
   card,
@@ -13,12 +17,19 @@ import {
   empty,
   alertBox,
   statusBadge,
+  typeBadge,
   plural,
+  pagination,
+  fieldControl,
+  readFields,
+  sendEvent,
+  eventsTable,
 } from "./shared.js";
 
 const STATES = ["initializing", "up", "unreachable", "dead"];
 const PAGE_SIZE = 50;
 const FEED_SIZE = 30;
+const RUNS_SIZE = 20;
 
 // Times of fleets are seconds since the epoch.
 function at(seconds) {
@@ -69,6 +80,9 @@ export async function fleetPage(page, query, name) {
   const spread = h("div", {}, loading());
   const table = h("div", {}, loading());
   const feed = h("div", {}, loading());
+  const tasks = h("div", { id: "fleet-tasks" }, loading());
+  const latest = h("div", {}, loading());
+  const runs = h("div", { id: "fleet-runs", hidden: true }, h("h3", {}, "Latest ad hoc runs"), latest);
   const filters = {
     state: h("select", { name: "state" }, h("option", { value: "" }, "any state"), STATES.map((s) => h("option", { value: s }, s))),
     label: h("input", { name: "label", placeholder: "label: key=value" }),
@@ -94,9 +108,10 @@ export async function fleetPage(page, query, name) {
   );
   page.show(
     crumbs(["Fleets", "#/fleets"]),
-    pageHeader(name, "Its workloads by state, the spread over its hosts, and what happened to them"),
+    pageHeader(name, "Its workloads by state, the spread over its hosts, its tasks, and what happened to them"),
     card("By state", summary),
     card("Spread over hosts", spread),
+    card("Tasks", tasks, runs),
     card("Workloads", form, table),
     card("Lifecycle events", feed),
   );
@@ -120,6 +135,177 @@ export async function fleetPage(page, query, name) {
     feed.replaceChildren(events.ok ? eventTable(events.data, true) : alertBox(events.data));
     return true;
   });
+
+  const [fleet, produces] = await Promise.all([api("GET", `/fleets/${key}`), may("producer")]);
+  if (!page.shown) return;
+  if (!fleet.ok) return tasks.replaceChildren(alertBox(fleet.data));
+  const declared = fleet.data.tasks;
+  if (declared.length === 0) return tasks.replaceChildren(empty("This fleet declares no task."));
+  tasks.replaceChildren(
+    h(
+      "div",
+      { class: "columns" },
+      taskList(declared),
+      produces && h("div", {}, h("h3", {}, "Run a task"), taskForm(name, declared)),
+    ),
+  );
+  runs.hidden = false;
+  const known = new Set();
+  page.poll(LIST_POLL_MS, async () => {
+    latest.replaceChildren(await latestRuns(name, declared, known));
+    return true;
+  });
+}
+
+// The fleet's tasks, each with its typed inputs and outputs.
+function taskList(tasks) {
+  const fields = (list) =>
+    list.length === 0
+      ? h("span", { class: "muted" }, "nothing")
+      : list.map((f) => h("span", { class: "task-field" }, h("code", {}, f.name), " ", typeBadge(f)));
+  return h(
+    "ul",
+    { class: "tasks" },
+    tasks.map((task) =>
+      h(
+        "li",
+        { id: `task-${task.name}` },
+        h("strong", {}, task.name),
+        task.description && h("span", { class: "muted" }, ` · ${task.description}`),
+        h("div", { class: "small task-signature" }, fields(task.inputs), " → ", fields(task.outputs)),
+      ),
+    ),
+  );
+}
+
+// The ad hoc runs of a fleet's task are events of the workflow machinery keeps for it.
+function taskWorkflow(fleet, task) {
+  return `${fleet}:${task}`;
+}
+
+// The names of the workflows among names that are registered, looked for in their list a page at a time.
+async function registered(names) {
+  const found = new Set();
+  for (let number = 1; ; number += 1) {
+    const { ok, data, headers } = await api("GET", `/workflows?page=${number}&page_size=${LIST_SIZE}`);
+    if (!ok) return { refusal: data };
+    for (const workflow of data) if (names.includes(workflow.name)) found.add(workflow.name);
+    if (found.size === names.length || number >= pagination(headers).total_pages) return { found };
+  }
+}
+
+// The latest ad hoc runs of the fleet's tasks, newest first: a table, or why there is none. A task never run ad hoc
+// has no workflow yet, whose events the API would refuse (404, an error in the browser's console): known holds the
+// task workflows found registered, and those not found yet are looked for again each time.
+async function latestRuns(fleet, tasks, known) {
+  const missing = tasks.map((task) => taskWorkflow(fleet, task.name)).filter((name) => !known.has(name));
+  if (missing.length > 0) {
+    const { found, refusal } = await registered(missing);
+    if (refusal) return alertBox(refusal);
+    found.forEach((name) => known.add(name));
+  }
+  const run = tasks.filter((task) => known.has(taskWorkflow(fleet, task.name)));
+  const answers = await Promise.all(
+    run.map((task) => api("GET", `/events?workflow=${enc(taskWorkflow(fleet, task.name))}&page_size=${RUNS_SIZE}`)),
+  );
+  answers.forEach((answer, i) => answer.status === 404 && known.delete(taskWorkflow(fleet, run[i].name)));
+  const refused = answers.find((answer) => !answer.ok && answer.status !== 404);
+  if (refused) return alertBox(refused.data);
+  const events = answers
+    .flatMap((answer) => (answer.ok ? answer.data : []))
+    .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at))
+    .slice(0, RUNS_SIZE);
+  if (events.length === 0) return empty("No task was run ad hoc yet.");
+  const count = (title) => {
+    const what = title.toLowerCase();
+    return [title, (event) => runCounts(event)?.[what] ?? "—", `count run-${what}`];
+  };
+  const task = (event) => event.workflow.name.slice(fleet.length + 1);
+  return eventsTable(events, false, [["Task", task], count("Results"), count("Skipped"), count("Failed")]);
+}
+
+// How many workloads an ended run has results of, skipped and failed: from its outputs, or else from its fleet
+// step's (a run that failed for too many failures has no outputs of its own).
+function runCounts(event) {
+  if (!FINISHED.has(event.status)) return null;
+  const outputs = event.outputs ?? event.steps?.find((step) => step.kind === "fleet")?.outputs;
+  if (!outputs) return null;
+  return {
+    results: Object.keys(outputs.results ?? {}).length,
+    skipped: outputs.skipped?.length ?? 0,
+    failed: outputs.failed?.length ?? 0,
+  };
+}
+
+// A form to run one of the fleet's tasks ad hoc: one control per typed input of the task picked, and a selector.
+function taskForm(fleet, tasks) {
+  const choice = h(
+    "select",
+    { id: "task-name", name: "task", onchange: () => pick() },
+    tasks.map((task) => h("option", { value: task.name }, task.name)),
+  );
+  const inputs = h("div", { class: "task-inputs" });
+  const selector = h("input", {
+    type: "text",
+    id: "task-selector",
+    name: "selector",
+    placeholder: "site=lund role=edge",
+    autocomplete: "off",
+    "aria-describedby": "task-selector-error",
+  });
+  const selectorError = h("div", { class: "field-error", id: "task-selector-error" });
+  const button = h("button", { type: "submit", class: "primary" }, "Run task");
+  const result = h("div", { class: "form-result" });
+  let controls = [];
+  const pick = () => {
+    const task = tasks.find((t) => t.name === choice.value);
+    controls = task.inputs.map(fieldControl);
+    inputs.replaceChildren(
+      ...controls.map((c) => c.element),
+      ...(controls.length === 0 ? [h("p", { class: "muted" }, "This task takes no argument.")] : []),
+    );
+  };
+  const run = async (submitted) => {
+    submitted.preventDefault();
+    result.replaceChildren();
+    selectorError.textContent = "";
+    const args = readFields(controls);
+    const labels = readSelector(selector.value);
+    if (!labels) selectorError.textContent = "write labels as key=value, separated by spaces or commas";
+    if (!args || !labels) return;
+    const body = { task: choice.value, args, selector: labels };
+    const refusal = await sendEvent(`/fleets/${enc(fleet)}/tasks`, body, { button, result, controls });
+    const problem = refusal?.problems?.find((p) => p.field === "selector");
+    if (problem) selectorError.textContent = problem.message;
+  };
+  pick();
+  return h(
+    "form",
+    { class: "event-form task-form", onsubmit: run, novalidate: true },
+    h("div", { class: "field" }, h("label", { for: "task-name" }, "Task"), choice),
+    inputs,
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "task-selector" }, "Selector", h("span", { class: "optional" }, "optional")),
+      selector,
+      h("small", { class: "hint" }, "Labels every workload chosen has; none chooses them all"),
+      selectorError,
+    ),
+    h("div", { class: "actions" }, button, h("span", { class: "muted small" }, `POST /fleets/${fleet}/tasks`)),
+    result,
+  );
+}
+
+// Labels written as key=value, separated by spaces or commas, as an object; null if one is not key=value.
+function readSelector(text) {
+  const labels = {};
+  for (const pair of text.split(/[\s,]+/).filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at < 1) return null;
+    labels[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return labels;
 }
 
 export async function workloadPage(page, _query, fleet, name) {

@@ -7,6 +7,8 @@ export const LIST_POLL_MS = 3000;
 export const LIST_SIZE = 100;
 export const enc = encodeURIComponent;
 
+const JSON_EXAMPLES = { array: "[1, 2]", object: '{"key": "value"}' };
+
 // DOM and API helpers
 
 export function h(tag, props, ...children) {
@@ -301,7 +303,8 @@ export function pagination(headers) {
   return JSON.parse(headers.get("X-Pagination") ?? "null") ?? { total: 0, page: 1, total_pages: 1 };
 }
 
-export function eventsTable(events, withWorkflow) {
+// A table of events; columns are more, each as [title, render(event) giving a cell's content, the cell's class].
+export function eventsTable(events, withWorkflow, columns = []) {
   if (events.length === 0) return empty("No events yet.");
   return h(
     "table",
@@ -317,6 +320,7 @@ export function eventsTable(events, withWorkflow) {
         h("th", {}, "Status"),
         h("th", {}, "Created"),
         h("th", {}, "Took"),
+        columns.map(([title]) => h("th", {}, title)),
       ),
     ),
     h(
@@ -337,8 +341,100 @@ export function eventsTable(events, withWorkflow) {
           h("td", {}, statusBadge(e.status)),
           h("td", { class: "muted" }, when(e.created_at)),
           h("td", { class: "muted" }, FINISHED.has(e.status) ? took(e.created_at, e.updated_at) : "…"),
+          columns.map(([, render, className]) => h("td", { class: className }, render(e))),
         ),
       ),
     ),
   );
+}
+
+// Forms of typed fields (an event's data, a fleet task's arguments)
+
+// A form control for a typed field: text, number, checkbox, or JSON for the structured types.
+export function fieldControl(field) {
+  const id = `input-${field.name}`;
+  const initial = field.default;
+  const common = { id, name: field.name, "aria-describedby": `${id}-error` };
+  let control;
+  if (field.type === "bool") {
+    control = h("input", { ...common, type: "checkbox", checked: initial === true });
+  } else if (field.type === "int" || field.type === "float") {
+    control = h("input", { ...common, type: "number", step: field.type === "int" ? "1" : "any", value: initial });
+  } else if (field.type === "string") {
+    control = h("input", { ...common, type: "text", value: initial, autocomplete: "off" });
+  } else {
+    const text = initial === undefined ? "" : JSON.stringify(initial, null, 2);
+    control = h("textarea", { ...common, rows: 4, spellcheck: "false", placeholder: "JSON" }, text);
+  }
+  const error = h("div", { class: "field-error", id: `${id}-error` });
+  const label = h(
+    "label",
+    { for: id },
+    h("code", {}, field.name),
+    typeBadge(field),
+    field.required === false && h("span", { class: "optional" }, "optional"),
+  );
+  return {
+    field,
+    element: h(
+      "div",
+      { class: `field field-${field.type}` },
+      label,
+      control,
+      field.description && h("small", { class: "hint" }, field.description),
+      error,
+    ),
+    read: () => readControl(field, control),
+    setError(message) {
+      error.textContent = message ?? "";
+      if (message) control.setAttribute("aria-invalid", "true");
+      else control.removeAttribute("aria-invalid");
+    },
+  };
+}
+
+// The value of a control; undefined leaves the field out, so that the API applies its default or says it is required.
+function readControl(field, control) {
+  if (field.type === "bool") return control.checked;
+  if (field.type === "string") return control.value === "" && field.required === false ? undefined : control.value;
+  if (control.value.trim() === "") return undefined;
+  if (field.type === "int" || field.type === "float") return Number(control.value);
+  try {
+    return JSON.parse(control.value);
+  } catch {
+    throw new Error(`not JSON: write ${JSON_EXAMPLES[field.type] ?? "a JSON value"}`);
+  }
+}
+
+// The values of controls by field name, each control showing its error; null if any is wrong.
+export function readFields(controls) {
+  const data = {};
+  let valid = true;
+  for (const control of controls) {
+    control.setError(null);
+    try {
+      const value = control.read();
+      if (value !== undefined) data[control.field.name] = value;
+    } catch (error) {
+      control.setError(error.message);
+      valid = false;
+    }
+  }
+  return valid ? data : null;
+}
+
+// POSTs body to path, which answers an event, the button disabled meanwhile: goes to the event's page, or shows the
+// API's refusal in result and each of its problems that names a field on that field's control. The refusal, or null.
+export async function sendEvent(path, body, { button, result, controls }) {
+  button.disabled = true;
+  const { ok, data: answer } = await api("POST", path, body);
+  button.disabled = false;
+  if (ok) {
+    location.hash = `#/events/${enc(answer.event_id)}`;
+    return null;
+  }
+  result.replaceChildren(alertBox(answer));
+  for (const problem of answer?.problems ?? [])
+    controls.find((c) => c.field.name === problem.field)?.setError(problem.message);
+  return answer;
 }

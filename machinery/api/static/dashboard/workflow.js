@@ -12,11 +12,11 @@ import {
   card,
   loading,
   alertBox,
-  typeBadge,
   eventsTable,
+  fieldControl,
+  readFields,
+  sendEvent,
 } from "./shared.js";
-
-const JSON_EXAMPLES = { array: "[1, 2]", object: '{"key": "value"}' };
 
 export async function workflowPage(page, _query, name) {
   page.show(crumbs(["Workflows", "#/workflows"]), loading());
@@ -60,29 +60,9 @@ function eventForm(workflow) {
   const send = async (submitted) => {
     submitted.preventDefault();
     result.replaceChildren();
-    const data = {};
-    let valid = true;
-    for (const control of controls) {
-      control.setError(null);
-      try {
-        const value = control.read();
-        if (value !== undefined) data[control.field.name] = value;
-      } catch (error) {
-        control.setError(error.message);
-        valid = false;
-      }
-    }
-    if (!valid) return;
-    button.disabled = true;
-    const { ok, data: answer } = await api("POST", `/e/${enc(workflow.name)}`, { data });
-    button.disabled = false;
-    if (ok) {
-      location.hash = `#/events/${enc(answer.event_id)}`;
-      return;
-    }
-    result.replaceChildren(alertBox(answer));
-    for (const problem of answer?.problems ?? [])
-      controls.find((c) => c.field.name === problem.field)?.setError(problem.message);
+    const data = readFields(controls);
+    if (!data) return;
+    await sendEvent(`/e/${enc(workflow.name)}`, { data }, { button, result, controls });
   };
   return h(
     "form",
@@ -92,60 +72,4 @@ function eventForm(workflow) {
     h("div", { class: "actions" }, button, h("span", { class: "muted small" }, `POST /e/${workflow.name}`)),
     result,
   );
-}
-
-// A form control for a typed field: text, number, checkbox, or JSON for the structured types.
-function fieldControl(field) {
-  const id = `input-${field.name}`;
-  const initial = field.default;
-  const common = { id, name: field.name, "aria-describedby": `${id}-error` };
-  let control;
-  if (field.type === "bool") {
-    control = h("input", { ...common, type: "checkbox", checked: initial === true });
-  } else if (field.type === "int" || field.type === "float") {
-    control = h("input", { ...common, type: "number", step: field.type === "int" ? "1" : "any", value: initial });
-  } else if (field.type === "string") {
-    control = h("input", { ...common, type: "text", value: initial, autocomplete: "off" });
-  } else {
-    const text = initial === undefined ? "" : JSON.stringify(initial, null, 2);
-    control = h("textarea", { ...common, rows: 4, spellcheck: "false", placeholder: "JSON" }, text);
-  }
-  const error = h("div", { class: "field-error", id: `${id}-error` });
-  const label = h(
-    "label",
-    { for: id },
-    h("code", {}, field.name),
-    typeBadge(field),
-    field.required === false && h("span", { class: "optional" }, "optional"),
-  );
-  return {
-    field,
-    element: h(
-      "div",
-      { class: `field field-${field.type}` },
-      label,
-      control,
-      field.description && h("small", { class: "hint" }, field.description),
-      error,
-    ),
-    read: () => readControl(field, control),
-    setError(message) {
-      error.textContent = message ?? "";
-      if (message) control.setAttribute("aria-invalid", "true");
-      else control.removeAttribute("aria-invalid");
-    },
-  };
-}
-
-// The value of a control; undefined leaves the field out, so that the API applies its default or says it is required.
-function readControl(field, control) {
-  if (field.type === "bool") return control.checked;
-  if (field.type === "string") return control.value === "" && field.required === false ? undefined : control.value;
-  if (control.value.trim() === "") return undefined;
-  if (field.type === "int" || field.type === "float") return Number(control.value);
-  try {
-    return JSON.parse(control.value);
-  } catch {
-    throw new Error(`not JSON: write ${JSON_EXAMPLES[field.type] ?? "a JSON value"}`);
-  }
 }
