@@ -9,11 +9,21 @@ from marshmallow import ValidationError, fields, post_load, validate
 
 from machinery.api.auth import requires
 from machinery.api.blueprint import Blueprint, current_machinery
-from machinery.api.schemas import EVENT_LOCATION, REPLAYED, AckSchema, SubmitHeadersSchema, submitted
+from machinery.api.schemas import (
+    EVENT_LOCATION,
+    REPLAYED,
+    AckSchema,
+    EventSchema,
+    SubmitHeadersSchema,
+    event_to_dict,
+    submitted,
+)
 from machinery.bootstrap import Role
 from machinery.codec import fleet_from_dict, fleet_to_dict, lifecycle_to_dict, workload_to_dict
-from machinery.engine.errors import InvalidDefinition
+from machinery.engine.errors import InvalidDefinition, NotFound
 from machinery.engine.fleets import Fleet, Workload, WorkloadState
+from machinery.engine.kinds.fleet import adhoc_name
+from machinery.engine.state import Event
 from machinery.fleets.registry import MAX_WORKLOADS, Fleets
 from machinery.validation import NAME, FieldSchema, RetrySchema, StrictSchema
 
@@ -331,3 +341,29 @@ def run_task(headers: dict[str, str], body: dict[str, Any], name: str) -> tuple[
             name, body["task"], body["args"], body["selector"], headers.get("idempotency_key")
         )
     )
+
+
+class RunQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+
+
+@blp.route("/fleets/<name>/runs", methods=["GET"])
+@requires(Role.READER)
+@blp.arguments(RunQuerySchema, location="query")
+@blp.response(200, EventSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def task_runs(query: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The latest ad hoc runs of the fleet's tasks, newest first: the events of their workflows '<fleet>:<task>'
+    (a task never run ad hoc has none)"""
+    machinery = current_machinery()
+    runs: list[Event] = []
+    for task in machinery.store.get_fleet(name).tasks:
+        try:
+            page = machinery.events.list_events(
+                workflow=adhoc_name(name, task.name), status=None, offset=0, limit=query["limit"]
+            )
+        except NotFound:
+            continue
+        runs += page.items
+    runs.sort(key=lambda event: event.created_at, reverse=True)
+    return [event_to_dict(event, machinery.plans.for_event(event)) for event in runs[: query["limit"]]]

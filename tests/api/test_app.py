@@ -103,6 +103,7 @@ def test_the_openapi_document_is_valid_and_lists_every_path(client: FlaskClient)
         "/fleets/{name}/counts",
         "/fleets/{name}/workloads/{workload}/events",
         "/fleets/{name}/tasks",
+        "/fleets/{name}/runs",
         "/hosts",
     }
     schemathesis.openapi.from_dict(document).validate()

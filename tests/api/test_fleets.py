@@ -211,3 +211,16 @@ def test_a_fleet_change_that_would_break_a_workflow_running_its_task_is_refused(
     assert refused.status_code == 409
     assert "workflow 'nightly'" in refused.json["message"] and "routers:reboot" not in refused.json["message"]
     assert client.put("/fleets/routers", json=fitting).status_code == 200
+
+
+def test_a_fleets_runs_are_the_latest_events_of_its_tasks_workflows_newest_first(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    assert client.get("/fleets/routers/runs").json == [], "no task run yet: no workflow, and no run"
+    sent = [client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": n}}).json for n in range(3)]
+
+    runs = client.get("/fleets/routers/runs?limit=2").json
+
+    assert [run["id"] for run in runs] == [sent[2]["event_id"], sent[1]["event_id"]]
+    assert runs[0]["workflow"]["name"] == "routers:reboot" and runs[0]["data"]["delay"] == 2
+    assert client.get("/fleets/switches/runs").status_code == 404

@@ -30,6 +30,7 @@ REQUESTS = [
     ("GET", "/fleets/no-such-fleet/workloads", Role.READER),
     ("GET", "/fleets/no-such-fleet/events", Role.READER),
     ("GET", "/fleets/no-such-fleet/counts", Role.READER),
+    ("GET", "/fleets/no-such-fleet/runs", Role.READER),
     ("GET", "/fleets/no-such-fleet/workloads/w1/events", Role.READER),
     ("GET", "/hosts", Role.READER),
     ("POST", "/e/process-text", Role.PRODUCER),

@@ -5,7 +5,6 @@
 import {
   FINISHED,
   LIST_POLL_MS,
-  LIST_SIZE,
   h,
   api,
   enc,
@@ -19,7 +18,6 @@ import {
   statusBadge,
   typeBadge,
   plural,
-  pagination,
   fieldControl,
   readFields,
   sendEvent,
@@ -150,9 +148,8 @@ export async function fleetPage(page, query, name) {
     ),
   );
   runs.hidden = false;
-  const known = new Set();
   page.poll(LIST_POLL_MS, async () => {
-    latest.replaceChildren(await latestRuns(name, declared, known));
+    latest.replaceChildren(await latestRuns(name));
     return true;
   });
 }
@@ -178,50 +175,17 @@ function taskList(tasks) {
   );
 }
 
-// The ad hoc runs of a fleet's task are events of the workflow machinery keeps for it.
-function taskWorkflow(fleet, task) {
-  return `${fleet}:${task}`;
-}
-
-// The names of the workflows among names that are registered, looked for in their list a page at a time.
-async function registered(names) {
-  const found = new Set();
-  for (let number = 1; ; number += 1) {
-    const { ok, data, headers } = await api("GET", `/workflows?page=${number}&page_size=${LIST_SIZE}`);
-    if (!ok) return { refusal: data };
-    for (const workflow of data) if (names.includes(workflow.name)) found.add(workflow.name);
-    if (found.size === names.length || number >= pagination(headers).total_pages) return { found };
-  }
-}
-
-// The latest ad hoc runs of the fleet's tasks, newest first: a table, or why there is none. A task never run ad hoc
-// has no workflow yet, whose events the API would refuse (404, an error in the browser's console): known holds the
-// task workflows found registered, and those not found yet are looked for again each time.
-async function latestRuns(fleet, tasks, known) {
-  const missing = tasks.map((task) => taskWorkflow(fleet, task.name)).filter((name) => !known.has(name));
-  if (missing.length > 0) {
-    const { found, refusal } = await registered(missing);
-    if (refusal) return alertBox(refusal);
-    found.forEach((name) => known.add(name));
-  }
-  const run = tasks.filter((task) => known.has(taskWorkflow(fleet, task.name)));
-  const answers = await Promise.all(
-    run.map((task) => api("GET", `/events?workflow=${enc(taskWorkflow(fleet, task.name))}&page_size=${RUNS_SIZE}`)),
-  );
-  answers.forEach((answer, i) => answer.status === 404 && known.delete(taskWorkflow(fleet, run[i].name)));
-  const refused = answers.find((answer) => !answer.ok && answer.status !== 404);
-  if (refused) return alertBox(refused.data);
-  const events = answers
-    .flatMap((answer) => (answer.ok ? answer.data : []))
-    .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at))
-    .slice(0, RUNS_SIZE);
-  if (events.length === 0) return empty("No task was run ad hoc yet.");
+// The latest ad hoc runs of the fleet's tasks, newest first: a table, or why there is none.
+async function latestRuns(fleet) {
+  const { ok, data } = await api("GET", `/fleets/${enc(fleet)}/runs?limit=${RUNS_SIZE}`);
+  if (!ok) return alertBox(data);
+  if (data.length === 0) return empty("No task was run ad hoc yet.");
   const count = (title) => {
     const what = title.toLowerCase();
     return [title, (event) => runCounts(event)?.[what] ?? "—", `count run-${what}`];
   };
   const task = (event) => event.workflow.name.slice(fleet.length + 1);
-  return eventsTable(events, false, [["Task", task], count("Results"), count("Skipped"), count("Failed")]);
+  return eventsTable(data, false, [["Task", task], count("Results"), count("Skipped"), count("Failed")]);
 }
 
 // How many workloads an ended run has results of, skipped and failed: from its outputs, or else from its fleet
