@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import click
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_ready
 from marshmallow import Schema, ValidationError
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -231,14 +231,20 @@ def worker(
             "set MACHINERY_BROKER_URL (redis://... or amqp://...) to run workers apart; "
             "without a broker `machinery serve` runs them in its own process"
         )
-    machinery.start_sweeper()
-    if fleets:
-        # In the main process, not the pool: one host per worker, whatever its concurrency.
-        machinery.start_fleet_host(host_name)
-    if metrics_port is not None:
-        registry = CollectorRegistry()
-        machinery.telemetry.register(registry)
-        start_http_server(metrics_port, registry=registry)
+
+    def beside_the_pool(**_: Any) -> None:
+        # Once the pool has forked its processes: a fork copies none of this process's threads but every lock they
+        # hold, and a child that inherits one held mid-call hangs (the pool's warm shutdown then waits for ever).
+        machinery.start_sweeper()
+        if fleets:
+            # In the main process, not the pool: one host per worker, whatever its concurrency.
+            machinery.start_fleet_host(host_name)
+        if metrics_port is not None:
+            registry = CollectorRegistry()
+            machinery.telemetry.register(registry)
+            start_http_server(metrics_port, registry=registry)
+
+    worker_ready.connect(beside_the_pool, weak=False)
     argv = [
         *(["--quiet"] if machinery.config.log_format == "json" else []),  # no banner amid the JSON lines
         "worker",
