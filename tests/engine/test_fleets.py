@@ -19,6 +19,7 @@ from machinery.engine.fleets import (
     spread,
     succeeded,
 )
+from machinery.engine.kinds.fleet import lanes
 
 SETTINGS = FleetSettings(ping_interval=10.0, ping_jitter=0.2, dead_after=3, dead_cooldown=60.0)
 
@@ -151,3 +152,48 @@ def test_assigning_keeps_every_workload_once_and_levels_the_loads(loads: dict[st
     assert sorted(n for chosen in given_.values() for n in chosen) == sorted(names)
     after = {host: load + len(given_.get(host, [])) for host, load in loads.items()}
     assert spread(after) <= max(spread(loads), 1)
+
+
+def _chains(laid: list[tuple[Workload, int | None, bool]]) -> list[list[Workload]]:
+    """The lanes of ``lanes``' answer, each as the workloads it runs in turn."""
+    chains = []
+    for index, (_, _, first) in enumerate(laid):
+        if first:
+            chain, at = [], index
+            while at is not None:
+                chain.append(laid[at][0])
+                at = laid[at][1]
+            chains.append(chain)
+    return chains
+
+
+def test_each_hosts_workloads_run_in_lanes_of_their_own_as_many_as_its_share() -> None:
+    # Spread by name over three hosts in turn, as the assigner does: a lane by index would hop at every item.
+    up = [Workload("f", f"w{i:02d}", state=WorkloadState.UP, host=f"h{i % 3}") for i in range(12)]
+
+    chains = _chains(lanes(up, 6))
+
+    assert len(chains) == 6
+    assert all(len({w.host for w in chain}) == 1 for chain in chains)
+    assert sorted(len([c for c in chains if c[0].host == host]) for host in ("h0", "h1", "h2")) == [2, 2, 2]
+
+
+@given(
+    hosts=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=12),
+    concurrency=st.integers(min_value=1, max_value=20),
+)
+def test_lanes_run_every_workload_once_and_never_more_at_once_than_the_concurrency(
+    hosts: list[int], concurrency: int
+) -> None:
+    up = [
+        Workload("f", f"h{h}-w{i}", state=WorkloadState.UP, host=f"h{h}")
+        for h, count in enumerate(hosts)
+        for i in range(count)
+    ]
+
+    chains = _chains(lanes(up, concurrency))
+
+    assert sorted(w.name for chain in chains for w in chain) == sorted(w.name for w in up)
+    assert min(concurrency, len(hosts)) <= len(chains) <= concurrency
+    # A lane changes host only to end with the workloads of hosts that have no lane of their own.
+    assert all(sum(a.host != b.host for a, b in zip(c, c[1:], strict=False)) <= len(hosts) for c in chains)

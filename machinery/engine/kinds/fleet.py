@@ -140,10 +140,8 @@ class FleetKind(MapKind):
         up = [w for w in members if w.state is WorkloadState.UP and w.host is not None]
         down = [w for w in members if w.state is not WorkloadState.UP or w.host is None]
         fanned_out(state, len(members), now)
-        lanes = step.concurrency
         items = []
-        for index, workload in enumerate(up):
-            successor = index + lanes if index + lanes < len(up) else None
+        for index, (workload, successor, first) in enumerate(lanes(up, step.concurrency)):
             item = Item(
                 event.id,
                 step.id,
@@ -154,7 +152,7 @@ class FleetKind(MapKind):
                 successor=successor,
                 key=workload.name,
             )
-            if index < lanes:
+            if first:
                 make_ready(item.state, now)
             items.append(item)
         for index, workload in enumerate(down, start=len(up)):
@@ -186,6 +184,10 @@ class FleetKind(MapKind):
         note = None
         if len(json.dumps(results)) > max_bytes:
             note, results = too_large(max_bytes), {}
+        # By workload, whatever the order of the items (each host's together).
+        results = dict(sorted(results.items()))
+        skipped.sort(key=lambda entry: entry["workload"] or "")
+        failed.sort(key=lambda entry: entry["workload"] or "")
         outputs = {RESULTS.name: results, SKIPPED_FIELD.name: skipped, FAILED_FIELD.name: failed}
         if step.max_failed is None or len(failed) <= step.max_failed:
             return outputs, note, None
@@ -195,6 +197,44 @@ class FleetKind(MapKind):
             f"(first {first['workload']}: {first['error']})"
         )
         return outputs, note, CallFailure(message, False, ErrorKind.ERROR, {"failed": len(failed)})
+
+
+def lanes(up: Sequence[Workload], concurrency: int) -> list[tuple[Workload, int | None, bool]]:
+    """The workloads in the order of their items, each with the index of the next item of its lane and whether it
+    starts one. Each host's workloads run in lanes of their own, as many as its share of ``concurrency`` (one at
+    least), so that a lane goes on on the host it is on rather than hopping from host to host; the hosts past
+    ``concurrency`` have none, and their workloads end the other hosts' lanes."""
+    by_host: dict[str, list[Workload]] = {}
+    for workload in sorted(up, key=lambda w: (w.host or "", w.name)):
+        by_host.setdefault(workload.host or "", []).append(workload)
+    hosts = sorted(by_host, key=lambda host: (-len(by_host[host]), host))
+    ordered: list[Workload] = []
+    chains: list[list[int]] = []
+    for host, share in zip(hosts, _shares(concurrency, [len(by_host[host]) for host in hosts]), strict=True):
+        start = len(ordered)
+        ordered += by_host[host]
+        own = [[] for _ in range(share)] if share else chains
+        for offset in range(len(by_host[host])):
+            own[offset % len(own)].append(start + offset)
+        if share:
+            chains += own
+    successors: dict[int, int] = {}
+    for chain in chains:
+        successors.update(zip(chain, chain[1:], strict=False))
+    firsts = {chain[0] for chain in chains}
+    return [(workload, successors.get(index), index in firsts) for index, workload in enumerate(ordered)]
+
+
+def _shares(concurrency: int, counts: Sequence[int]) -> list[int]:
+    """How many lanes each host gets of ``concurrency``, ``counts`` being its workloads (the largest first): one
+    each while they last, the rest in proportion to the counts, never more than a host has workloads."""
+    if not counts or len(counts) >= concurrency:
+        return [1] * min(concurrency, len(counts)) + [0] * (len(counts) - concurrency)
+    spare, total = concurrency - len(counts), sum(counts)
+    extra = [spare * count // total for count in counts]
+    for index in range(spare - sum(extra)):
+        extra[index % len(counts)] += 1
+    return [min(count, 1 + more) for count, more in zip(counts, extra, strict=True)]
 
 
 def _why_skipped(workload: Workload) -> str:
