@@ -75,17 +75,20 @@ class Registry:
             service, revision=current.revision, users=users, executable_revision=executable_revision
         )
 
-    def check_fleet(self, fleet: Fleet) -> None:
-        """Conflict if ``fleet``, in place of the fleet of its name, would break a workflow running its tasks; the
-        workflows of its ad hoc runs are left out, as they follow the fleet by themselves."""
-        adhoc = {fleet_kind.adhoc_name(fleet.name, task.name) for task in fleet.tasks}
+    def check_fleet(self, name: str, fleet: Fleet | None) -> None:
+        """Conflict if ``fleet``, in place of the fleet ``name`` (None: with no fleet of that name any more), would
+        break a workflow running its tasks; the workflows of its ad hoc runs are left out, as they follow the fleet
+        by themselves."""
         users = [
             w
             for w in every(self.store.list_workflows)
-            if any(name == fleet.name for name, _ in w.fleet_tasks) and w.name not in adhoc
+            if any(fleet_name == name for fleet_name, _ in w.fleet_tasks) and not fleet_kind.is_adhoc(w.name, name)
         ]
+        if fleet is None and users:
+            problems = [Problem(f"workflow '{w.name}' runs its tasks") for w in users]
+            raise Conflict(f"fleet '{name}' is in use", problems)
         self._refuse_breaking(
-            f"fleet '{fleet.name}'",
+            f"fleet '{name}'",
             [(w, self._services_of(w)[0] | self._contracts(w, None, fleet)) for w in users],
         )
 

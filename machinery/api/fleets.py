@@ -202,8 +202,8 @@ class FleetByName(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     def delete(self, name: str) -> None:
-        """Remove a fleet that has no workloads left"""
-        current_machinery().store.delete_fleet(name)
+        """Remove a fleet that has no workloads left, and whose tasks no workflow runs"""
+        current_fleets().delete_fleet(name)
 
 
 @blp.route("/fleets/<name>/workloads")

@@ -37,9 +37,10 @@ class Fleets:
         guard: AddressGuard = DEFAULT_GUARD,
         drivers: Callable[[str], DriverFactory] = load_driver,
         clock: Callable[[], float] = time.time,
-        check: Callable[[Fleet], None] | None = None,
+        check: Callable[[str, Fleet | None], None] | None = None,
     ) -> None:
-        """``check`` refuses a fleet that, in place of the one of its name, would break a workflow running it."""
+        """``check(name, fleet)`` refuses ``fleet`` in place of the fleet ``name`` (None: deleted) if that would
+        break a workflow running its tasks."""
         self.store = store
         self.check = check
         self.guard = guard
@@ -57,8 +58,15 @@ class Fleets:
         current = self.store.get_fleet(name)
         self._driver(fleet)
         if self.check is not None:
-            self.check(fleet)
+            self.check(name, fleet)
         return self.store.replace_fleet(replace(fleet, version=current.version), version=current.version)
+
+    def delete_fleet(self, name: str) -> None:
+        """Delete the fleet ``name``: Conflict while it has workloads, or workflows run its tasks."""
+        self.store.get_fleet(name)
+        if self.check is not None:
+            self.check(name, None)
+        self.store.delete_fleet(name)
 
     def add_workloads(self, fleet_name: str, workloads: Sequence[Workload]) -> list[str]:
         """Add those not there yet, each checked by the fleet's driver first; the names added."""

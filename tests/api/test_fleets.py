@@ -224,3 +224,17 @@ def test_a_fleets_runs_are_the_latest_events_of_its_tasks_workflows_newest_first
     assert [run["id"] for run in runs] == [sent[2]["event_id"], sent[1]["event_id"]]
     assert runs[0]["workflow"]["name"] == "routers:reboot" and runs[0]["data"]["delay"] == 2
     assert client.get("/fleets/switches/runs").status_code == 404
+
+
+def test_a_fleet_whose_tasks_a_workflow_runs_cannot_be_deleted_until_that_workflow_is(
+    client: FlaskClient, fleet: dict[str, Any]
+) -> None:
+    step = {"id": "reboot", "kind": "fleet", "fleet": "routers", "task": "reboot", "input": {"delay": "$.input.delay"}}
+    workflow = {"name": "nightly", "inputs": [{"name": "delay", "type": "int"}], "steps": [step]}
+    assert client.post("/workflows", json=workflow).status_code == 201
+    assert client.post("/fleets/routers/tasks", json={"task": "reboot", "args": {"delay": 1}}).status_code == 202
+
+    refused = client.delete("/fleets/routers")
+    assert refused.status_code == 409 and "workflow 'nightly' runs its tasks" in str(refused.json)
+    assert client.delete("/workflows/nightly").status_code == 204
+    assert client.delete("/fleets/routers").status_code == 204, "its ad hoc runs' workflow does not hold it"

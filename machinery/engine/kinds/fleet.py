@@ -55,6 +55,11 @@ def adhoc_name(fleet: str, task: str) -> str:
     return f"{fleet}:{task}"
 
 
+def is_adhoc(workflow: str, fleet: str) -> bool:
+    """Whether ``workflow`` is one machinery keeps for the ad hoc runs of a task of ``fleet``."""
+    return workflow.startswith(f"{fleet}:")
+
+
 def parse_key(key: str) -> tuple[str, str]:
     """The fleet's name and the task's of a contract's key."""
     fleet, _, task = key.removeprefix("fleet:").partition("/")
