@@ -251,6 +251,9 @@ def worker(
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={concurrency or machinery.config.concurrency}",
+        # A node name of its own: two workers on one machine would share celery@<host>, and RabbitMQ lets one only
+        # hold that name's exclusive control queue (the other fails with RESOURCE_LOCKED).
+        f"--hostname={host_name or 'machinery'}-{os.getpid()}@%h",
         f"--queues={QUEUE},{COMMANDS_QUEUE}" if commands else f"--queues={QUEUE}",
     ]
     try:

@@ -1,6 +1,6 @@
-"""Fleet steps on real `machinery worker --fleets` processes and Redis: a workflow runs a fleet's task once on
-every workload that is up, each on the host holding it, and skips the others; a host SIGKILLed mid-task has its
-workloads' items run on the hosts that take them over."""
+"""Fleet steps on real `machinery worker --fleets` processes, on Redis (and RabbitMQ): a workflow runs a fleet's
+task once on every workload that is up, each on the host holding it, and skips the others; a host SIGKILLed
+mid-task has its workloads' items run on the hosts that take them over."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.devices import Device
 from tests.integration.conftest import WorkerProcess
 from tests.support import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_url", ["redis"], indirect=True)]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
 SETTINGS = FleetSettings(ping_interval=1.0, ping_jitter=0.1, ping_timeout=0.5, dead_after=2, dead_cooldown=30)
@@ -74,10 +74,12 @@ def host(start_worker: Callable[..., WorkerProcess], name: str) -> WorkerProcess
 
 
 def up(machinery: Machinery, hosts: set[str]) -> bool:
+    """Whether every agent is up, spread over all of ``hosts``, and agent-99 dead."""
     workloads = machinery.store.list_workloads("agents", limit=100)
     alive = [w for w in workloads if w.name != "agent-99"]
     return (
-        all(w.state is WorkloadState.UP and w.host in hosts for w in alive)
+        all(w.state is WorkloadState.UP for w in alive)
+        and {w.host for w in alive} == hosts
         and machinery.store.get_workload("agents", "agent-99").state is WorkloadState.DEAD
     )
 
@@ -87,6 +89,7 @@ def ended(machinery: Machinery, event_id: str) -> Event | None:
     return event if event.status.terminal else None
 
 
+@pytest.mark.parametrize("broker_url", ["redis", "rabbitmq"], indirect=True)
 def test_a_fleet_step_runs_the_task_once_on_every_up_workload_and_skips_the_others(
     machinery: Machinery, device: Device, agents: list[str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -106,6 +109,7 @@ def test_a_fleet_step_runs_the_task_once_on_every_up_workload_and_skips_the_othe
     assert Counter(device.tasks) == Counter(f"/{name}/tasks/echo" for name in agents)
 
 
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
 def test_the_items_of_a_host_killed_mid_task_run_on_the_hosts_that_take_its_workloads_over(
     machinery: Machinery, device: Device, agents: list[str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
