@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import mongomock
 import pytest
 
 from machinery.engine.calls import Call, CallFailure, ErrorKind
@@ -16,11 +17,13 @@ from machinery.engine.errors import InvalidDefinition
 from machinery.engine.fleets import Fleet, FleetTask, Workload, WorkloadState
 from machinery.engine.kinds.fleet import TASK
 from machinery.engine.model import FLEET, Ref, Step
+from machinery.engine.ports import Store
 from machinery.engine.retry import RetryPolicy
 from machinery.engine.state import Event, EventStatus, StepStatus
 from machinery.registry import Registry
 from machinery.runtime import Events, Plans, Runner, ServiceCache
 from machinery.runtime.routes import FleetRoutes
+from machinery.store.mongo import MongoStore
 from machinery.store.sqlite import SqliteStore
 from machinery.stubs import StubCaller, StubDispatcher
 from tests.engine.builders import EXPRESSIONS, SETTINGS, fld, from_input, graph
@@ -41,9 +44,9 @@ def echo(host: str, call: Call) -> Any:
 
 class Fleets:
     """A fleet ``agents`` of workloads held by hosts ``h1`` and ``h2``, a runner for the shared queue and one per
-    host (its own queue, and its own caller of the fleet's tasks), on a SQLite store and a clock the tests move."""
+    host (its own queue, and its own caller of the fleet's tasks), on a store and a clock the tests move."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.now = 1000.0
         self.store = store
         self.answer: Answer = echo
@@ -119,8 +122,12 @@ class Fleets:
         return found
 
 
-@pytest.fixture
-def fleets(tmp_path: Path) -> Iterator[Fleets]:
+@pytest.fixture(params=["sqlite", "mongo"])
+def fleets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleets]:
+    """On each store: SQLite, and MongoDB through mongomock."""
+    if request.param == "mongo":
+        yield Fleets(MongoStore(mongomock.MongoClient().db))
+        return
     store = SqliteStore(tmp_path / "machinery.db")
     yield Fleets(store)
     store.close()
