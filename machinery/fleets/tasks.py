@@ -5,8 +5,8 @@ It is the service caller of kind ``fleet`` of the runner a host runs beside its 
 :meth:`machinery.bootstrap.Machinery.start_fleet_host`). A workload this host does not hold fails the call as
 moved, so that the item goes to the host that holds it now, as does a run that failed while the workload moved
 away; a workload that is not up fails it transiently, under the task's retry policy, as does whatever the
-driver raises. The driver's ``run`` is given the task's
-timeout in a thread of its own: past it, the call fails, and what the driver returns later is dropped.
+driver raises. The driver's ``run`` is given the task's timeout in a thread of its own: past it, the call fails,
+and what the driver returns later is dropped.
 """
 
 from __future__ import annotations

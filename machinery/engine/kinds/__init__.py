@@ -11,7 +11,6 @@ from machinery.engine.kinds.base import StepKind
 from machinery.engine.kinds.delay import DelayKind
 from machinery.engine.kinds.ends import FailKind, SucceedKind
 from machinery.engine.kinds.fleet import FleetKind
-from machinery.engine.kinds.map import RESULTS as MAP_RESULTS
 from machinery.engine.kinds.map import MapKind
 from machinery.engine.kinds.service import ServiceKind
 from machinery.engine.kinds.switch import SwitchKind
@@ -36,4 +35,4 @@ KINDS: Mapping[str, StepKind] = {
 }
 """Every kind of step, by the name a definition gives in ``kind``."""
 
-__all__ = ["KINDS", "MAP_RESULTS", "StepKind"]
+__all__ = ["KINDS", "StepKind"]
