@@ -234,12 +234,14 @@ def claim(
 
 def members_wanted(plan: Plan, event: Event, unit: str) -> tuple[str, dict[str, str]] | None:
     """For a fleet step that a claim would fan out: its fleet and the labels its workloads must have, for the
-    caller to list them; None for any other unit."""
+    caller to list them; None for any other unit, and for one whose selector is no object of labels (it fails
+    as it fans out, with no workload to list)."""
     step = plan.graph.steps.get(unit)
     state = unit_state(event, unit)
     if step is None or step.fleet is None or state is None or state.status not in (READY, RETRYING):
         return None
-    return step.fleet, fleet_selector(plan, event, step) or {}
+    labels = fleet_selector(plan, event, step)
+    return (step.fleet, labels) if labels is not None else None
 
 
 def await_worker(event: Event, unit: str, message: str) -> Event | None:
